@@ -1,0 +1,136 @@
+// flashmfa: decode attention over a paged, compressed KV cache (MLA, MFA, MFA-KR, MQA/GQA).
+//
+// One call computes, for every sequence i of a batch, every query token t < s_q and every
+// query head h:
+//
+//     kv   = h / (h_q / h_kv)                       -- the KV head query head h reads
+//     last = causal ? seqlens_k[i] - s_q + t : seqlens_k[i] - 1
+//     s_j  = softmax_scale * <q[i,t,h,:], K[i,j,kv,:]>         for 0 <= j <= last
+//     out[i,t,h,:] = sum_j softmax(s)_j * V[i,j,kv,:]
+//     lse[i,h,t]   = log(sum_j exp(s_j))             (natural log)
+//
+// where row j of sequence i lives in page block_table[i, j / page_size] at slot
+// j % page_size, and V is either its own cache or the first d_v columns of the K row.
+// A row with nothing to attend gets out = 0 and lse = -inf.
+//
+//     size_t bytes = flashmfa::workspace_size(args);          // host only, no device work
+//     flashmfa::Plan p = flashmfa::plan(args, ws, bytes, stream);  // device work, no sync
+//     flashmfa::run(p, args, stream);                          // no allocation, no sync
+//
+// plan + run can be captured in a CUDA graph and replayed with new seqlens_k values (same
+// batch and block table shape). A plan stays valid while shapes and seqlens_k stay the same.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flashmfa/error.hpp"
+#include "flashmfa/tensor.hpp"
+#include "flashmfa/version.hpp"
+
+namespace flashmfa {
+
+// What one cached token holds per KV head, and where V comes from.
+struct Variant {
+  int d_k = 0;
+  int d_v = 0;
+  bool v_aliases_k = false;  // V is the first d_v columns of the K row (no V cache)
+
+  // DeepSeek-V2/V3 absorbed MLA: a 576-wide latent row (512 latent + 64 RoPE), V = latent.
+  static constexpr Variant mla() { return {576, 512, true}; }
+  // Step-3 MFA: one shared K head and one shared V head, both 256 wide.
+  static constexpr Variant mfa() { return {256, 256, false}; }
+  // MFA with key reuse: V is the cached K row itself.
+  static constexpr Variant mfa_kr(int d = 256) { return {d, d, true}; }
+  // Plain MQA / GQA with separate K and V caches.
+  static constexpr Variant mqa(int d) { return {d, d, false}; }
+
+  friend bool operator==(const Variant&, const Variant&) = default;
+  std::string name() const;
+};
+
+// Every variant some kernel covers (the one table that validation and dispatch read).
+const std::vector<Variant>& supported_variants();
+bool is_supported(const Variant& v);
+
+// The arguments of one decode call. Shapes in comments; strides are free except that the last
+// dimension of every tensor must be contiguous. All tensors live on the same device.
+struct DecodeArgs {
+  TensorView q;            // [b, s_q, h_q, d_k]                  bf16 | f16
+  TensorView k_cache;      // [num_pages, page_size, h_kv, d_k]   q's dtype
+  TensorView v_cache;      // [num_pages, page_size, h_kv, d_v]   q's dtype; absent: V aliases K
+  TensorView block_table;  // [b, max_pages_per_seq]              i32
+  TensorView seqlens_k;    // [b]                                 i32
+  TensorView out;          // [b, s_q, h_q, d_v]                  q's dtype (written)
+  TensorView lse;          // [b, h_q, s_q]                       f32 (written)
+  std::optional<float> softmax_scale;  // default 1/sqrt(d_k)
+  bool causal = false;
+  // After run, synchronize and raise if the kernels flagged a bad page index or length.
+  bool checked = false;
+
+  // The variant these tensors describe: d_k from q, d_v from out, aliasing from v_cache.
+  Variant variant() const;
+};
+
+// Device-side problems a run met and skipped (bit flags; see check_errors).
+enum ErrorFlag : uint32_t {
+  kFlagPageOutOfRange = 1u << 0,   // a block-table entry outside [0, num_pages) was skipped
+  kFlagSeqlenTooLong = 1u << 1,    // seqlens_k[i] > max_pages_per_seq * page_size: clamped
+  kFlagSeqlenNegative = 1u << 2,   // seqlens_k[i] < 0: treated as 0
+};
+
+using Stream = void*;  // a cudaStream_t; nullptr is the default stream; ignored on the CPU
+
+// The shape a plan was made for (run checks its args against it).
+struct PlanKey {
+  Device device{};
+  DType dtype = DType::bf16;
+  Variant variant{};
+  int64_t batch = 0, s_q = 0, h_q = 0, h_kv = 0, page_size = 0, max_pages = 0;
+  bool causal = false;
+  friend bool operator==(const PlanKey&, const PlanKey&) = default;
+};
+
+// A plan: where its scheduling metadata lives and how the work is cut. Cheap to copy; it does
+// not own the workspace.
+struct Plan {
+  PlanKey key{};
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int kernel = -1;      // backend's kernel id (see ARCHITECTURE.md)
+  int num_parts = 0;    // CTAs along the KV axis (CUDA); threads (CPU)
+  int block_m = 0;      // query rows per tile
+  int block_n = 0;      // KV tokens per tile
+  int num_slots = 0;    // partial-result slots reserved in the workspace
+};
+
+// Bytes of workspace plan() needs for these arguments (0 is possible). Host only.
+size_t workspace_size(const DecodeArgs& args);
+
+// Validates args and writes the scheduling metadata into workspace on `stream` (device work
+// only; no allocation, no host synchronization).
+Plan plan(const DecodeArgs& args, void* workspace, size_t workspace_bytes, Stream stream = nullptr);
+
+// Computes out and lse. Never allocates or synchronizes (unless args.checked).
+void run(const Plan& plan, const DecodeArgs& args, Stream stream = nullptr);
+
+// Plan + run with a workspace the caller owns; the one-call form.
+void decode(const DecodeArgs& args, void* workspace, size_t workspace_bytes,
+            Stream stream = nullptr);
+
+// The float64 reference on CPU tensors (what every test compares against). Slow by design.
+void decode_reference(const DecodeArgs& args);
+
+// Synchronizes `stream`, reads and clears the plan's device-side error flags (ErrorFlag bits).
+uint32_t read_error_flags(const Plan& plan, Stream stream = nullptr);
+// Same, raising flashmfa::Error if any flag was set.
+void check_errors(const Plan& plan, Stream stream = nullptr);
+
+// What this build and machine offer.
+bool cuda_available();            // built with CUDA and a device is present
+std::string build_info();         // version, backends, CUDA architectures
+
+}  // namespace flashmfa

@@ -1,0 +1,138 @@
+// flashmfa CUDA: the backend entry points the host core calls (cuda_backend.hpp). Picks the
+// kernel, cuts the work into parts, lays out the workspace, launches scheduler, decode and
+// combine kernels on the caller's stream. Nothing here allocates or synchronizes, except
+// read_error_flags, which exists to synchronize.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "cuda/common/combine.hpp"
+#include "cuda/common/device.hpp"
+#include "cuda/common/scheduler.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/sm80/decode/decode.hpp"
+
+namespace flashmfa::cuda {
+namespace {
+
+// Kernel ids recorded in Plan::kernel.
+enum class KernelId : int { sm80_decode = 0 };
+
+// One split's fixed overhead (loading Q, the epilogue, its combine row) costs about as much as
+// streaming this many KV tokens; the scheduler charges it per sequence (see schedule.cuh).
+constexpr int kFixedCostTokens = 320;
+
+cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
+
+// Makes `device` current for the lifetime of the guard, then restores the caller's device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    FLASHMFA_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) FLASHMFA_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+int rows_per_kv(const detail::DecodeParams& p) { return p.s_q * p.q_per_kv; }
+
+WorkspaceLayout layout(const detail::DecodeParams& p, const Plan& plan) {
+  return WorkspaceLayout(p.b, plan.num_parts, plan.num_slots, int64_t(p.h_q) * p.s_q, p.d_v);
+}
+
+template <class T>
+T* at(const Plan& plan, size_t offset) {
+  return reinterpret_cast<T*>(static_cast<char*>(plan.workspace) + offset);
+}
+
+Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
+  const WorkspaceLayout w = layout(p, plan);
+  Schedule s{};
+  s.header = at<ScheduleHeader>(plan, w.header);
+  s.prefix_cost = at<int32_t>(plan, w.prefix_cost);
+  s.seqlen = at<int32_t>(plan, w.seqlen);
+  s.slot_begin = at<int32_t>(plan, w.slot_begin);
+  s.num_splits = at<int32_t>(plan, w.num_splits);
+  s.part_first_seq = at<int32_t>(plan, w.part_first_seq);
+  s.o_partial = at<float>(plan, w.o_partial);
+  s.lse_partial = at<float>(plan, w.lse_partial);
+  s.b = p.b;
+  s.num_parts = plan.num_parts;
+  s.num_slots = plan.num_slots;
+  s.block_n = plan.block_n;
+  s.fixed_cost = std::max(1, kFixedCostTokens / plan.block_n);
+  return s;
+}
+
+}  // namespace
+
+bool available() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+const char* arch_list() { return FLASHMFA_CUDA_ARCH_LIST; }
+
+void configure(const detail::DecodeParams& p, int device, Plan& plan) {
+  const DeviceInfo& dev = device_info(device);
+  const sm80::KernelConfig cfg = sm80::choose(p, dev);
+  plan.kernel = static_cast<int>(KernelId::sm80_decode);
+  plan.block_m = cfg.block_m;
+  plan.block_n = cfg.block_n;
+  // Enough parts that every SM holds ctas_per_sm CTAs when the row tiles and KV heads of one
+  // part are counted in; one split per part at most for each sequence end (schedule.cuh).
+  const int row_tiles = (rows_per_kv(p) + cfg.block_m - 1) / cfg.block_m;
+  const int ctas = dev.sm_count * cfg.ctas_per_sm;
+  plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
+  plan.num_slots = 2 * plan.num_parts;
+}
+
+size_t workspace_bytes(const detail::DecodeParams& p, const Plan& plan) {
+  return layout(p, plan).total;
+}
+
+void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
+  if (p.b == 0) return;
+  const Schedule s = schedule_view(p, plan);
+  SchedulerArgs a{};
+  a.header = s.header;
+  a.prefix_cost = const_cast<int32_t*>(s.prefix_cost);
+  a.seqlen = const_cast<int32_t*>(s.seqlen);
+  a.slot_begin = const_cast<int32_t*>(s.slot_begin);
+  a.num_splits = const_cast<int32_t*>(s.num_splits);
+  a.part_first_seq = const_cast<int32_t*>(s.part_first_seq);
+  a.b = p.b;
+  a.num_parts = s.num_parts;
+  a.block_n = s.block_n;
+  a.fixed_cost = s.fixed_cost;
+  a.page_size = p.page_size;
+  a.max_pages = p.max_pages;
+  DeviceGuard guard(plan.key.device.id);
+  launch_scheduler(p.seqlens, a, as_stream(stream));
+}
+
+void run(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
+  const Schedule s = schedule_view(p, plan);
+  const sm80::KernelConfig cfg = sm80::choose(p, device_info(plan.key.device.id));
+  DeviceGuard guard(plan.key.device.id);
+  sm80::launch(p, s, cfg, as_stream(stream));
+  launch_combine(p, s, as_stream(stream));
+}
+
+uint32_t read_error_flags(const Plan& plan, Stream stream) {
+  DeviceGuard guard(plan.key.device.id);
+  auto* header = static_cast<ScheduleHeader*>(plan.workspace);  // the layout's first piece
+  uint32_t flags = 0;
+  FLASHMFA_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));
+  FLASHMFA_CUDA_CHECK(cudaMemcpy(&flags, &header->error_flags, sizeof(flags),
+                                 cudaMemcpyDeviceToHost));
+  if (flags != 0) FLASHMFA_CUDA_CHECK(cudaMemset(&header->error_flags, 0, sizeof(flags)));
+  return flags;
+}
+
+}  // namespace flashmfa::cuda

@@ -1,0 +1,94 @@
+// flashmfa GPU tests: a host problem mirrored on the device, run through the public API and
+// compared with the float64 CPU reference.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "flashmfa/flashmfa.hpp"
+#include "problem/problem.hpp"
+
+namespace flashmfa::gputest {
+
+#define CUDA_OK(expr)                                                            \
+  do {                                                                           \
+    cudaError_t e_ = (expr);                                                     \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);       \
+  } while (0)
+
+inline bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!::flashmfa::gputest::have_gpu()) GTEST_SKIP() << "no CUDA device: GPU test skipped"
+
+// A device buffer that frees itself.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) { resize(bytes); }
+  ~DeviceBuffer() { if (ptr_) cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void resize(size_t bytes) {
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = nullptr;
+    bytes_ = bytes;
+    if (bytes && cudaMalloc(&ptr_, bytes) != cudaSuccess) ptr_ = nullptr;
+  }
+  template <class T> void upload(const std::vector<T>& v) {
+    resize(v.size() * sizeof(T));
+    if (!v.empty()) cudaMemcpy(ptr_, v.data(), bytes_, cudaMemcpyHostToDevice);
+  }
+  template <class T> void download(std::vector<T>& v) const {
+    v.resize(bytes_ / sizeof(T));
+    if (bytes_) cudaMemcpy(v.data(), ptr_, bytes_, cudaMemcpyDeviceToHost);
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// The device copy of a HostProblem, with a workspace sized by workspace_size().
+struct DeviceProblem {
+  DeviceBuffer q, k, v, block_table, seqlens, out, lse, workspace;
+  DecodeArgs args;
+
+  explicit DeviceProblem(testing::HostProblem& h) {
+    q.upload(h.q);
+    k.upload(h.k_cache);
+    if (!h.v_cache.empty()) v.upload(h.v_cache);
+    block_table.upload(h.block_table);
+    seqlens.upload(h.seqlens);
+    out.upload(h.out);  // poisoned by make_problem
+    lse.upload(h.lse);
+    args = h.args_on({DeviceType::cuda, 0}, q.get(), k.get(), v.get(), block_table.get(),
+                     seqlens.get(), out.get(), lse.get());
+    workspace.resize(std::max<size_t>(1, workspace_size(args)));
+  }
+  void poison() {
+    cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
+    cudaMemset(lse.get(), 0xff, lse.bytes());
+  }
+  Plan plan(cudaStream_t s = nullptr) {
+    return flashmfa::plan(args, workspace.get(), workspace.bytes(), s);
+  }
+};
+
+// Runs the reference on the host problem (its out/lse become the reference) and compares the
+// device result against it. Returns a description of the first failure, or "".
+std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
+                                   const std::vector<float>& lse);
+
+// make_problem + device copy + plan + run + compare; the common body of most tests.
+void run_and_check(const testing::ProblemSpec& spec, const std::string& label);
+
+}  // namespace flashmfa::gputest

@@ -1,0 +1,166 @@
+// flashmfa GPU tests: CUDA-graph capture of plan + run replayed with new lengths, device-side
+// safety (lying block tables and lengths are skipped and flagged, never read out of bounds),
+// and the reduced suite that compute-sanitizer runs.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "gpu_problem.hpp"
+
+namespace flashmfa::gputest {
+namespace {
+
+using testing::ProblemSpec;
+
+TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
+  SKIP_WITHOUT_GPU();
+  ProblemSpec s;
+  s.variant = Variant::mla();
+  s.h_q = 32;
+  s.b = 4;
+  s.s_q = 2;
+  s.causal = true;
+  s.seqlens = {900, 2000, 40, 1500};  // the largest lengths the block table will hold
+  testing::HostProblem h = testing::make_problem(s);
+  DeviceProblem d(h);
+
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Plan p = d.plan(stream);
+  run(p, d.args, stream);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+
+  const std::vector<std::vector<int32_t>> rounds = {
+      {900, 2000, 40, 1500}, {1, 2000, 0, 3}, {64, 65, 63, 1}, {899, 10, 40, 1499}};
+  for (const auto& lens : rounds) {
+    h.seqlens = lens;
+    CUDA_OK(cudaMemcpy(d.seqlens.get(), lens.data(), lens.size() * sizeof(int32_t),
+                       cudaMemcpyHostToDevice));
+    d.poison();
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    std::vector<uint16_t> out;
+    std::vector<float> lse;
+    d.out.download(out);
+    d.lse.download(lse);
+    const std::string why = compare_with_reference(h, out, lse);
+    EXPECT_TRUE(why.empty()) << "replay with lengths " << lens[0] << "," << lens[1] << ","
+                             << lens[2] << "," << lens[3] << ": " << why;
+  }
+  EXPECT_EQ(read_error_flags(p, stream), 0u);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// A problem whose sequence 0 gets a lie written into it; the others must stay exact.
+struct LyingProblem {
+  testing::HostProblem h;
+  explicit LyingProblem(Variant v) {
+    ProblemSpec s;
+    s.variant = v;
+    s.h_q = 16;
+    s.b = 3;
+    s.seqlens = {300, 200, 100};
+    h = testing::make_problem(s);
+  }
+  // Sequences 1.. of the device result against the reference (sequence 0 is the liar).
+  void expect_others_exact(DeviceProblem& d) {
+    std::vector<uint16_t> out;
+    std::vector<float> lse;
+    d.out.download(out);
+    d.lse.download(lse);
+    testing::HostProblem ref = h;
+    ref.seqlens[0] = 0;  // the reference cannot follow the lie; sequence 0 is not compared
+    ref.poison_outputs();
+    decode_reference(ref.args());
+    const size_t out_row = out.size() / h.spec.b, lse_row = lse.size() / h.spec.b;
+    const auto tol = testing::tolerances(h.spec.dtype);
+    const auto co = testing::compare_out(h.spec.dtype, out.data() + out_row, ref.out.data() + out_row,
+                                         out.size() - out_row, tol.out_atol, tol.out_rtol);
+    const auto cl = testing::compare_lse(lse.data() + lse_row, ref.lse.data() + lse_row,
+                                         lse.size() - lse_row, tol.lse_atol, tol.lse_rtol);
+    EXPECT_TRUE(co.ok) << co.summary();
+    EXPECT_TRUE(cl.ok) << cl.summary();
+  }
+};
+
+TEST(CudaSafety, PageIndexOutOfRangeIsSkippedAndFlagged) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t bad : {-1, 1 << 30}) {
+    for (Variant v : {Variant::mla(), Variant::mfa()}) {
+      LyingProblem lp(v);
+      lp.h.block_table[1] = bad;  // sequence 0, page 1: inside its length
+      DeviceProblem d(lp.h);
+      d.poison();
+      const Plan p = d.plan();
+      run(p, d.args);
+      CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_EQ(read_error_flags(p), uint32_t(kFlagPageOutOfRange)) << "page " << bad;
+      EXPECT_EQ(read_error_flags(p), 0u) << "flags are cleared by reading them";
+      lp.expect_others_exact(d);
+      // Checked mode raises right after the call.
+      d.args.checked = true;
+      try {
+        run(p, d.args);
+        ADD_FAILURE() << "checked run did not raise";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), Status::bad_page_index);
+        EXPECT_NE(std::string(e.what()).find("page index"), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
+TEST(CudaSafety, LengthsBeyondTheBlockTableAreClampedAndFlagged) {
+  SKIP_WITHOUT_GPU();
+  LyingProblem lp(Variant::mla());
+  DeviceProblem d(lp.h);
+  const int capacity = lp.h.max_pages * lp.h.spec.page_size;
+  for (auto [len, flag] : {std::pair{capacity + 1000, kFlagSeqlenTooLong},
+                           std::pair{-5, kFlagSeqlenNegative}}) {
+    std::vector<int32_t> lens = lp.h.seqlens;
+    lens[0] = len;
+    CUDA_OK(cudaMemcpy(d.seqlens.get(), lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
+    d.poison();
+    const Plan p = d.plan();
+    run(p, d.args);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(read_error_flags(p) & flag, uint32_t(flag)) << "length " << len;
+    lp.expect_others_exact(d);
+  }
+}
+
+// The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
+// unsplit sequences, aliasing and separate V, small pages and a lying block table.
+TEST(CudaSanitizer, SmallShapes) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mla(), Variant::mfa(), Variant::mfa_kr(128), Variant::mqa(64)}) {
+    for (int page : {1, 64}) {
+      ProblemSpec s;
+      s.variant = v;
+      s.page_size = page;
+      s.h_kv = v == Variant::mla() ? 1 : 2;
+      s.h_q = s.h_kv * 8;
+      s.s_q = 2;
+      s.causal = true;
+      s.b = 3;
+      s.seqlens = {0, 70, 700};
+      run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page));
+    }
+  }
+  LyingProblem lp(Variant::mla());
+  lp.h.block_table[0] = 1 << 30;
+  DeviceProblem d(lp.h);
+  const Plan p = d.plan();
+  run(p, d.args);
+  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(read_error_flags(p), uint32_t(kFlagPageOutOfRange));
+}
+
+}  // namespace
+}  // namespace flashmfa::gputest
