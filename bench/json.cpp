@@ -1,8 +1,10 @@
 // flashmfa-bench: JSON reader and writer (see json.hpp for what is accepted and emitted).
 #include "json.hpp"
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <sstream>

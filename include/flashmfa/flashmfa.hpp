@@ -68,6 +68,11 @@ struct DecodeArgs {
   TensorView lse;          // [b, h_q, s_q]                       f32 (written)
   std::optional<float> softmax_scale;  // default 1/sqrt(d_k)
   bool causal = false;
+  // Which CUDA kernel family may run (ignored on the CPU). automatic: the fastest that covers
+  // the shape on this GPU; portable: the mma.sync path every GPU from sm_80 runs; hopper: the
+  // sm_90a fast path, or flashmfa::Error(unsupported) where it does not cover the shape.
+  enum class Path : uint8_t { automatic, portable, hopper };
+  Path path = Path::automatic;
   // After run, synchronize and raise if the kernels flagged a bad page index or length.
   bool checked = false;
 
@@ -91,6 +96,7 @@ struct PlanKey {
   Variant variant{};
   int64_t batch = 0, s_q = 0, h_q = 0, h_kv = 0, page_size = 0, max_pages = 0;
   bool causal = false;
+  DecodeArgs::Path path = DecodeArgs::Path::automatic;
   friend bool operator==(const PlanKey&, const PlanKey&) = default;
 };
 

@@ -29,8 +29,9 @@ bool is_supported(const Variant& v) {
 }
 
 std::string Variant::name() const {
-  return "(" + std::to_string(d_k) + ", " + std::to_string(d_v) + ", " +
-         (v_aliases_k ? "V aliases K" : "separate V") + ")";
+  std::string s = "(";
+  s.append(std::to_string(d_k)).append(", ").append(std::to_string(d_v));
+  return s.append(v_aliases_k ? ", V aliases K)" : ", separate V)");
 }
 
 Variant DecodeArgs::variant() const {
@@ -49,10 +50,11 @@ void require_cuda(const detail::DecodeParams&, Device dev) {
 }
 
 // Fills the backend-independent part of a plan and the backend's cut of the work.
-Plan configure(const detail::DecodeParams& p, Device dev) {
+Plan configure(const detail::DecodeParams& p, const DecodeArgs& args) {
+  const Device dev = args.q.device;
   require_cuda(p, dev);
   Plan plan;
-  plan.key = detail::plan_key(p, dev);
+  plan.key = detail::plan_key(p, dev, args.path);
   if (dev.type == DeviceType::cuda) cuda::configure(p, dev.id, plan);
   return plan;
 }
@@ -65,12 +67,12 @@ size_t bytes_for(const detail::DecodeParams& p, const Plan& plan) {
 
 size_t workspace_size(const DecodeArgs& args) {
   const detail::DecodeParams p = detail::validate(args);
-  return bytes_for(p, configure(p, args.q.device));
+  return bytes_for(p, configure(p, args));
 }
 
 Plan plan(const DecodeArgs& args, void* workspace, size_t workspace_bytes, Stream stream) {
   const detail::DecodeParams p = detail::validate(args);
-  Plan pl = configure(p, args.q.device);
+  Plan pl = configure(p, args);
   const size_t need = bytes_for(p, pl);
   if (workspace_bytes < need)
     fail_arg(Status::invalid_argument, "workspace_bytes",
@@ -85,11 +87,11 @@ Plan plan(const DecodeArgs& args, void* workspace, size_t workspace_bytes, Strea
 
 void run(const Plan& plan, const DecodeArgs& args, Stream stream) {
   const detail::DecodeParams p = detail::validate(args);
-  const PlanKey key = detail::plan_key(p, args.q.device);
+  const PlanKey key = detail::plan_key(p, args.q.device, args.path);
   if (!(key == plan.key))
     fail_arg(Status::invalid_argument, "plan",
              "a plan made for these shapes (b, s_q, h_q, h_kv, d_k, d_v, page_size, "
-             "max_pages_per_seq, causal, dtype, device)",
+             "max_pages_per_seq, causal, dtype, device, path)",
              "a plan made for other shapes");
   if (p.b == 0) return;
   if (key.device.type == DeviceType::cpu) {

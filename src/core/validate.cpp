@@ -259,7 +259,7 @@ void validate_host_indices(const DecodeParams& p) {
   }
 }
 
-PlanKey plan_key(const DecodeParams& p, Device device) {
+PlanKey plan_key(const DecodeParams& p, Device device, DecodeArgs::Path path) {
   PlanKey k;
   k.device = device;
   k.dtype = p.dtype;
@@ -267,6 +267,7 @@ PlanKey plan_key(const DecodeParams& p, Device device) {
   k.batch = p.b, k.s_q = p.s_q, k.h_q = p.h_q, k.h_kv = p.h_kv;
   k.page_size = p.page_size, k.max_pages = p.max_pages;
   k.causal = p.causal;
+  k.path = path;
   return k;
 }
 

@@ -20,6 +20,6 @@ DecodeParams validate(const DecodeArgs& args);
 // some visible token would read.
 void validate_host_indices(const DecodeParams& p);
 
-PlanKey plan_key(const DecodeParams& p, Device device);
+PlanKey plan_key(const DecodeParams& p, Device device, DecodeArgs::Path path);
 
 }  // namespace flashmfa::detail

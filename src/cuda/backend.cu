@@ -80,6 +80,9 @@ const char* arch_list() { return FLASHMFA_CUDA_ARCH_LIST; }
 
 void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   const DeviceInfo& dev = device_info(device);
+  if (plan.key.path == DecodeArgs::Path::hopper)
+    detail::fail_arg(Status::unsupported, "path", "a shape the Hopper fast path covers",
+                     "hopper requested for " + plan.key.variant.name() + " on " + dev.name);
   const sm80::KernelConfig cfg = sm80::choose(p, dev);
   plan.kernel = static_cast<int>(KernelId::sm80_decode);
   plan.block_m = cfg.block_m;

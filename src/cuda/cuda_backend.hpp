@@ -13,8 +13,9 @@ namespace flashmfa::cuda {
 bool available();        // built with CUDA and a device is visible
 const char* arch_list(); // CUDA architectures compiled in ("" without CUDA)
 
-// Chooses the kernel for p on `device` and cuts the work: fills plan.kernel, block_m, block_n,
-// num_parts and num_slots. Host only (reads cached device properties).
+// Chooses the kernel for p on `device` (honouring plan.key.path) and cuts the work: fills
+// plan.kernel, block_m, block_n, num_parts and num_slots. Host only (reads cached device
+// properties).
 void configure(const detail::DecodeParams& p, int device, Plan& plan);
 
 // Workspace bytes for a configured plan.

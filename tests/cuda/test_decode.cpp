@@ -4,6 +4,7 @@
 // (make_problem), outputs are poisoned before each run.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <sstream>
 #include <tuple>

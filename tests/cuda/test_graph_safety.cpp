@@ -135,6 +135,24 @@ TEST(CudaSafety, LengthsBeyondTheBlockTableAreClampedAndFlagged) {
   }
 }
 
+TEST(CudaSafety, WorkspaceTooSmallIsRefused) {
+  SKIP_WITHOUT_GPU();
+  ProblemSpec s;
+  s.seqlens = {100};
+  testing::HostProblem h = testing::make_problem(s);
+  DeviceProblem d(h);
+  const size_t need = workspace_size(d.args);
+  ASSERT_GT(need, 0u);
+  try {
+    plan(d.args, d.workspace.get(), need - 1);
+    ADD_FAILURE() << "a workspace one byte short was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("workspace_bytes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(need)), std::string::npos) << e.what();
+  }
+}
+
 // The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
 // unsplit sequences, aliasing and separate V, small pages and a lying block table.
 TEST(CudaSanitizer, SmallShapes) {

@@ -249,7 +249,8 @@ std::vector<int> varlen_lengths(int b, int mean, int floor_len, uint64_t seed) {
 std::string CompareResult::summary() const {
   std::ostringstream os;
   os << (ok ? "ok" : "MISMATCH") << ": " << bad << " of " << count << " outside tolerance, "
-     << nonfinite << " non-finite; max abs " << max_abs << ", max rel " << max_rel;
+     << nonfinite << " non-finite; max abs " << max_abs << ", max rel " << max_rel
+     << ", max error / tolerance " << max_tol_ratio;
   if (worst >= 0) os << "; worst at [" << worst << "]: got " << worst_got << ", ref " << worst_ref;
   return os.str();
 }
@@ -275,6 +276,7 @@ CompareResult compare(size_t n, double atol, double rtol, Get get) {
         const double diff = std::fabs(g - ref), lim = atol + rtol * std::fabs(ref);
         r.max_abs = std::max(r.max_abs, diff);
         if (ref != 0) r.max_rel = std::max(r.max_rel, diff / std::fabs(ref));
+        if (lim > 0) r.max_tol_ratio = std::max(r.max_tol_ratio, diff / lim);
         good = diff <= lim;
         excess = diff - lim;
       }

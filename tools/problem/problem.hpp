@@ -81,6 +81,7 @@ std::vector<int> varlen_lengths(int b, int mean, int floor_len, uint64_t seed);
 
 struct CompareResult {
   double max_abs = 0, max_rel = 0;     // over pairs where both values are finite
+  double max_tol_ratio = 0;            // max |got - ref| / (atol + rtol |ref|): <= 1 passes
   int64_t bad = 0, nonfinite = 0, count = 0;
   int64_t worst = -1;                  // index of the element furthest over its tolerance
   double worst_got = 0, worst_ref = 0;

@@ -16,9 +16,12 @@ struct KernelConfig {
   int threads = 0;
   size_t smem_bytes = 0;  // dynamic shared memory per CTA
   int ctas_per_sm = 0;    // resident CTAs per SM (for the scheduler's num_parts)
+  int stages = 0;         // K/V tiles in the shared-memory pipeline
+  bool split_p = false;   // P V as T(P) V + T(P - T(P)) V (see sm80 KernelParams)
 };
 
-// The tile configuration for p on `dev` (host only).
+// The tile configuration for p on `dev` (host only). Raises flashmfa::Error (unsupported) when
+// no compiled tile fits the device's shared memory.
 KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev);
 
 // Launches grid (ceil(s_q * q_per_kv / block_m), sched.num_parts, h_kv) on `stream`.

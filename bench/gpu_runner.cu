@@ -1,0 +1,286 @@
+// flashmfa-bench, CUDA side: one configuration on the GPU. The problem is generated on the
+// device in the layout make_problem uses (shuffled pages, NaN in every row past a length and
+// in spare pages, a sentinel page id in every unused block-table slot), checked on a sample
+// against the host reference, then timed as CUDA-graph replays of flashmfa::run with the plan
+// made once.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "check.hpp"
+#include "gpu_util.hpp"
+#include "problem/problem.hpp"
+#include "runner.hpp"
+
+namespace flashmfa::bench {
+
+namespace {
+
+using namespace gpu;
+
+// Spare pages no sequence owns (NaN), and unused block-table columns per sequence, as in
+// make_problem: a kernel that strays into either shows it.
+constexpr int kSparePages = 2;
+constexpr int kExtraPagesPerSeq = 1;
+// q's entries are normal(0, 2) and the cache's normal(0, 1), as in make_problem: under the
+// default scale the scores have standard deviation 2, a peaked but finite softmax.
+constexpr float kQueryStd = 2.0f;
+constexpr float kCacheStd = 1.0f;
+// A cache smaller than this many L2s is rotated among copies, so that replays read DRAM.
+constexpr int64_t kRotateL2Multiple = 4;
+constexpr int kMaxCopies = 64;
+// Leave this share of free device memory unallocated (the library's workspace, cuBLAS, ...).
+constexpr double kFreeMemoryShare = 0.9;
+// Host head start before the first timed replay: a fixed part plus an estimate of the cost of
+// queueing one graph launch and one event record.
+constexpr double kHeadStartUs = 2000;
+constexpr double kQueueCostUs = 20;
+constexpr double kMsToUs = 1e3;
+constexpr double kGiga = 1e9;
+// Seeds of the generated tensors, distinct per copy.
+constexpr uint64_t kSeedK = 0x4b00, kSeedV = 0x5600, kSeedQ = 0x5100, kCopyStride = 0x10000;
+
+// Where every page of the batch lives (host side).
+struct Layout {
+  int num_pages = 0;
+  int max_pages = 0;
+  std::vector<int32_t> block_table;  // [b, max_pages], kSentinelPage where unused
+  std::vector<int32_t> valid_rows;   // [num_pages]: rows holding tokens (0 for spare pages)
+};
+
+Layout make_layout(const Shape& s, const std::vector<int>& lens) {
+  Layout l;
+  std::vector<int> pages_of(lens.size());
+  int used = 0, widest = 0;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    pages_of[i] = (lens[i] + s.page_size - 1) / s.page_size;
+    used += pages_of[i];
+    widest = std::max(widest, pages_of[i]);
+  }
+  l.num_pages = used + kSparePages;
+  l.max_pages = std::max(1, widest + kExtraPagesPerSeq);
+  std::vector<int32_t> pool(l.num_pages);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::mt19937_64 rng(s.seed);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  l.block_table.assign(size_t(s.b) * l.max_pages, testing::kSentinelPage);
+  l.valid_rows.assign(l.num_pages, 0);
+  int next = 0;
+  for (int i = 0; i < s.b; ++i)
+    for (int j = 0; j < pages_of[i]; ++j) {
+      const int32_t page = pool[next++];
+      l.block_table[size_t(i) * l.max_pages + j] = page;
+      l.valid_rows[page] = std::min(s.page_size, lens[i] - j * s.page_size);
+    }
+  return l;
+}
+
+// One copy of the inputs that replays rotate among.
+struct Copy {
+  Buffer q, k, v;
+  DecodeArgs args;
+};
+
+// Copies sequence i's inputs and outputs back to the host, pages renumbered in order.
+SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Buffer& out,
+                        const Buffer& lse, int i, int len) {
+  SeqSample x;
+  x.seq = i;
+  x.len = len;
+  const int d_k = s.variant.d_k, d_v = s.variant.d_v;
+  const size_t page_k = size_t(s.page_size) * s.h_kv * d_k, page_v = size_t(s.page_size) * s.h_kv * d_v;
+  const int n_pages = pages_for(len, s.page_size);
+  const int used = (len + s.page_size - 1) / s.page_size;
+  const uint16_t nan = testing::nan_bits(s.dtype);
+  x.k.assign(page_k * n_pages, nan);
+  if (!s.variant.v_aliases_k) x.v.assign(page_v * n_pages, nan);
+  for (int j = 0; j < used; ++j) {
+    const size_t page = size_t(l.block_table[size_t(i) * l.max_pages + j]);
+    BENCH_CUDA(cudaMemcpy(x.k.data() + j * page_k, c.k.as<uint16_t>() + page * page_k,
+                          page_k * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    if (!x.v.empty())
+      BENCH_CUDA(cudaMemcpy(x.v.data() + j * page_v, c.v.as<uint16_t>() + page * page_v,
+                            page_v * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  }
+  const size_t q_seq = size_t(s.s_q) * s.h_q * d_k, o_seq = size_t(s.s_q) * s.h_q * d_v;
+  const size_t l_seq = size_t(s.h_q) * s.s_q;
+  x.q.resize(q_seq);
+  x.out.resize(o_seq);
+  x.lse.resize(l_seq);
+  BENCH_CUDA(cudaMemcpy(x.q.data(), c.q.as<uint16_t>() + i * q_seq, q_seq * 2, cudaMemcpyDeviceToHost));
+  BENCH_CUDA(cudaMemcpy(x.out.data(), out.as<uint16_t>() + i * o_seq, o_seq * 2, cudaMemcpyDeviceToHost));
+  BENCH_CUDA(cudaMemcpy(x.lse.data(), lse.as<float>() + i * l_seq, l_seq * sizeof(float),
+                        cudaMemcpyDeviceToHost));
+  return x;
+}
+
+// Captures one flashmfa::run into an instantiated graph; returns an empty exec and the reason
+// when the stream cannot be captured.
+GraphExec capture_run(const Plan& plan, const DecodeArgs& args, cudaStream_t s, std::string& why) {
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  std::string err;
+  try {
+    run(plan, args, s);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(s, &graph);
+  if (err.empty() && end != cudaSuccess) err = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+  cudaGraphExec_t exec = nullptr;
+  if (err.empty()) {
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    if (inst != cudaSuccess) err = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(inst);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a failed capture leaves an error behind; the fallback handles it
+  why = err;
+  return GraphExec(err.empty() ? exec : nullptr);
+}
+
+}  // namespace
+
+Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuInfo& gpu) {
+  BENCH_CUDA(cudaSetDevice(gpu.device));
+  Row row;
+  row.shape = s;
+  row.backend = "cuda";
+  const std::vector<int> lens = shape_lengths(s);
+  for (int len : lens) row.total_len += len;
+  row.mean_len = double(row.total_len) / s.b;
+  row.work = decode_work(s, row.total_len);
+  row.m = metrics(row.work, c, 0);
+
+  const Layout lay = make_layout(s, lens);
+  const int d_k = s.variant.d_k, d_v = s.variant.d_v;
+  const size_t elem = dtype_size(s.dtype);
+  const int64_t row_k = int64_t(s.h_kv) * d_k, row_v = int64_t(s.h_kv) * d_v;
+  const size_t k_elems = size_t(lay.num_pages) * s.page_size * row_k;
+  const size_t v_elems = s.variant.v_aliases_k ? 0 : size_t(lay.num_pages) * s.page_size * row_v;
+  const size_t q_elems = size_t(s.b) * s.s_q * s.h_q * d_k;
+  const size_t out_elems = size_t(s.b) * s.s_q * s.h_q * d_v, lse_elems = size_t(s.b) * s.h_q * s.s_q;
+  const size_t copy_bytes = (k_elems + v_elems + q_elems) * elem;
+
+  // Rotate among copies when one copy would stay in L2, as far as memory allows.
+  size_t free_b = 0, total_b = 0;
+  BENCH_CUDA(cudaMemGetInfo(&free_b, &total_b));
+  const size_t shared = out_elems * elem + lse_elems * sizeof(float) + lay.block_table.size() * 4 +
+                        lay.valid_rows.size() * 4 + size_t(s.b) * 4;
+  const double budget = kFreeMemoryShare * double(free_b) - double(shared);
+  if (double(copy_bytes) > budget)
+    throw std::runtime_error("the problem needs " + std::to_string(double(copy_bytes + shared) / kGiga) +
+                             " GB of device memory; " + std::to_string(double(free_b) / kGiga) +
+                             " GB are free");
+  int copies = 1;
+  const double want = double(kRotateL2Multiple * gpu.l2_bytes);
+  if (double(copy_bytes) < want)
+    copies = int(std::min<double>({double(kMaxCopies), std::ceil(want / double(copy_bytes)),
+                                   std::floor(budget / double(copy_bytes))}));
+  copies = std::max(1, copies);
+  row.cache_copies = copies;
+  if (copies > 1)
+    row.note = "the inputs (" + std::to_string(copy_bytes >> 20) + " MiB) rotate among " +
+               std::to_string(copies) + " copies so that replays read DRAM, not the " +
+               std::to_string(gpu.l2_bytes >> 20) + " MiB L2";
+
+  Stream stream;
+  const cudaStream_t st = stream.get();
+  const Device dev{DeviceType::cuda, gpu.device};
+  Buffer block_table(lay.block_table.size() * sizeof(int32_t)), seqlens(lens.size() * sizeof(int32_t));
+  Buffer valid_rows(lay.valid_rows.size() * sizeof(int32_t));
+  Buffer out(out_elems * elem), lse(lse_elems * sizeof(float));
+  BENCH_CUDA(cudaMemcpy(block_table.get(), lay.block_table.data(), block_table.bytes(), cudaMemcpyHostToDevice));
+  std::vector<int32_t> lens32(lens.begin(), lens.end());
+  BENCH_CUDA(cudaMemcpy(seqlens.get(), lens32.data(), seqlens.bytes(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(valid_rows.get(), lay.valid_rows.data(), valid_rows.bytes(), cudaMemcpyHostToDevice));
+
+  const uint16_t nan = testing::nan_bits(s.dtype);
+  std::vector<Copy> cp(copies);
+  for (int i = 0; i < copies; ++i) {
+    Copy& x = cp[i];
+    const uint64_t seed = s.seed + uint64_t(i) * kCopyStride;
+    x.q = Buffer(q_elems * elem);
+    x.k = Buffer(k_elems * elem);
+    fill_normal(x.q.as<uint16_t>(), q_elems, s.dtype, kQueryStd, seed + kSeedQ, st);
+    fill_cache(x.k.as<uint16_t>(), lay.num_pages, s.page_size, row_k, valid_rows.as<int32_t>(),
+               s.dtype, kCacheStd, nan, seed + kSeedK, st);
+    if (v_elems) {
+      x.v = Buffer(v_elems * elem);
+      fill_cache(x.v.as<uint16_t>(), lay.num_pages, s.page_size, row_v, valid_rows.as<int32_t>(),
+                 s.dtype, kCacheStd, nan, seed + kSeedV, st);
+    }
+    DecodeArgs& a = x.args;
+    a.q = make_view(x.q.get(), s.dtype, {s.b, s.s_q, s.h_q, d_k}, dev);             // [b, s_q, h_q, d_k]
+    a.k_cache = make_view(x.k.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_k}, dev);
+    if (v_elems) a.v_cache = make_view(x.v.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_v}, dev);
+    a.block_table = make_view(block_table.get(), DType::i32, {s.b, lay.max_pages}, dev);
+    a.seqlens_k = make_view(seqlens.get(), DType::i32, {s.b}, dev);
+    a.out = make_view(out.get(), s.dtype, {s.b, s.s_q, s.h_q, d_v}, dev);           // [b, s_q, h_q, d_v]
+    a.lse = make_view(lse.get(), DType::f32, {s.b, s.h_q, s.s_q}, dev);             // [b, h_q, s_q]
+    a.causal = s.causal;
+  }
+
+  // Plan once; the same plan serves every copy (same shapes and lengths).
+  Buffer ws(std::max<size_t>(1, workspace_size(cp[0].args)));
+  const Plan plan = flashmfa::plan(cp[0].args, ws.get(), ws.bytes(), st);
+  row.kernel = plan.kernel;
+  row.num_parts = plan.num_parts;
+
+  // One checked run on poisoned outputs (NaN), then the sampled comparison.
+  BENCH_CUDA(cudaMemsetAsync(out.get(), 0xff, out.bytes(), st));
+  BENCH_CUDA(cudaMemsetAsync(lse.get(), 0xff, lse.bytes(), st));
+  run(plan, cp[0].args, st);
+  BENCH_CUDA(cudaStreamSynchronize(st));
+  const uint32_t flags = read_error_flags(plan, st);
+  std::vector<SeqSample> samples;
+  for (int i : pick_sequences(lens, cfg.check_seqs, s.seed))
+    samples.push_back(device_sample(s, lay, cp[0], out, lse, i, lens[i]));
+  const CheckResult chk = check_samples(s, samples, head_stride(s.h_q, s.h_kv, cfg.check_heads), s.b);
+  row.checked = chk.what;
+  row.max_abs_err = chk.max_abs_out;
+  row.max_abs_err_lse = chk.max_abs_lse;
+  row.check_ok = chk.ok && flags == 0;
+  row.check_message = flags ? "the kernels raised error flags " + std::to_string(flags) +
+                                  " on a valid problem" : chk.message;
+  if (!row.check_ok) return row;
+
+  // One graph per copy; replays rotate among them.
+  std::vector<GraphExec> graphs;
+  std::string why;
+  for (int i = 0; i < copies && why.empty(); ++i) graphs.push_back(capture_run(plan, cp[i].args, st, why));
+  const bool use_graphs = why.empty();
+  row.method = use_graphs ? "cuda-graph" : "cuda-direct";
+  if (!use_graphs)
+    row.note += std::string(row.note.empty() ? "" : "; ") + "graph capture failed (" + why +
+                "); timed direct launches";
+  auto launch = [&](int i) {
+    if (use_graphs) BENCH_CUDA(cudaGraphLaunch(graphs[i % copies].get(), st));
+    else run(plan, cp[i % copies].args, st);
+  };
+
+  for (int i = 0; i < cfg.warmup; ++i) launch(i);
+  std::vector<Event> ev(cfg.iters + 1);
+  spin(kHeadStartUs + kQueueCostUs * cfg.iters, st);
+  BENCH_CUDA(cudaEventRecord(ev[0].get(), st));
+  for (int i = 0; i < cfg.iters; ++i) {
+    launch(i);
+    BENCH_CUDA(cudaEventRecord(ev[i + 1].get(), st));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(st));
+  std::vector<double> us(cfg.iters);
+  for (int i = 0; i < cfg.iters; ++i) us[i] = elapsed_ms(ev[i], ev[i + 1]) * kMsToUs;
+  row.timing = summarize(std::move(us));
+  row.m = metrics(row.work, c, row.timing.median_us);
+
+  // The replays must not have met anything the checked run did not.
+  if (const uint32_t after = read_error_flags(plan, st); after != 0) {
+    row.check_ok = false;
+    row.check_message = "the kernels raised error flags " + std::to_string(after) + " during the timed replays";
+  }
+  return row;
+}
+
+}  // namespace flashmfa::bench

@@ -1,0 +1,97 @@
+// flashmfa-bench, CUDA side only (included by the .cu files): error checks, owning device
+// buffers, events and graphs, and the device-side data generators. Benchmark problems are
+// gigabytes (MLA b=128 s_k=32768: 4.8 GB of cache), so they are filled by kernels instead of
+// on the host.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "flashmfa/tensor.hpp"
+
+namespace flashmfa::bench::gpu {
+
+// Throws std::runtime_error "<what>: <CUDA's message>" when err is not cudaSuccess.
+void check(cudaError_t err, const char* what);
+
+#define BENCH_CUDA(expr) ::flashmfa::bench::gpu::check((expr), #expr)
+
+// An owning device allocation.
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t bytes);
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; o.bytes_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  void* get() const { return ptr_; }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(Event&& o) noexcept : e_(o.e_) { o.e_ = nullptr; }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// Milliseconds between two recorded (and completed) events.
+float elapsed_ms(const Event& from, const Event& to);
+
+// An instantiated CUDA graph (owning).
+class GraphExec {
+ public:
+  GraphExec() = default;
+  explicit GraphExec(cudaGraphExec_t e) : e_(e) {}
+  ~GraphExec();
+  GraphExec(GraphExec&& o) noexcept : e_(o.e_) { o.e_ = nullptr; }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  cudaGraphExec_t get() const { return e_; }
+
+ private:
+  cudaGraphExec_t e_ = nullptr;
+};
+
+// n normal(0, std) values as dtype bits, a pure function of (seed, index).
+void fill_normal(uint16_t* dst, size_t n, DType dtype, float std, uint64_t seed, cudaStream_t s);
+
+// A paged cache [num_pages, page_size, row_elems]: rows r < valid_rows[page] get normal(0, std)
+// values, every other row the dtype's NaN (valid_rows is a device array [num_pages]).
+void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_elems,
+                const int32_t* valid_rows, DType dtype, float std, uint16_t nan_bits,
+                uint64_t seed, cudaStream_t s);
+
+// Keeps the GPU busy for about `us` microseconds (lets the host queue timed work ahead).
+void spin(double us, cudaStream_t s);
+
+}  // namespace flashmfa::bench::gpu

@@ -1,0 +1,119 @@
+// flashmfa CUDA, portable path: the tile table and the shared-memory plan of the sm_80 decode
+// kernel. Host and device code both read this file (no CUDA-only constructs), so choose()
+// sizes shared memory with exactly the arithmetic the kernel lays it out with.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "flashmfa/tensor.hpp"
+
+// Callable from host and device code (the kernel lays out shared memory with SmemPlan too).
+#if defined(__CUDACC__)
+#define FLASHMFA_SM80_HD __host__ __device__
+#else
+#define FLASHMFA_SM80_HD
+#endif
+
+// Every (D_K, D_V, BLOCK_M, BLOCK_N) the kernel is compiled for, per head-dim family; each
+// entry is instantiated for bf16 and f16 (instantiate.cuh), one .cu file per family so the
+// build runs them in parallel. "V aliases K" is a run-time flag of the same kernel, so
+// (256, 256) covers MFA and MFA-KR, (128, 128) and (64, 64) both GQA forms.
+//
+// BLOCK_N = 64 is the default tile; BLOCK_N = 32 exists only where a 64-token tile leaves no
+// room for two pipeline stages on an sm_80-class part (163 KB of shared memory per CTA):
+// MLA at every BLOCK_M, and MFA with a separate V at BLOCK_M = 64.
+#define FLASHMFA_SM80_TILES_576(X) \
+  X(576, 512, 16, 64) X(576, 512, 32, 64) X(576, 512, 64, 64) \
+  X(576, 512, 16, 32) X(576, 512, 32, 32) X(576, 512, 64, 32)
+#define FLASHMFA_SM80_TILES_256(X) \
+  X(256, 256, 16, 64) X(256, 256, 32, 64) X(256, 256, 64, 64) X(256, 256, 64, 32)
+#define FLASHMFA_SM80_TILES_128(X) X(128, 128, 16, 64) X(128, 128, 32, 64) X(128, 128, 64, 64)
+#define FLASHMFA_SM80_TILES_64(X) X(64, 64, 16, 64) X(64, 64, 32, 64) X(64, 64, 64, 64)
+
+// The head-dim families, one instantiation file each (decode_d<D_K>.cu).
+#define FLASHMFA_SM80_FAMILIES(X) X(576) X(256) X(128) X(64)
+
+namespace flashmfa::cuda::sm80 {
+
+constexpr int kWarps = 8;                  // per CTA: 2 warps per SM sub-partition
+constexpr int kThreads = kWarps * 32;
+constexpr int kMmaM = 16, kMmaN = 8, kMmaK = 16;  // mma.sync.m16n8k16
+constexpr int kElemBytes = 2;              // bf16 / f16
+constexpr int kChunkBytes = 16;            // one cp.async / one ldmatrix row
+constexpr int kChunkElems = kChunkBytes / kElemBytes;
+constexpr int kMinStages = 2;              // one tile computing while the next one lands
+constexpr int kMaxStages = 4;              // cp.async.wait_group dispatch covers 0..2 pending
+constexpr int kSmemAlign = 128;
+
+// Loads: 8 threads cover one 128-byte span of a row, so a warp instruction reads 4 rows x 128
+// contiguous bytes; a pass of the CTA covers kLoadRowsPerPass rows.
+constexpr int kLoadThreadsPerRow = 8;
+constexpr int kLoadRowsPerPass = kThreads / kLoadThreadsPerRow;
+
+// How the warps split the S = Q K^T tile (BLOCK_M x BLOCK_N): WM warps along M (16 mt rows
+// each), WN along N (`cols` columns each); warps beyond WM * WN sit the S product out.
+//
+// ldmatrix traffic of the product is sum over S warps of (rows + cols) * D_K * 2 bytes, the
+// MMA work is fixed: for the compute-bound 64 x 64 tile (MLA with 64+ query rows per KV head),
+// four 32 x 32 warp tiles read a third less shared memory than eight 16 x 32 ones (the S phase
+// is bound by shared-memory bandwidth, not by the tensor pipe), and one warp per SM
+// sub-partition still has 8 independent accumulators to cover ldmatrix latency. The smaller
+// (memory-bound) tiles spread over all 8 warps with 16-row slices; 8 warps would need 4-column
+// slices for BLOCK_M = 16 with BLOCK_N = 32, narrower than an mma, so 4 of them sit out there.
+struct SWarpGrid {
+  int wm, wn, cols, mt;  // warps along M, along N, S columns per warp, 16-row m-tiles per warp
+};
+FLASHMFA_SM80_HD constexpr SWarpGrid s_warp_grid(int block_m, int block_n) {
+  constexpr int kWideRows = 32, kWideCols = 32;  // the 32 x 32 warp tile of the 64 x 64 S
+  if (block_m == 2 * kWideRows && block_n == 2 * kWideCols)
+    return {block_m / kWideRows, block_n / kWideCols, kWideCols, kWideRows / kMmaM};
+  const int wm = block_m / kMmaM;
+  int wn = kWarps / wm;
+  if (wn * kMmaN > block_n) wn = block_n / kMmaN;
+  return {wm, wn, block_n / wn, 1};
+}
+
+FLASHMFA_SM80_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// Byte offsets of the dynamic shared memory of one CTA.
+//
+//   q    (BLOCK_M, D_K)              T, swizzled      the query tile of the current work item
+//   k    (STAGES, BLOCK_N, D_K)      T, swizzled      K rows (and V, when V aliases K)
+//   v    (STAGES, BLOCK_N, D_K)      T, swizzled      separate V rows (absent when aliased);
+//                                                     rows keep K's pitch so that PV reads V
+//                                                     the same way from either buffer
+//   p    (SPLITS, BLOCK_M, BLOCK_N)  T, swizzled      softmax numerators, shared by all warps:
+//                                                     P rounded to T, and with split_p also
+//                                                     the rounding residue P - T(P) (a second
+//                                                     PV product brings P to ~16 bits)
+//   red  (WN, BLOCK_M)               f32              row max, then row sum, across S warps
+//   bad  (STAGES, BLOCK_N)           u8               1: the row's page was skipped
+struct SmemPlan {
+  size_t q = 0, k = 0, v = 0, p = 0, p_lo = 0, red = 0, bad = 0, total = 0;
+  size_t k_stage = 0, v_stage = 0;  // bytes per stage
+
+  FLASHMFA_SM80_HD constexpr SmemPlan(int d_k, int block_m, int block_n, int stages,
+                                       bool v_separate, bool split_p) {
+    k_stage = size_t(block_n) * d_k * kElemBytes;
+    v_stage = v_separate ? k_stage : 0;
+    q = 0;
+    k = align_up(q + size_t(block_m) * d_k * kElemBytes, kSmemAlign);
+    v = align_up(k + k_stage * stages, kSmemAlign);
+    p = align_up(v + v_stage * stages, kSmemAlign);
+    const size_t p_tile = size_t(block_m) * block_n * kElemBytes;
+    p_lo = p + p_tile;
+    red = align_up(p + p_tile * (split_p ? 2 : 1), kSmemAlign);
+    bad = align_up(red + sizeof(float) * s_warp_grid(block_m, block_n).wn * block_m, kSmemAlign);
+    total = align_up(bad + size_t(stages) * block_n, kSmemAlign);
+  }
+};
+
+// One compiled tile shape, as the dispatch table lists it.
+struct TileKey {
+  DType dtype;
+  int d_k, d_v, block_m, block_n;
+  friend constexpr bool operator==(const TileKey&, const TileKey&) = default;
+};
+
+}  // namespace flashmfa::cuda::sm80

@@ -1,0 +1,166 @@
+// flashmfa CUDA, portable path: the split-KV decode kernel (sm_80 and later, mma.sync).
+//
+// Grid (ceil(rows / BLOCK_M), num_parts, h_kv), rows = s_q * q_per_kv: CTA (x, part, kv) owns
+// query rows [BLOCK_M x, +BLOCK_M) of KV head kv (row r = token r / q_per_kv, head
+// kv * q_per_kv + r % q_per_kv) and walks the work items of its part of the schedule. Row tiles
+// are the fastest grid axis, so the CTAs reading one KV range run together and all but the
+// first find it in L2.
+//
+// Per work item (blocks [begin, end) of one sequence), with STAGES shared-memory stages:
+//
+//   issue Q + tiles begin .. begin+STAGES-2             (one cp.async group per tile)
+//   for each tile i:
+//     wait for tile i; barrier A                        tile i landed; stage of i-1 is free
+//     issue tile i+STAGES-1 into the stage of i-1
+//     S = Q K_i^T (S warps); mask; row max -> red;  barrier B1
+//     fold maxima (all); P -> smem (S warps); O *= alpha;  barrier B2
+//     O += P V_i (all warps, each its own columns); with split_p also += (P - T(P)) V_i
+//   row sums -> red; barrier; normalize and write out/lse or the partial slot; barrier
+//
+// V is K's stage buffer when p.v_aliases_k (each K tile is loaded once and feeds both
+// products), else a stage buffer of its own filled from p.v through the same pages.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/sm80/decode/epilogue.cuh"
+#include "cuda/sm80/decode/loader.cuh"
+#include "cuda/sm80/decode/mainloop.cuh"
+#include "cuda/sm80/decode/softmax.cuh"
+#include "cuda/sm80/decode/traits.cuh"
+
+namespace flashmfa::cuda::sm80 {
+
+template <class Tr>
+__global__ void __launch_bounds__(kThreads, Tr::MIN_BLOCKS)
+decode_kernel(const __grid_constant__ KernelParams kp) {
+  static_assert(kThreads == kWarps * 32, "8 warps per CTA");
+  constexpr int BLOCK_M = Tr::BLOCK_M, BLOCK_N = Tr::BLOCK_N, MT = Tr::MT, O_NT = Tr::O_NT;
+  extern __shared__ __align__(kSmemAlign) uint8_t smem[];
+
+  const detail::DecodeParams& p = kp.p;
+  const int stages = kp.stages;
+  const SmemPlan plan(Tr::D_K, BLOCK_M, BLOCK_N, stages, !p.v_aliases_k, kp.split_p);
+  const uint32_t smem_base = smem_addr(smem);
+  const uint32_t q_tile = smem_base + uint32_t(plan.q);
+  const uint32_t p_tile = smem_base + uint32_t(plan.p);
+  const uint32_t p_lo_tile = smem_base + uint32_t(plan.p_lo);  // split_p only
+  float* red = reinterpret_cast<float*>(smem + plan.red);  // (WN, BLOCK_M)
+  uint8_t* bad = smem + plan.bad;                            // (STAGES, BLOCK_N)
+  auto k_stage = [&](int s) { return smem_base + uint32_t(plan.k + s * plan.k_stage); };
+  // V aliases K: V tile = the K tile's first D_V columns, with K's pitch.
+  auto v_stage = [&](int s) {
+    return p.v_aliases_k ? k_stage(s) : smem_base + uint32_t(plan.v + s * plan.v_stage);
+  };
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int kv = blockIdx.z, row0 = blockIdx.x * BLOCK_M;
+  const int rows = p.s_q * p.q_per_kv;
+  // S role: warp (wm, wn); warps past WM * WN only join the PV product.
+  const bool s_warp = Tr::S_WARPS == kWarps || warp < Tr::S_WARPS;
+  const int wm = s_warp ? warp / Tr::WN : 0, wn = s_warp ? warp % Tr::WN : 0;
+
+  const Loader<Tr> loader(kp, kv);
+  const SProduct<Tr> s_product(wm, wn, lane);
+  const PVProduct<Tr> pv_product(warp, lane);
+
+  for (PartWalker walker(kp.sched, blockIdx.y); walker.valid(); walker.next()) {
+    const WorkItem it = walker.item();
+
+    // Last visible token of this thread's S rows: seqlen - 1, less s_q - 1 - t when causal
+    // (query token t sees cached tokens j <= seqlen - s_q + t). Padding rows see everything;
+    // they are never written.
+    int limit[Tr::S_MT][2];
+#pragma unroll
+    for (int i = 0; i < Tr::S_MT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int rg = row0 + OnlineSoftmax<Tr>::s_row(wm, i, h, lane);
+        const int t = rg < rows ? rg / p.q_per_kv : p.s_q - 1;
+        limit[i][h] = it.seqlen - 1 - (p.causal ? p.s_q - 1 - t : 0);
+      }
+
+    // Smallest limit of any row of the CTA (token 0 under causal masking): tiles that end at or
+    // before it are visible to every row.
+    const int min_limit = it.seqlen - 1 - (p.causal ? p.s_q - 1 : 0);
+
+    // Prologue: Q rides in the first tile's group. bad_bits: bit s is set when this thread
+    // skipped a page in the tile it issued into stage s.
+    int pages[Tr::LOAD_ROWS] = {};
+    uint32_t bad_bits = 0;
+    int write_stage = 0;
+    if (it.block_begin < it.block_end) {
+      loader.fetch_pages(it, it.block_begin, pages);
+      loader.issue_q(it, row0, rows, q_tile);
+      for (int s = 0; s < stages - 1; ++s) {
+        const int tile = it.block_begin + s;
+        if (tile < it.block_end) {
+          const bool saw_bad = loader.issue_kv(it, tile, pages, k_stage(write_stage),
+                                               v_stage(write_stage), bad + write_stage * BLOCK_N);
+          bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
+          loader.fetch_pages(it, tile + 1, pages);
+        }
+        cp_async_commit();
+        write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
+      }
+    }
+
+    OnlineSoftmax<Tr> softmax;
+    float o[MT][O_NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int n = 0; n < O_NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.f;
+
+    int read_stage = 0;
+    for (int tile = it.block_begin; tile < it.block_end; ++tile) {
+      cp_async_wait_dyn(stages - 2);
+      // A: tile landed for everyone; every warp is done with the last stage. The barrier also
+      // ORs the threads' "skipped a page in this tile" bits.
+      const bool tile_bad = __syncthreads_or((bad_bits >> read_stage) & 1u);
+      const bool masked = tile_bad || (tile + 1) * BLOCK_N - 1 > min_limit;
+
+      const int ahead = tile + stages - 1;
+      if (ahead < it.block_end) {
+        const bool saw_bad = loader.issue_kv(it, ahead, pages, k_stage(write_stage),
+                                             v_stage(write_stage), bad + write_stage * BLOCK_N);
+        bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
+        loader.fetch_pages(it, ahead + 1, pages);
+      }
+      cp_async_commit();  // possibly empty: keeps the group count the wait relies on
+      write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
+
+      float acc[Tr::S_MT][Tr::S_NT][4];
+      if (s_warp) {
+        s_product.run(q_tile, k_stage(read_stage), acc);
+        softmax.mask_and_max(acc, tile, masked, limit, bad + read_stage * BLOCK_N,
+                             kp.scale_log2, wm, wn, lane, red);
+      }
+      __syncthreads();  // B1: row maxima of every S warp are in red
+
+      float alpha[MT][2], alpha_s[Tr::S_MT][2];
+      softmax.update_max(red, wm, lane, alpha, alpha_s);
+      if (s_warp)
+        softmax.exponentiate(acc, alpha_s, kp.scale_log2, wm, wn, lane, p_tile, kp.split_p,
+                             p_lo_tile);
+      rescale_o<Tr>(o, alpha);
+      __syncthreads();  // B2: P is complete
+
+      pv_product.run(p_tile, v_stage(read_stage), o);
+      if (kp.split_p) pv_product.run(p_lo_tile, v_stage(read_stage), o);
+      read_stage = read_stage + 1 == stages ? 0 : read_stage + 1;
+    }
+
+    // Epilogue. red is free: its last readers (update_max) ran before B2.
+    if (s_warp) softmax.publish_sums(wm, wn, lane, red);
+    __syncthreads();
+    float l[MT][2];
+    softmax.combine_sums(red, lane, l);
+    write_output<Tr>(kp, it, kv, row0, rows, warp, lane, o, l, softmax);
+    __syncthreads();  // red, Q and the stages are reused by the next work item
+  }
+}
+
+}  // namespace flashmfa::cuda::sm80

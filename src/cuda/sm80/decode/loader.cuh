@@ -1,0 +1,131 @@
+// flashmfa CUDA, portable path: the global -> shared gathers of the sm_80 decode kernel.
+//
+// K/V rows are gathered through the block table with 16-byte cp.async copies, one commit group
+// per tile so the next tiles stream in while the current one computes. Thread `tid` covers
+// rows (tid / 8) + 32 i of a tile and 16-byte chunks (tid % 8) + 8 c of each row: a warp
+// instruction reads 4 rows x 128 contiguous bytes, and every thread needs the page of only
+// LOAD_ROWS rows, which it fetches one tile ahead (fetch_pages) so the block-table read never
+// stalls the copies.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/sm80/decode/ptx.cuh"
+#include "cuda/sm80/decode/traits.cuh"
+#include "flashmfa/flashmfa.hpp"
+
+namespace flashmfa::cuda::sm80 {
+
+// Copies one 16-byte chunk global -> shared, or zero-fills it when !valid. `vec` (uniform over
+// the grid) picks cp.async; otherwise eight 2-byte loads and one shared store, for views whose
+// rows are not 16-byte aligned.
+__device__ __forceinline__ void copy_chunk(uint32_t dst, const uint16_t* src, bool valid,
+                                           bool vec) {
+  if (vec) {
+    cp_async_16(dst, src, valid);
+    return;
+  }
+  uint32_t w[4] = {0u, 0u, 0u, 0u};
+  if (valid) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) w[e] = uint32_t(src[2 * e]) | (uint32_t(src[2 * e + 1]) << 16);
+  }
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(w[0]), "r"(w[1]),
+               "r"(w[2]), "r"(w[3])
+               : "memory");
+}
+
+template <class Tr>
+class Loader {
+ public:
+  static constexpr int BLOCK_N = Tr::BLOCK_N, BLOCK_M = Tr::BLOCK_M;
+  static constexpr int LOAD_ROWS = Tr::LOAD_ROWS;
+
+  __device__ Loader(const KernelParams& kp, int kv)
+      : kp_(kp), kv_(kv), row_lane_(threadIdx.x / kLoadThreadsPerRow),
+        chunk_lane_(threadIdx.x % kLoadThreadsPerRow) {}
+
+  // Page index of each of this thread's rows of tile `tile`; rows past the sequence's end
+  // (whose block-table entries may be sentinels) are not looked up.
+  __device__ void fetch_pages(const WorkItem& it, int tile, int (&pages)[LOAD_ROWS]) const {
+    const detail::DecodeParams& p = kp_.p;
+    const int32_t* bt = p.block_table + int64_t(it.seq) * p.bt_sb;
+#pragma unroll
+    for (int i = 0; i < LOAD_ROWS; ++i) {
+      const int j = tile * BLOCK_N + row_lane_ + kLoadRowsPerPass * i;
+      pages[i] = j < it.seqlen ? __ldg(bt + (j >> p.log2_page_size)) : -1;
+    }
+  }
+
+  // Starts the copies of tile `tile` into one stage: K rows, and V rows when V has its own
+  // cache. Rows past the end and rows of out-of-range pages are zero-filled; the latter are
+  // marked in `bad` (1 byte per row) for the mask and flagged in the schedule header. Returns
+  // whether this thread skipped a page.
+  __device__ bool issue_kv(const WorkItem& it, int tile, const int (&pages)[LOAD_ROWS],
+                           uint32_t k_stage, uint32_t v_stage, uint8_t* bad) const {
+    const detail::DecodeParams& p = kp_.p;
+    const uint16_t* k = static_cast<const uint16_t*>(p.k);
+    const uint16_t* v = static_cast<const uint16_t*>(p.v);
+    const bool v_separate = !p.v_aliases_k;
+    bool saw_bad = false;
+#pragma unroll
+    for (int i = 0; i < LOAD_ROWS; ++i) {
+      const int row = row_lane_ + kLoadRowsPerPass * i;
+      const int j = tile * BLOCK_N + row;
+      const bool in_seq = j < it.seqlen;
+      const bool page_ok = pages[i] >= 0 && pages[i] < p.num_pages;
+      const bool ok = in_seq && page_ok;
+      if (in_seq && !page_ok && chunk_lane_ == 0)
+        atomicOr(&kp_.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+      if (chunk_lane_ == 0) bad[row] = uint8_t(in_seq && !page_ok);
+      saw_bad |= in_seq && !page_ok;
+      // 64-bit offsets: page * k_sp alone can pass 2^31 elements in a large cache.
+      const int64_t page = ok ? pages[i] : 0;
+      const int64_t slot = j & (p.page_size - 1);
+      const uint16_t* k_row = k + (page * p.k_sp + slot * p.k_st + int64_t(kv_) * p.k_sh);
+      const uint32_t dst = uint32_t(row * Tr::KV_ROW_BYTES + ((chunk_lane_ ^ (row & 7)) << 4));
+#pragma unroll
+      for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c)
+        copy_chunk(k_stage + dst + c * 128, k_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
+                                                        kChunkElems, ok, kp_.kv_vec);
+      if (v_separate) {
+        const uint16_t* v_row = v + (page * p.v_sp + slot * p.v_st + int64_t(kv_) * p.v_sh);
+#pragma unroll
+        for (int c = 0; c < Tr::V_CHUNKS_PER_THREAD; ++c)
+          copy_chunk(v_stage + dst + c * 128, v_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
+                                                          kChunkElems, ok, kp_.kv_vec);
+      }
+    }
+    return saw_bad;
+  }
+
+  // Starts the copy of this CTA's query tile: row r of the tile is (token t, head h) =
+  // ((row0 + r) / q_per_kv, kv * q_per_kv + (row0 + r) % q_per_kv); rows past `rows` are zero.
+  __device__ void issue_q(const WorkItem& it, int row0, int rows, uint32_t q_tile) const {
+    const detail::DecodeParams& p = kp_.p;
+    const uint16_t* q = static_cast<const uint16_t*>(p.q);
+#pragma unroll
+    for (int i = 0; i < Tr::Q_PASSES; ++i) {
+      const int r = row_lane_ + kLoadRowsPerPass * i;
+      if (r >= BLOCK_M) break;
+      const int rg = row0 + r;
+      const bool valid = rg < rows;
+      const int t = valid ? rg / p.q_per_kv : 0;
+      const int h = valid ? kv_ * p.q_per_kv + rg % p.q_per_kv : 0;
+      const uint16_t* q_row = q + (int64_t(it.seq) * p.q_sb + int64_t(t) * p.q_ss +
+                                   int64_t(h) * p.q_sh);
+      const uint32_t dst = uint32_t(r * Tr::KV_ROW_BYTES + ((chunk_lane_ ^ (r & 7)) << 4));
+#pragma unroll
+      for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c)
+        copy_chunk(q_tile + dst + c * 128,
+                   q_row + (chunk_lane_ + kLoadThreadsPerRow * c) * kChunkElems, valid,
+                   kp_.q_vec);
+    }
+  }
+
+ private:
+  const KernelParams& kp_;
+  int kv_, row_lane_, chunk_lane_;
+};
+
+}  // namespace flashmfa::cuda::sm80

@@ -1,0 +1,99 @@
+// flashmfa CUDA, portable path: compile-time traits of one instantiation of the sm_80 decode
+// kernel (warp roles, fragment counts, swizzled shared-memory addressing) and the kernel's
+// by-value parameter block.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
+#include "cuda/sm80/decode/config.hpp"
+
+namespace flashmfa::cuda::sm80 {
+
+// Everything the kernel reads, passed by value (one launch argument).
+struct KernelParams {
+  detail::DecodeParams p;
+  Schedule sched;
+  int stages;         // K/V pipeline depth, kMinStages..kMaxStages (choose() fits it to smem)
+  float scale_log2;   // softmax_scale * log2(e): scores live in the exp2 domain
+  // P V as two products, T(P) V + T(P - T(P)) V: P then carries ~16 significant bits instead
+  // of T's 8 (bf16) or 11 (f16). Rounding P to T alone is what FlashAttention and FlashMLA do;
+  // its error, up to 2^-9 of the largest weights' V rows for bf16, exceeds a 8e-4 absolute
+  // tolerance on peaked softmax rows. Costs a second PV product (free where memory-bound).
+  bool split_p;
+  // Vector paths, decided on the host from pointers and strides. 16-byte cp.async needs every
+  // row start 16-byte aligned; 4-byte output stores need even element offsets. A view that
+  // breaks this (odd strides, offset data pointers) takes the element-wise path: slow, correct.
+  bool kv_vec, q_vec, out_vec;
+};
+
+// Swizzled byte offset of 16-byte chunk `chunk` of row `row` in a row-major tile whose rows
+// are ROW_BYTES long. The chunk index is XOR-ed with the row's position within a 128-byte
+// line group, so that the 8 rows an ldmatrix (or a cp.async warp instruction) touches at one
+// logical column fall into 8 different bank groups instead of one.
+//   ROW_BYTES >= 128 (a multiple of 128): chunk ^ (row % 8) inside each 8-chunk group.
+//   ROW_BYTES == 64: two rows share a 128-byte line; chunk ^ ((row / 2) % 4).
+template <int ROW_BYTES>
+__device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
+  static_assert(ROW_BYTES == 64 || ROW_BYTES % 128 == 0, "rows of 64 or k * 128 bytes");
+  if constexpr (ROW_BYTES == 64)
+    return uint32_t(row * ROW_BYTES + ((chunk ^ ((row >> 1) & 3)) << 4));
+  else
+    return uint32_t(row * ROW_BYTES + ((chunk ^ (row & 7)) << 4));
+}
+
+template <class T_, int D_K_, int D_V_, int BLOCK_M_, int BLOCK_N_>
+struct Traits {
+  using T = T_;
+  static constexpr int D_K = D_K_, D_V = D_V_, BLOCK_M = BLOCK_M_, BLOCK_N = BLOCK_N_;
+
+  // S = Q K^T: warp (wm, wn) owns rows [S_ROWS wm, +S_ROWS) x columns [S_COLS wn, +S_COLS).
+  static constexpr SWarpGrid kGrid = s_warp_grid(BLOCK_M, BLOCK_N);
+  static constexpr int WM = kGrid.wm, WN = kGrid.wn, S_COLS = kGrid.cols;
+  static constexpr int S_MT = kGrid.mt, S_ROWS = S_MT * kMmaM;  // m-tiles / rows per S warp
+  static constexpr int S_WARPS = WM * WN;
+  static constexpr int S_NT = S_COLS / kMmaN;  // n-tiles of S per warp
+  static constexpr int K_STEPS = D_K / kMmaK;  // k-steps of Q K^T
+
+  // O += P V: every warp owns all BLOCK_M rows x a D_V / 8 column slice, so one V fragment
+  // feeds BLOCK_M / 16 MMAs (a 64 x 512 fp32 O would not fit one warp set's registers whole).
+  static constexpr int MT = BLOCK_M / kMmaM;
+  static constexpr int O_COLS = D_V / kWarps;
+  static constexpr int O_NT = O_COLS / kMmaN;
+  static constexpr int PV_STEPS = BLOCK_N / kMmaK;
+
+  // Shared-memory pitches. V rows keep K's pitch whether V aliases K or not (SmemPlan).
+  static constexpr int KV_ROW_BYTES = D_K * kElemBytes;
+  static constexpr int P_ROW_BYTES = BLOCK_N * kElemBytes;
+  static constexpr int K_CHUNKS = D_K / kChunkElems;  // 16-byte chunks per K row
+  static constexpr int V_CHUNKS = D_V / kChunkElems;
+
+  // Loads: each thread covers rows (tid / 8) + 32 i and chunks (tid % 8) + 8 c of them.
+  static constexpr int LOAD_ROWS = BLOCK_N / kLoadRowsPerPass;  // KV rows per thread
+  static constexpr int Q_PASSES = (BLOCK_M + kLoadRowsPerPass - 1) / kLoadRowsPerPass;
+  static constexpr int K_CHUNKS_PER_THREAD = K_CHUNKS / kLoadThreadsPerRow;
+  static constexpr int V_CHUNKS_PER_THREAD = V_CHUNKS / kLoadThreadsPerRow;
+
+  // The O accumulator is the register budget: past 64 floats a thread, two CTAs of 256
+  // threads no longer fit the register file, so ask for one and let ptxas use up to 255.
+  static constexpr int O_REGS = MT * O_NT * 4;
+  static constexpr int MIN_BLOCKS = O_REGS >= 64 ? 1 : 2;
+
+  static_assert(BLOCK_M % kMmaM == 0 && BLOCK_M <= kWarps * kMmaM, "BLOCK_M: 16, 32 or 64");
+  static_assert(WM * S_ROWS == BLOCK_M && WN * S_COLS == BLOCK_N && S_WARPS <= kWarps,
+                "the S warps tile S exactly");
+  static_assert(BLOCK_N % kLoadRowsPerPass == 0, "BLOCK_N: a multiple of 32");
+  static_assert(S_COLS % kMmaN == 0 && (S_NT == 1 || S_NT % 2 == 0), "S slice: 8 or 16k cols");
+  static_assert(O_COLS % kMmaN == 0 && (O_NT == 1 || O_NT % 2 == 0), "O slice: 8 or 16k cols");
+  static_assert(K_CHUNKS % kLoadThreadsPerRow == 0, "D_K: a multiple of 64");
+  static_assert(V_CHUNKS % kLoadThreadsPerRow == 0, "D_V: a multiple of 64");
+  static_assert(D_V <= D_K, "V is read with K's row pitch");
+  static_assert(KV_ROW_BYTES % 128 == 0, "swizzle groups of 8 chunks per K row");
+  static_assert(P_ROW_BYTES == 64 || P_ROW_BYTES == 128, "P rows: BLOCK_N 32 or 64");
+};
+
+}  // namespace flashmfa::cuda::sm80

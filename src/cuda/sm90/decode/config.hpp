@@ -1,0 +1,95 @@
+// flashmfa CUDA, Hopper path: the tile table and the shared-memory plan of the sm_90a decode
+// kernel. Host and device code both read this file (no CUDA-only constructs), so choose()
+// sizes shared memory with exactly the arithmetic the kernel lays it out with.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FLASHMFA_SM90_HD __host__ __device__
+#else
+#define FLASHMFA_SM90_HD
+#endif
+
+// Every (D, CONSUMER_WARPGROUPS) the kernel is compiled for; each entry is instantiated for
+// bf16 and f16 (kernel_bf16.cu, kernel_f16.cu). D = d_k = d_v; "V aliases K" (MFA-KR) and the
+// number of KV heads are run-time parameters of the same kernel, so (256, *) covers MFA and
+// MFA-KR 256, (128, *) MFA-KR 128 and GQA with d 128. One consumer warpgroup owns 64 query
+// rows (wgmma's M); two share every K/V tile when a KV head has more than 64 rows.
+#define FLASHMFA_SM90_KERNELS(X) X(256, 1) X(256, 2) X(128, 1) X(128, 2)
+
+namespace flashmfa::cuda::sm90 {
+
+constexpr int kElemBytes = 2;           // bf16 / f16
+constexpr int kWarpSize = 32;
+constexpr int kWarpgroupThreads = 128;  // 4 warps issue one wgmma together
+constexpr int kWarpsPerWarpgroup = kWarpgroupThreads / kWarpSize;
+constexpr int kRowsPerWarpgroup = 64;   // wgmma M: query rows of one consumer warpgroup
+constexpr int kBlockN = 64;             // KV tokens per tile (and per scheduler block)
+constexpr int kMinPageSize = kBlockN;   // a tile never straddles two pages
+// 64 columns of 16-bit elements are one 128-byte swizzle atom: the TMA box width and the
+// column granularity of every shared-memory tile.
+constexpr int kAtomCols = 64;
+constexpr int kAtomBytes = kBlockN * kAtomCols * kElemBytes;  // 8 KB: one atom column of a tile
+constexpr int kTileAlign = 1024;        // 128B-swizzled tiles start on 1024-byte boundaries
+// Ring depth: K and V tiles take one slot each, so MFA keeps stages / 2 tiles in flight. Four
+// 32 KB slots already cover the ~1 us latency at one SM's share of HBM bandwidth (~23 GB/s);
+// more absorb the consumers' per-sequence pauses (Q load, epilogue).
+constexpr int kMinStages = 4;
+constexpr int kMaxStages = 8;
+// Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
+// error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)
+// is not averaged out and would exceed the tests' bf16 tolerance (abs 8e-4 + rel 2^-6) on rows
+// that see fewer than ~50 tokens. Such items cost <= 2 tiles, so the extra pass is free.
+constexpr int kPreciseMaxTokens = 2 * kBlockN;
+
+FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// Byte offsets in the dynamic shared memory of one CTA, from a 1024-aligned base:
+//
+//   q      (QTILES, 64, D)          T, 128B-swizzled   query rows: one tile per consumer
+//                                                      warpgroup, or one shared tile (KV split)
+//   kv     (STAGES, BLOCK_N, D)     T, 128B-swizzled   the TMA ring (K and V tiles, or K alone)
+//   xchg   (64 x D/2) f32           KV split only      one warpgroup's half of O for the other
+//   stats  (2, 64, 2) f32           KV split only      each warpgroup's row max and row sum
+//   full   (kMaxStages)             mbarrier           TMA bytes landed in the slot
+//   empty  (kMaxStages)             mbarrier           the slot's consumer warps are done
+//   valid  (kMaxStages)             i32                rows of the slot holding loaded tokens
+//
+// A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart. The
+// KV-split merge sends the other half of O through xchg one way and through the (by then
+// unused) Q tile the other way: both hold 64 x D/2 f32 = 64 x D 16-bit values.
+struct SmemPlan {
+  size_t q = 0, kv = 0, xchg = 0, stats = 0, full = 0, empty = 0, valid = 0, total = 0;
+  size_t slot_bytes = 0, q_bytes = 0;
+
+  FLASHMFA_SM90_HD constexpr SmemPlan(int d, int warpgroups, int stages, bool kv_split) {
+    slot_bytes = size_t(kBlockN) * d * kElemBytes;
+    q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
+    const int q_tiles = kv_split ? 1 : warpgroups;
+    const size_t xchg_bytes = kv_split ? q_bytes : 0;
+    const size_t stats_bytes = kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0;
+    q = 0;
+    kv = align_up(q + q_bytes * q_tiles, kTileAlign);
+    xchg = kv + slot_bytes * stages;
+    stats = xchg + xchg_bytes;
+    full = align_up(stats + stats_bytes, sizeof(uint64_t));
+    empty = full + sizeof(uint64_t) * kMaxStages;
+    valid = empty + sizeof(uint64_t) * kMaxStages;
+    total = valid + sizeof(int32_t) * kMaxStages;
+  }
+  // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
+  // (dynamic shared memory is only guaranteed 16-byte alignment).
+  FLASHMFA_SM90_HD constexpr size_t launch_bytes() const { return total + kTileAlign; }
+};
+
+// The deepest ring that fits `smem_limit` bytes (0 when not even kMinStages fit).
+FLASHMFA_SM90_HD constexpr int stages_that_fit(int d, int warpgroups, bool kv_split,
+                                               size_t smem_limit) {
+  for (int s = kMaxStages; s >= kMinStages; --s)
+    if (SmemPlan(d, warpgroups, s, kv_split).launch_bytes() <= smem_limit) return s;
+  return 0;
+}
+
+}  // namespace flashmfa::cuda::sm90

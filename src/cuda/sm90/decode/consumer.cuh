@@ -1,0 +1,260 @@
+// flashmfa CUDA, Hopper path: the consumer warpgroups -- for every work item of the part, stage
+// Q, then per KV tile: S = Q K^T, mask + online softmax, O += P V; then the epilogue.
+//
+// Two ways to use two consumer warpgroups (KernelConfig::kv_split):
+//   row split (s_q * q_per_kv > 64): each warpgroup owns 64 query rows and reads every tile;
+//   KV split (<= 64 rows): both own the same 64 rows and take alternate tiles, each with its
+//     own O and softmax state, merged through shared memory at the end of the work item. This
+//     doubles the consumer rate, which MFA-KR needs (32 KB of HBM per tile but the same two
+//     GEMMs and softmax as MFA's 64 KB tile pair).
+//
+// Slot hand-off per tile (ring order; MFA-KR uses one slot for both GEMMs):
+//
+//   wait full[K] -> [clear tail, if V aliases K] -> S = Q K^T -> [release K] -> softmax
+//   -> [wait full[V] -> clear tail] -> O += P V -> release (V or K)
+//
+// A slot is released by one arrival per reading warp after its wgmma has completed, so the
+// producer's next TMA into it cannot overtake a read.
+#pragma once
+
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/epilogue.cuh"
+#include "cuda/sm90/decode/mainloop.cuh"
+#include "cuda/sm90/decode/ptx.cuh"
+#include "cuda/sm90/decode/softmax.cuh"
+#include "cuda/sm90/decode/traits.cuh"
+
+namespace flashmfa::cuda::sm90 {
+
+template <class T, int D, int WARPGROUPS>
+struct Consumer {
+  using Tr = Traits<D, WARPGROUPS>;
+
+  const detail::DecodeParams& p;
+  const Schedule& sched;
+  const SmemView& sm;
+  int stages;
+  int kv_head;
+  int warpgroup;  // 0 .. WARPGROUPS-1
+  int tid;        // thread index among all consumer threads
+  int first_row;  // this warpgroup's first query row of the KV head
+  bool kv_split;  // WARPGROUPS == 2 only
+
+  __device__ int wg_tid() const { return tid % kWarpgroupThreads; }
+  __device__ int warp() const { return wg_tid() / kWarpSize; }
+  __device__ int lane() const { return tid % kWarpSize; }
+  __device__ int slots_per_tile() const { return p.v_aliases_k ? 1 : 2; }
+
+  __device__ void sync_own() const {
+    named_barrier_sync(int(NamedBarrier::kWarpgroup) + warpgroup, kWarpgroupThreads);
+  }
+  __device__ void sync_all() const {
+    named_barrier_sync(int(NamedBarrier::kConsumers), Tr::kConsumerThreads);
+  }
+
+  __device__ void release(const RingPos& pos) const {
+    __syncwarp();
+    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage));
+  }
+
+  // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
+  // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
+  __device__ int acquire(const RingPos& pos, bool serves_as_v) const {
+    mbar_wait(sm.full_bar(pos.stage), pos.phase);
+    const int valid = ld_shared_s32(sm.valid_at(pos.stage));
+    if (serves_as_v && valid < kBlockN) {
+      if (kv_split) {
+        clear_tail<D>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+        fence_proxy_async();  // the zeros are read by wgmma (async proxy)
+        sync_own();
+      } else {
+        clear_tail<D>(sm.slot(pos.stage), valid, tid, Tr::kConsumerThreads);
+        fence_proxy_async();
+        sync_all();
+      }
+    }
+    return valid;
+  }
+
+  // S = Q K^T, softmax, O += P V for the tile of tokens [token, token + 64).
+  __device__ void tile(RingPos& pos, int token, const int (&visible)[kRowsPerThread],
+                       uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
+                       bool precise) const {
+    const bool aliased = p.v_aliases_k;
+    const int valid = acquire(pos, aliased);
+    float s[kAccRegs];
+    gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage));
+    if (!aliased) {
+      release(pos);
+      pos.advance(stages);
+    }
+    int limit[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+#pragma unroll
+    for (int at = 0; at < Tr::kAtoms; ++at)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+    if (!aliased) acquire(pos, true);
+    gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise);
+    release(pos);
+    pos.advance(stages);
+  }
+
+  // A row-split warpgroup with no query rows (the second one of the last row tile) still takes
+  // part in every slot hand-off and tail clearing, so that the ring and barriers keep moving.
+  __device__ void run_idle(int part) const {
+    RingPos pos;
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+        acquire(pos, p.v_aliases_k);
+        if (!p.v_aliases_k) {
+          release(pos);
+          pos.advance(stages);
+          acquire(pos, true);
+        }
+        release(pos);
+        pos.advance(stages);
+      }
+    }
+  }
+
+  __device__ void run(int part) const {
+    const int rows = p.s_q * p.q_per_kv;
+    if (!kv_split && first_row >= rows) return run_idle(part);
+    const uint32_t q_tile = sm.query(kv_split ? 0 : warpgroup);
+    RingPos pos;
+
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      if (kv_split) {
+        sync_all();  // the previous item's merge has read the Q tile
+        load_query<T, D, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+        fence_proxy_async();  // Q is read by wgmma
+        sync_all();
+      } else {
+        load_query<T, D, kWarpgroupThreads>(p, it.seq, kv_head, first_row, q_tile, wg_tid());
+        fence_proxy_async();
+        sync_own();
+      }
+      // Last visible token + 1 of the thread's two rows (causal: query token tq sees cached
+      // tokens j <= seqlen - s_q + tq). Rows past `rows` see everything; they are not written.
+      int visible[kRowsPerThread];
+#pragma unroll
+      for (int h = 0; h < kRowsPerThread; ++h) {
+        const int row = first_row + 16 * warp() + lane() / kQuadLanes + 8 * h;
+        visible[h] = p.causal ? max(0, it.seqlen - p.s_q + row / p.q_per_kv + 1) : it.seqlen;
+      }
+      const bool precise = it.seqlen <= kPreciseMaxTokens;
+
+      float o[Tr::kAtoms][kAccRegs];
+#pragma unroll
+      for (int at = 0; at < Tr::kAtoms; ++at)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
+      OnlineSoftmax softmax;
+      softmax.reset();
+
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+        if (kv_split && ((blk - it.block_begin) & 1) != warpgroup) {
+          for (int k = 0; k < slots_per_tile(); ++k) pos.advance(stages);  // the other's tile
+          continue;
+        }
+        tile(pos, blk * kBlockN, visible, q_tile, o, softmax, precise);
+      }
+
+      if (kv_split) {
+        if constexpr (WARPGROUPS == 2) merge_and_store(it, o, softmax);
+      } else {
+        float inv_sum[kRowsPerThread], lse[kRowsPerThread];
+        softmax.finish(inv_sum, lse);
+        store_rows<T, D>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum, lse);
+      }
+    }
+  }
+
+  // KV split, end of a work item: each warpgroup holds O, row max and row sum over its tiles.
+  // Warpgroup 0 finalizes atoms [0, A/2) and warpgroup 1 atoms [A/2, A): each hands the other
+  // half of its raw O to the other warpgroup, thread to thread (both have the same fragment
+  // layout for the same rows), through xchg (from warpgroup 1) and the Q tile (from warpgroup 0).
+  __device__ void merge_and_store(const WorkItem& it, float (&o)[Tr::kAtoms][kAccRegs],
+                                  const OnlineSoftmax& softmax) const {
+    constexpr int kHalf = Tr::kAtoms / 2;
+    static_assert(Tr::kAtoms % 2 == 0, "two halves of whole atoms");
+    // Opaque thread index: otherwise the item-invariant address arithmetic below is hoisted
+    // out of the item loop and held in registers across the KV loop (load_query has the same).
+    int me = tid;
+    asm volatile("" : "+r"(me));
+    const int wtid = me % kWarpgroupThreads, warp = wtid / kWarpSize, lane = me % kWarpSize;
+    const int g = lane / kQuadLanes, t = lane % kQuadLanes;
+    float m[kRowsPerThread], l[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      m[h] = softmax.max[h];
+      l[h] = quad_sum(softmax.sum[h]);
+      const int row = 16 * warp + g + 8 * h;
+      const uint32_t at = sm.stats + uint32_t(((warpgroup * kRowsPerWarpgroup + row) * 2) * 4);
+      if (t == 0) {
+        st_shared(at, __float_as_int(m[h]));
+        st_shared(at + 4, __float_as_int(l[h]));
+      }
+    }
+    const uint32_t give = warpgroup == 0 ? sm.q : sm.xchg;
+    const uint32_t take = warpgroup == 0 ? sm.xchg : sm.q;
+    // Element k of this thread's half lives at ((k * 128) + wg_tid) * 4: conflict-free.
+    auto put = [&](auto first) {
+#pragma unroll
+      for (int a = 0; a < kHalf; ++a)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i)
+          st_shared(give + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4),
+                    __float_as_int(o[first + a][i]));
+    };
+    if (warpgroup == 0) put(std::integral_constant<int, kHalf>{});
+    else put(std::integral_constant<int, 0>{});
+    sync_all();
+
+    float f_me[kRowsPerThread], f_other[kRowsPerThread], inv[kRowsPerThread], lse[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      const int row = 16 * warp + g + 8 * h;
+      const uint32_t at =
+          sm.stats + uint32_t((((1 - warpgroup) * kRowsPerWarpgroup + row) * 2) * 4);
+      const float m_o = __int_as_float(ld_shared_s32(at));
+      const float l_o = __int_as_float(ld_shared_s32(at + 4));
+      const float mx = fmaxf(m[h], m_o);
+      const float base = mx == -INFINITY ? 0.f : mx;  // no tile seen by either: all zero
+      f_me[h] = exp2f_fast(m[h] - base);
+      f_other[h] = exp2f_fast(m_o - base);
+      const float total = f_me[h] * l[h] + f_other[h] * l_o;
+      inv[h] = total > 0.f ? 1.f / total : 0.f;
+      lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;
+    }
+    auto merge = [&](auto first) {
+#pragma unroll
+      for (int a = 0; a < kHalf; ++a)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) {
+          const float x = __int_as_float(ld_shared_s32(
+              take + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4)));
+          o[first + a][i] = o[first + a][i] * f_me[acc_row(i)] + x * f_other[acc_row(i)];
+        }
+    };
+    if (warpgroup == 0) {
+      merge(std::integral_constant<int, 0>{});
+      store_rows<T, D, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv, lse,
+                                 true);
+    } else {
+      merge(std::integral_constant<int, kHalf>{});
+      store_rows<T, D, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                          inv, lse, false);
+    }
+  }
+};
+
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,68 @@
+// flashmfa CUDA, Hopper path: the epilogue -- one consumer warpgroup's normalized output rows
+// and log-sum-exps, either straight to out / lse (an unsplit sequence) or to a partial slot
+// that the combine kernel merges (schedule.cuh).
+#pragma once
+
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/config.hpp"
+#include "cuda/sm90/decode/ptx.cuh"
+#include "cuda/sm90/decode/softmax.cuh"
+#include "cuda/sm90/decode/wgmma.cuh"
+
+namespace flashmfa::cuda::sm90 {
+
+// The thread's rows are first_row + 16 w + g + 8 h (softmax.cuh); each writes pairs of
+// adjacent columns (4-byte T2 / 8-byte float2 stores), the quad covering 8 consecutive ones.
+//
+// Only atoms [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split each finalize half
+// of the columns); lse only when write_lse.
+template <class T, int D, int AT_BEGIN = 0, int AT_END = D / kAtomCols>
+__device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
+                           const WorkItem& it, int kv_head, int first_row, int warp, int lane,
+                           float (&o)[D / kAtomCols][kAccRegs],
+                           const float (&inv_sum)[kRowsPerThread],
+                           const float (&lse)[kRowsPerThread], bool write_lse = true) {
+  const int rows = p.s_q * p.q_per_kv;
+  const int g = lane / kQuadLanes, t = lane % kQuadLanes;
+  // Normalize in place: no second copy of the tile is ever live.
+#pragma unroll
+  for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+    for (int i = 0; i < kAccRegs; ++i) o[at][i] *= inv_sum[acc_row(i)];
+#pragma unroll
+  for (int h = 0; h < kRowsPerThread; ++h) {
+    const int row = first_row + 16 * warp + g + 8 * h;
+    if (row >= rows) continue;
+    if (it.slot < 0) {
+      const int tq = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
+      T* out = static_cast<T*>(p.out) + int64_t(it.seq) * p.o_sb + int64_t(tq) * p.o_ss +
+               int64_t(head) * p.o_sh + 2 * t;
+#pragma unroll
+      for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+        for (int c = 0; c < kWgmmaN / 8; ++c) {
+          const int i = 4 * c + 2 * h;
+          *reinterpret_cast<uint32_t*>(out + at * kAtomCols + 8 * c) =
+              pack2<T>(o[at][i], o[at][i + 1]);
+        }
+      if (t == 0 && write_lse)
+        p.lse[int64_t(it.seq) * p.lse_sb + head * p.lse_sh + tq * p.lse_ss] = lse[h];
+    } else {
+      // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing).
+      const int64_t prow = int64_t(it.slot) * p.h_q * p.s_q + int64_t(kv_head) * rows + row;
+      float* dst = sched.o_partial + prow * p.d_v + 2 * t;
+#pragma unroll
+      for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+        for (int c = 0; c < kWgmmaN / 8; ++c) {
+          const int i = 4 * c + 2 * h;
+          *reinterpret_cast<float2*>(dst + at * kAtomCols + 8 * c) =
+              make_float2(o[at][i], o[at][i + 1]);
+        }
+      if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
+    }
+  }
+}
+
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,7 @@
+// flashmfa CUDA, Hopper path: the bf16 instances of the decode kernel (config.hpp's list).
+#include "cuda/sm90/decode/kernel.cuh"
+
+namespace flashmfa::cuda::sm90 {
+#define FLASHMFA_SM90_BF16(D, WG) FLASHMFA_SM90_INSTANTIATE(__nv_bfloat16, D, WG)
+FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_BF16)
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,171 @@
+// flashmfa CUDA, Hopper path: host side -- what the kernel supports, the tile choice, the TMA
+// tensor maps over the paged caches, and dispatch to the compiled instances.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cudaTypedefs.h>
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "cuda/sm90/decode/config.hpp"
+#include "cuda/sm90/decode/decode.hpp"
+
+namespace flashmfa::cuda::sm90 {
+
+// Defined in kernel_bf16.cu / kernel_f16.cu for every entry of FLASHMFA_SM90_KERNELS.
+template <class T, int D, int WARPGROUPS>
+void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
+                  const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream);
+
+namespace {
+
+constexpr int kComputeMajor = 9, kComputeMinor = 0;  // sm_90a code runs on 9.0 only
+constexpr int kTmaAlignBytes = 16;   // TMA global address and stride granularity
+constexpr int kOutAlignBytes = 4;    // the epilogue stores pairs of 16-bit outputs
+constexpr uint64_t kTmaMaxStride = uint64_t(1) << 40;
+constexpr int kTensorRank = 4;       // (d, h_kv, page_size, num_pages)
+
+bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+bool stride_ok(int64_t elems, int bytes) {
+  return elems >= 0 && (elems * kElemBytes) % bytes == 0 &&
+         uint64_t(elems) * kElemBytes < kTmaMaxStride;
+}
+
+// Cache strides the tensor map can express. With one KV head its stride is never used, so an
+// odd value there does not disqualify the layout.
+bool cache_ok(const void* ptr, int h_kv, int64_t sp, int64_t st, int64_t sh) {
+  return aligned(ptr, kTmaAlignBytes) && stride_ok(sp, kTmaAlignBytes) &&
+         stride_ok(st, kTmaAlignBytes) && (h_kv == 1 || stride_ok(sh, kTmaAlignBytes));
+}
+
+// One warpgroup covers 64 query rows of a KV head. Above 64 rows a second one shares every
+// K/V tile (row split) instead of a second CTA re-reading it. Up to 64 rows two warpgroups take
+// alternate tiles of the same rows (KV split): the consumers' rate doubles, which MFA-KR needs
+// and which gives MFA slack for the per-item pauses.
+KernelConfig default_shape(const detail::DecodeParams& p) {
+  KernelConfig cfg;
+  cfg.warpgroups = 2;
+  cfg.kv_split = detail::rows_per_kv_head(p) <= kRowsPerWarpgroup;
+  return cfg;
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point: nothing links libcuda.
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  });
+  if (!fn)
+    throw Error(Status::cuda_error, "flashmfa: cuTensorMapEncodeTiled is not available from the "
+                                    "CUDA driver (the sm_90 path needs driver >= 12.0)");
+  return fn;
+}
+
+// A cache [num_pages, page_size, h_kv, d] (strides in elements) as a 4-D tensor map whose box
+// is one 64-column atom of a 64-token tile of one head, written 128B-swizzled.
+CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d, int64_t sp,
+                           int64_t st, int64_t sh) {
+  const int64_t head_stride = p.h_kv == 1 ? d : sh;  // never stepped over with one head
+  // A cache with no pages still needs a valid map; no copy is issued (every index is bad).
+  const cuuint64_t dims[kTensorRank] = {cuuint64_t(d), cuuint64_t(p.h_kv),
+                                        cuuint64_t(p.page_size),
+                                        cuuint64_t(p.num_pages > 0 ? p.num_pages : 1)};
+  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(head_stride) * kElemBytes,
+                                               cuuint64_t(st) * kElemBytes,
+                                               cuuint64_t(sp) * kElemBytes};
+  const cuuint32_t box[kTensorRank] = {kAtomCols, 1, kBlockN, 1};
+  const cuuint32_t elem_strides[kTensorRank] = {1, 1, 1, 1};
+  const CUtensorMapDataType type = p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                          : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  CUtensorMap map{};
+  const CUresult r = encode_fn()(&map, type, kTensorRank, const_cast<void*>(ptr), dims, strides,
+                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw Error(Status::cuda_error,
+                "flashmfa: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
+                    ") for a cache the sm_90 path accepted; strides " + std::to_string(sp) + ", " +
+                    std::to_string(st) + ", " + std::to_string(sh));
+  return map;
+}
+
+template <class T>
+void dispatch(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
+              const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream) {
+#define FLASHMFA_SM90_CASE(D, WG)                                        \
+  if (cfg.d == D && cfg.warpgroups == WG)                                \
+    return launch_typed<T, D, WG>(p, sched, k_map, v_map, cfg, stream);
+  FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_CASE)
+#undef FLASHMFA_SM90_CASE
+  throw Error(Status::unsupported, "flashmfa: no sm_90 decode kernel for d = " +
+                                          std::to_string(cfg.d) + ", warpgroups = " +
+                                          std::to_string(cfg.warpgroups));
+}
+
+}  // namespace
+
+bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
+  if (dev.cc_major != kComputeMajor || dev.cc_minor != kComputeMinor) return false;
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.d_k != p.d_v) return false;
+  const KernelConfig shape = default_shape(p);
+  bool compiled = false;
+#define FLASHMFA_SM90_HAS(D, WG) compiled |= (p.d_k == D && shape.warpgroups == WG);
+  FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_HAS)
+#undef FLASHMFA_SM90_HAS
+  if (!compiled) return false;
+  if (p.page_size < kMinPageSize) return false;  // a tile would straddle pages
+  if (!cache_ok(p.k, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
+  if (!p.v_aliases_k && !cache_ok(p.v, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;
+  // Q is read in 16-byte vectors, out written in 4-byte pairs.
+  if (!aligned(p.q, kTmaAlignBytes) || (p.q_sb * kElemBytes) % kTmaAlignBytes ||
+      (p.q_ss * kElemBytes) % kTmaAlignBytes || (p.q_sh * kElemBytes) % kTmaAlignBytes)
+    return false;
+  if (!aligned(p.out, kOutAlignBytes) || (p.o_sb * kElemBytes) % kOutAlignBytes ||
+      (p.o_ss * kElemBytes) % kOutAlignBytes || (p.o_sh * kElemBytes) % kOutAlignBytes)
+    return false;
+  return stages_that_fit(p.d_k, shape.warpgroups, shape.kv_split, dev.smem_per_block_optin) > 0;
+}
+
+KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, int warpgroups,
+                         bool kv_split) {
+  KernelConfig cfg;
+  cfg.d = p.d_k;
+  cfg.warpgroups = warpgroups;
+  cfg.kv_split = kv_split && warpgroups == 2;
+  cfg.block_m = cfg.kv_split ? kRowsPerWarpgroup : warpgroups * kRowsPerWarpgroup;
+  cfg.block_n = kBlockN;
+  cfg.threads = (warpgroups + 1) * kWarpgroupThreads;
+  cfg.stages = stages_that_fit(cfg.d, warpgroups, cfg.kv_split, dev.smem_per_block_optin);
+  cfg.smem_bytes = SmemPlan(cfg.d, warpgroups, cfg.stages, cfg.kv_split).launch_bytes();
+  cfg.ctas_per_sm = 1;  // the ring takes (nearly) all of an SM's shared memory
+  return cfg;
+}
+
+KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
+  const KernelConfig shape = default_shape(p);
+  return make_config(p, dev, shape.warpgroups, shape.kv_split);
+}
+
+void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelConfig& cfg,
+            cudaStream_t stream) {
+  if (p.b == 0 || sched.num_parts == 0) return;
+  const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
+  const CUtensorMap v_map =
+      p.v_aliases_k ? k_map : make_cache_map(p, p.v, cfg.d, p.v_sp, p.v_st, p.v_sh);
+  if (p.dtype == DType::bf16)
+    dispatch<__nv_bfloat16>(p, sched, k_map, v_map, cfg, stream);
+  else
+    dispatch<__half>(p, sched, k_map, v_map, cfg, stream);
+}
+
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,96 @@
+// flashmfa CUDA, Hopper path: compile-time traits of one decode kernel instance -- thread
+// roles, register split, named barriers and the device view of the shared-memory plan.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/sm90/decode/config.hpp"
+#include "cuda/sm90/decode/wgmma.cuh"
+
+namespace flashmfa::cuda::sm90 {
+
+// Named barriers (bar.sync ids); 0 belongs to __syncthreads, used only before the role split.
+// The same id serves every purpose of its group of threads (a barrier only counts arrivals).
+enum class NamedBarrier : int {
+  kWarpgroup = 1,  // + warpgroup index, 128 threads: its Q tile is stored / its slot's tail
+                   // is cleared (a slot read by that warpgroup alone)
+  kConsumers = 3,  // every consumer thread: a shared slot's tail is cleared, the shared Q
+                   // tile is stored, KV-split merge steps
+};
+
+template <int D, int WARPGROUPS>
+struct Traits {
+  static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
+  static_assert(WARPGROUPS == 1 || WARPGROUPS == 2, "one or two consumer warpgroups");
+  static_assert(kBlockN % kWgmmaK == 0 && kBlockN == kWgmmaN, "one S tile per wgmma N");
+  static_assert(kRowsPerWarpgroup == kWgmmaM, "a consumer warpgroup owns one wgmma M tile");
+
+  static constexpr int kAtoms = D / kAtomCols;          // 64-column atoms per row
+  static constexpr int kQkSteps = D / kWgmmaK;          // k-steps of S = Q K^T
+  static constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
+  static constexpr int kPvSteps = kBlockN / kWgmmaK;    // k-steps of O += P V
+  static constexpr int kConsumerThreads = WARPGROUPS * kWarpgroupThreads;
+  static constexpr int kConsumerWarps = WARPGROUPS * kWarpsPerWarpgroup;
+  static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;  // + the producer's
+  static constexpr int kBlockM = WARPGROUPS * kRowsPerWarpgroup;
+  static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
+  static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
+
+  // Register split (setmaxnreg) when three warpgroups share the 64K registers: each consumer
+  // holds a 64 x D f32 output tile (128 registers at D = 256) plus S, P and P's rounding rest;
+  // the producer only walks the schedule. 24 * 128 + 2 * 240 * 128 = 64512 <= 65536. With
+  // one consumer warpgroup every thread may already use 255, so nothing is redistributed.
+  static constexpr bool kSplitRegisters = WARPGROUPS == 2;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+};
+
+// The device view of SmemPlan: .shared addresses of its pieces.
+struct SmemView {
+  uint32_t q;      // (QTILES, 64, D)
+  uint32_t kv;     // (STAGES, BLOCK_N, D)
+  uint32_t xchg;   // (64 x D/2) f32, KV split only
+  uint32_t stats;  // (2, 64, 2) f32, KV split only
+  uint32_t full;   // (kMaxStages) mbarriers
+  uint32_t empty;  // (kMaxStages) mbarriers
+  uint32_t valid;  // (kMaxStages) i32
+  uint32_t slot_bytes;
+  uint32_t q_bytes;
+
+  __device__ SmemView(uint32_t base, const SmemPlan& plan)
+      : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
+        xchg(base + uint32_t(plan.xchg)), stats(base + uint32_t(plan.stats)),
+        full(base + uint32_t(plan.full)),
+        empty(base + uint32_t(plan.empty)), valid(base + uint32_t(plan.valid)),
+        slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)) {}
+
+  __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
+  __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
+  __device__ uint32_t full_bar(int stage) const { return full + stage * sizeof(uint64_t); }
+  __device__ uint32_t empty_bar(int stage) const { return empty + stage * sizeof(uint64_t); }
+  __device__ uint32_t valid_at(int stage) const { return valid + stage * sizeof(int32_t); }
+};
+
+// Byte offset of 16-byte unit `unit` (of D / 8) in row `row` of a 128B-swizzled tile whose
+// atom columns are kAtomBytes apart: the pattern TMA writes and wgmma reads.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int unit) {
+  constexpr int kUnitsPerAtomRow = kSwizzleRowBytes / kDescUnitBytes;  // 8
+  const int atom = unit / kUnitsPerAtomRow, u = unit % kUnitsPerAtomRow;
+  return uint32_t(atom) * kAtomBytes + uint32_t(row) * kSwizzleRowBytes +
+         uint32_t((u ^ (row % kSwizzleGroupRows)) * kDescUnitBytes);
+}
+
+// Position of a slot in the ring and the parity of its current fill. Producer and consumers
+// advance identical copies through the same sequence of tiles.
+struct RingPos {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance(int stages) {
+    if (++stage == stages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+}  // namespace flashmfa::cuda::sm90
