@@ -221,11 +221,14 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
     a.out = make_view(out.get(), s.dtype, {s.b, s.s_q, s.h_q, d_v}, dev);           // [b, s_q, h_q, d_v]
     a.lse = make_view(lse.get(), DType::f32, {s.b, s.h_q, s.s_q}, dev);             // [b, h_q, s_q]
     a.causal = s.causal;
+    a.path = cfg.path == "portable" ? DecodeArgs::Path::portable
+             : cfg.path == "hopper" ? DecodeArgs::Path::hopper : DecodeArgs::Path::automatic;
   }
 
   // Plan once; the same plan serves every copy (same shapes and lengths).
   Buffer ws(std::max<size_t>(1, workspace_size(cp[0].args)));
   const Plan plan = flashmfa::plan(cp[0].args, ws.get(), ws.bytes(), st);
+  row.path = cfg.path;
   row.kernel = plan.kernel;
   row.num_parts = plan.num_parts;
 

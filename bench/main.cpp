@@ -94,7 +94,7 @@ int run_main(int argc, const char* const* argv) {
     }
   }
 
-  const RunConfig cfg = run_config(o, on_gpu);
+  RunConfig cfg = run_config(o, on_gpu);
   RunInfo info;
   info.version = std::to_string(kVersionMajor) + "." + std::to_string(kVersionMinor) + "." +
                  std::to_string(kVersionPatch);
@@ -136,15 +136,20 @@ int run_main(int argc, const char* const* argv) {
 
   std::vector<Row> rows;
   bool all_ok = true;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    const Shape& s = shapes[i];
-    std::cerr << "[" << i + 1 << "/" << shapes.size() << "] " << describe(s) << " ..." << std::flush;
+  const std::vector<std::string> paths = on_gpu ? o.paths : std::vector<std::string>{"auto"};
+  const size_t points = shapes.size() * paths.size();
+  for (size_t i = 0; i < points; ++i) {
+    const Shape& s = shapes[i / paths.size()];
+    cfg.path = paths[i % paths.size()];
+    std::cerr << "[" << i + 1 << "/" << points << "] " << describe(s)
+              << (paths.size() > 1 ? " path " + cfg.path : "") << " ..." << std::flush;
     Row r;
     try {
       r = on_gpu ? run_gpu(s, info.ceilings, cfg, gpu) : run_cpu(s, info.ceilings, cfg, cpu);
     } catch (const std::exception& e) {
       // A runtime failure (out of memory, a CUDA error) fails this point, not the sweep.
       r.shape = s;
+      r.path = cfg.path;
       r.backend = on_gpu ? "cuda" : "cpu";
       r.method = "none";
       r.checked = "not run";

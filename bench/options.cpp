@@ -223,6 +223,14 @@ Options parse_args(int argc, const char* const* argv) {
       if (v == "bf16") o.over.dtype = DType::bf16;
       else if (v == "fp16" || v == "f16") o.over.dtype = DType::f16;
       else usage("--dtype: expected bf16 or fp16, got '" + v + "'");
+    } else if (arg == "--path") {
+      o.paths.clear();
+      std::string v = next(), item;
+      std::istringstream ss(v);
+      while (std::getline(ss, item, ','))
+        if (item == "auto" || item == "portable" || item == "hopper") o.paths.push_back(item);
+        else usage("--path: expected auto, portable or hopper (comma-separated), got '" + item + "'");
+      if (o.paths.empty()) usage("--path: expected at least one of auto, portable, hopper");
     } else if (arg == "--backend") {
       const std::string v = next();
       if (v == "auto") o.backend = Backend::automatic;
@@ -327,6 +335,8 @@ workload:
   --causal, --no-causal   causal masking of the s_q new tokens
 
 execution:
+  --path LIST            CUDA kernel families, comma-separated: auto (default), portable
+                         (the mma.sync path), hopper (sm_90a); each point runs once per entry
   --backend auto|cpu|cuda where to run (auto: cuda when a GPU is visible, else cpu)
   --device N              CUDA device ordinal (default 0)
   --warmup N              untimed runs first (default: 10 on the GPU, 1 on the CPU)

@@ -71,6 +71,7 @@ struct Options {
   int check_seqs = 4;          // sequences checked against the reference
   int check_heads = 16;        // query heads checked per sequence (all when h_q is smaller)
   bool flush = true;           // CPU: evict the LLC before every timed repeat
+  std::vector<std::string> paths = {"auto"};  // CUDA kernel families to run each point with
   std::string json_path;
   std::string compare_path;
   std::string check_json_path; // validate a results file and exit

@@ -94,6 +94,7 @@ Json row_to_json(const Row& r) {
   j.set("max_abs_err", r.max_abs_err);
   j.set("max_abs_err_lse", r.max_abs_err_lse);
   if (!r.check_message.empty()) j.set("check_message", r.check_message);
+  j.set("path", r.path);
   j.set("kernel", r.kernel);
   j.set("num_parts", r.num_parts);
   if (r.ref_us > 0) {

@@ -94,6 +94,7 @@ struct Row {
   // How the time was taken: "cuda-graph", "cuda-direct" or "wall-clock"; replays timed.
   std::string method;
   int cache_copies = 1;       // rotated cache copies (so a small cache is not served from L2)
+  std::string path = "auto";  // the kernel family asked for: auto, portable or hopper
   int kernel = -1;            // the plan's kernel id and CTAs along the KV axis
   int num_parts = 0;
   // CPU only: the reference's median time on the same problem, and fast path's speed-up.

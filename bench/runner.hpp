@@ -20,6 +20,7 @@ struct RunConfig {
   int check_seqs = 4;
   int check_heads = 16;
   bool flush = true;          // CPU: evict the last-level cache before every timed run
+  std::string path = "auto";  // CUDA: kernel family (DecodeArgs::Path): auto, portable, hopper
 };
 
 // Default repeat counts per backend (what --help states).

@@ -65,7 +65,8 @@ std::string format_table(const RunInfo& info, const std::vector<Row>& rows) {
     if (r.check_ok && r.timing.samples > 0)
       os << fmt("%10.1f %10.1f %10.1f | %8.4g %8.1f | %10.1f %6.1f | %8.2e %s\n",
                 r.timing.median_us, r.timing.min_us, r.timing.max_us, r.m.tflops, r.m.gbps,
-                r.m.roofline_us, r.m.pct_roofline, r.max_abs_err, "ok");
+                r.m.roofline_us, r.m.pct_roofline, r.max_abs_err,
+                r.path == "auto" ? "ok" : ("ok " + r.path).c_str());
     else
       os << fmt("%10s %10s %10s | %8s %8s | %10.1f %6s | %8s %s\n", "-", "-", "-", "-", "-",
                 r.m.roofline_us, "-",

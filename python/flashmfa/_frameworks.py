@@ -140,9 +140,15 @@ class Caller:
         if stream is not None:
             return stream_handle(stream)
         if self.kind == "torch":
-            if self.q.device.type == "cuda":
-                return self.mod.cuda.current_stream(self.q.device).cuda_stream
-            return 0
+            device = self.q.device
+            if device.type != "cuda":
+                return 0
+            # The same handle current_stream(device).cuda_stream gives (the capture stream
+            # during graph capture), without building a Stream object: ~0.3 us instead of ~5.
+            raw = getattr(self.mod._C, "_cuda_getCurrentRawStream", None)
+            if raw is not None:
+                return raw(device.index)
+            return self.mod.cuda.current_stream(device).cuda_stream
         if self.kind == "cupy":
             return self.mod.cuda.get_current_stream().ptr
         return 0  # the legacy default stream; ignored on the CPU

@@ -73,10 +73,10 @@ class TorchFields {
       if (dtype.is(d.obj)) found = &d;
     if (found == nullptr) return false;
     nb::object device = obj.attr("device");
-    const std::string type = nb::cast<std::string>(device.attr("type"));
-    if (type == "cpu") {
+    nb::object type = device.attr("type");
+    if (type.equal(cpu_)) {
       t.device = {dlpack_abi::kCPU, 0};
-    } else if (type == "cuda") {
+    } else if (type.equal(cuda_)) {
       t.device = {dlpack_abi::kCUDA, nb::cast<int32_t>(device.attr("index"))};
     } else {
       return false;
@@ -104,7 +104,8 @@ class TorchFields {
   };
 
   explicit TorchFields(nb::module_ torch)
-      : tensor_(torch.attr("Tensor")), strided_(torch.attr("strided")) {
+      : tensor_(torch.attr("Tensor")), strided_(torch.attr("strided")), cpu_("cpu"),
+        cuda_("cuda") {
     using namespace dlpack_abi;
     const std::pair<const char*, nb::dlpack::dtype> table[] = {
         {"float16", {kFloat, 16, 1}}, {"bfloat16", {kBfloat, 16, 1}},
@@ -115,6 +116,7 @@ class TorchFields {
   }
 
   nb::object tensor_, strided_;
+  nb::str cpu_, cuda_;  // torch.device.type values
   std::vector<DType> dtypes_;
 };
 
@@ -124,7 +126,12 @@ bool ArrayImporter::torch_view(nb::handle obj, const char* arg, TensorView& v) {
   const TorchFields* torch = TorchFields::get();
   nb::dlpack::dltensor t{};
   int64_t dims[2 * TensorView::kMaxDims];
-  if (torch == nullptr || !torch->read(obj, t, dims)) return false;
+  if (torch == nullptr) return false;
+  try {
+    if (!torch->read(obj, t, dims)) return false;
+  } catch (const std::exception&) {  // a tensor-like object that answers differently:
+    return false;                    // DLPack decides
+  }
   tensors_.push_back(nb::borrow(obj));
   v = finish(t, arg);
   return true;

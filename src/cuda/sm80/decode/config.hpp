@@ -55,18 +55,21 @@ constexpr int kLoadRowsPerPass = kThreads / kLoadThreadsPerRow;
 // each), WN along N (`cols` columns each); warps beyond WM * WN sit the S product out.
 //
 // ldmatrix traffic of the product is sum over S warps of (rows + cols) * D_K * 2 bytes, the
-// MMA work is fixed: for the compute-bound 64 x 64 tile (MLA with 64+ query rows per KV head),
-// four 32 x 32 warp tiles read a third less shared memory than eight 16 x 32 ones (the S phase
-// is bound by shared-memory bandwidth, not by the tensor pipe), and one warp per SM
-// sub-partition still has 8 independent accumulators to cover ldmatrix latency. The smaller
-// (memory-bound) tiles spread over all 8 warps with 16-row slices; 8 warps would need 4-column
-// slices for BLOCK_M = 16 with BLOCK_N = 32, narrower than an mma, so 4 of them sit out there.
+// MMA work is fixed: for the 64 x 64 tile of the wide heads (MLA, MFA: D_K >= 256), four
+// 32 x 32 warp tiles read a third less shared memory than eight 16 x 32 ones (the S phase is
+// bound by shared-memory bandwidth, not by the tensor pipe; MLA at 64 rows: 282 against 256
+// TFLOP/s), and one warp per SM sub-partition still has 8 independent accumulators to cover
+// ldmatrix latency. Narrow heads keep 16-row slices, whose 16 accumulator registers fit the
+// 128-register budget of two CTAs per SM. The smaller (memory-bound) tiles spread over all 8
+// warps; 8 warps would need 4-column slices for BLOCK_M = 16 with BLOCK_N = 32, narrower than
+// an mma, so 4 of them sit out there.
 struct SWarpGrid {
   int wm, wn, cols, mt;  // warps along M, along N, S columns per warp, 16-row m-tiles per warp
 };
-FLASHMFA_SM80_HD constexpr SWarpGrid s_warp_grid(int block_m, int block_n) {
+FLASHMFA_SM80_HD constexpr SWarpGrid s_warp_grid(int d_k, int block_m, int block_n) {
   constexpr int kWideRows = 32, kWideCols = 32;  // the 32 x 32 warp tile of the 64 x 64 S
-  if (block_m == 2 * kWideRows && block_n == 2 * kWideCols)
+  constexpr int kWideMinDk = 256;
+  if (d_k >= kWideMinDk && block_m == 2 * kWideRows && block_n == 2 * kWideCols)
     return {block_m / kWideRows, block_n / kWideCols, kWideCols, kWideRows / kMmaM};
   const int wm = block_m / kMmaM;
   int wn = kWarps / wm;
@@ -104,7 +107,7 @@ struct SmemPlan {
     const size_t p_tile = size_t(block_m) * block_n * kElemBytes;
     p_lo = p + p_tile;
     red = align_up(p + p_tile * (split_p ? 2 : 1), kSmemAlign);
-    bad = align_up(red + sizeof(float) * s_warp_grid(block_m, block_n).wn * block_m, kSmemAlign);
+    bad = align_up(red + sizeof(float) * s_warp_grid(d_k, block_m, block_n).wn * block_m, kSmemAlign);
     total = align_up(bad + size_t(stages) * block_n, kSmemAlign);
   }
 };

@@ -13,7 +13,7 @@
 //     wait for tile i; barrier A                        tile i landed; stage of i-1 is free
 //     issue tile i+STAGES-1 into the stage of i-1
 //     S = Q K_i^T (S warps); mask; row max -> red;  barrier B1
-//     fold maxima (all); P -> smem (S warps); O *= alpha;  barrier B2
+//     fold maxima, O *= alpha (all); P -> smem (S warps);  barrier B2
 //     O += P V_i (all warps, each its own columns); with split_p also += (P - T(P)) V_i
 //   row sums -> red; barrier; normalize and write out/lse or the partial slot; barrier
 //
@@ -142,10 +142,10 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 
       float alpha[MT][2], alpha_s[Tr::S_MT][2];
       softmax.update_max(red, wm, lane, alpha, alpha_s);
+      rescale_o<Tr>(o, alpha);  // first: alpha dies before exponentiate's temporaries live
       if (s_warp)
         softmax.exponentiate(acc, alpha_s, kp.scale_log2, wm, wn, lane, p_tile, kp.split_p,
                              p_lo_tile);
-      rescale_o<Tr>(o, alpha);
       __syncthreads();  // B2: P is complete
 
       pv_product.run(p_tile, v_stage(read_stage), o);

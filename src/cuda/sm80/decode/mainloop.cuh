@@ -79,6 +79,8 @@ class SProduct {
 
 template <class Tr>
 class PVProduct {
+  using Mma = MmaOp<typename Tr::T>;
+
  public:
   static constexpr int MT = Tr::MT, O_NT = Tr::O_NT;
   static constexpr int V_LOADS = O_NT == 1 ? 1 : O_NT / 2;  // ldmatrix per k-step
@@ -98,21 +100,32 @@ class PVProduct {
 
   // o (MT, O_NT, 4) += P (BLOCK_M, BLOCK_N) * V (BLOCK_N, this warp's columns).
   __device__ void run(uint32_t p_tile, uint32_t v_tile, float (&o)[MT][O_NT][4]) const {
-    using Mma = MmaOp<typename Tr::T>;
 #pragma unroll
     for (int ks = 0; ks < Tr::PV_STEPS; ++ks) {
-      uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-        ldsm_x4(p_tile + p_off_[ks] + mt * kMmaM * Tr::P_ROW_BYTES, a[mt]);
       // 16-row steps keep row % 8, so the swizzle term is unchanged.
       const uint32_t step = ks * kMmaK * Tr::KV_ROW_BYTES;
-      if constexpr (O_NT == 1) {
-        uint32_t b[2];
-        ldsm_x2_trans(v_tile + v_off_[0] + step, b);
+      if constexpr (V_LOADS == 1) {
+        // Narrow slices (<= 16 columns): one V fragment per step; stream P by m-tile so only
+        // one A fragment is live (the 2-CTA register budget of the narrow heads).
+        uint32_t b[4];
+        if constexpr (O_NT == 1) {
+          ldsm_x2_trans(v_tile + v_off_[0] + step, reinterpret_cast<uint32_t(&)[2]>(b));
+        } else {
+          ldsm_x4_trans(v_tile + v_off_[0] + step, b);
+        }
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) Mma::run(o[mt][0], a[mt], b[0], b[1]);
+        for (int mt = 0; mt < MT; ++mt) {
+          uint32_t a[4];
+          ldsm_x4(p_tile + p_off_[ks] + mt * kMmaM * Tr::P_ROW_BYTES, a);
+#pragma unroll
+          for (int n = 0; n < O_NT; ++n) Mma::run(o[mt][n], a, b[2 * n], b[2 * n + 1]);
+        }
       } else {
+        // Wide slices: all m-tiles of P first, then every V fragment feeds MT MMAs.
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          ldsm_x4(p_tile + p_off_[ks] + mt * kMmaM * Tr::P_ROW_BYTES, a[mt]);
 #pragma unroll
         for (int np = 0; np < V_LOADS; ++np) {
           uint32_t b[4];

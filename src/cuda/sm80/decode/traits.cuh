@@ -52,7 +52,7 @@ struct Traits {
   static constexpr int D_K = D_K_, D_V = D_V_, BLOCK_M = BLOCK_M_, BLOCK_N = BLOCK_N_;
 
   // S = Q K^T: warp (wm, wn) owns rows [S_ROWS wm, +S_ROWS) x columns [S_COLS wn, +S_COLS).
-  static constexpr SWarpGrid kGrid = s_warp_grid(BLOCK_M, BLOCK_N);
+  static constexpr SWarpGrid kGrid = s_warp_grid(D_K, BLOCK_M, BLOCK_N);
   static constexpr int WM = kGrid.wm, WN = kGrid.wn, S_COLS = kGrid.cols;
   static constexpr int S_MT = kGrid.mt, S_ROWS = S_MT * kMmaM;  // m-tiles / rows per S warp
   static constexpr int S_WARPS = WM * WN;
@@ -78,10 +78,13 @@ struct Traits {
   static constexpr int K_CHUNKS_PER_THREAD = K_CHUNKS / kLoadThreadsPerRow;
   static constexpr int V_CHUNKS_PER_THREAD = V_CHUNKS / kLoadThreadsPerRow;
 
-  // The O accumulator is the register budget: past 64 floats a thread, two CTAs of 256
-  // threads no longer fit the register file, so ask for one and let ptxas use up to 255.
+  // Register budget: two CTAs of 256 threads leave 128 registers a thread. Past 64 O floats a
+  // thread, or with 64-row tiles of D_K >= 128 (S, P and O fragments together: sm_80's ptxas
+  // spilled there), ask for one CTA and let ptxas use up to 255.
   static constexpr int O_REGS = MT * O_NT * 4;
-  static constexpr int MIN_BLOCKS = O_REGS >= 64 ? 1 : 2;
+  static constexpr int kTwoCtaMaxDk = 64;
+  static constexpr int MIN_BLOCKS =
+      O_REGS >= 64 || (BLOCK_M == kWarps * kMmaM / 2 && D_K > kTwoCtaMaxDk) ? 1 : 2;
 
   static_assert(BLOCK_M % kMmaM == 0 && BLOCK_M <= kWarps * kMmaM, "BLOCK_M: 16, 32 or 64");
   static_assert(WM * S_ROWS == BLOCK_M && WN * S_COLS == BLOCK_N && S_WARPS <= kWarps,

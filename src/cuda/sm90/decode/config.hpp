@@ -12,12 +12,15 @@
 #define FLASHMFA_SM90_HD
 #endif
 
-// Every (D, CONSUMER_WARPGROUPS) the kernel is compiled for; each entry is instantiated for
-// bf16 and f16 (kernel_bf16.cu, kernel_f16.cu). D = d_k = d_v; "V aliases K" (MFA-KR) and the
-// number of KV heads are run-time parameters of the same kernel, so (256, *) covers MFA and
-// MFA-KR 256, (128, *) MFA-KR 128 and GQA with d 128. One consumer warpgroup owns 64 query
-// rows (wgmma's M); two share every K/V tile when a KV head has more than 64 rows.
-#define FLASHMFA_SM90_KERNELS(X) X(256, 1) X(256, 2) X(128, 1) X(128, 2)
+// Every (D, CONSUMER_WARPGROUPS, KV_SPLIT) the kernel is compiled for; each entry is
+// instantiated for bf16 and f16 (kernel_bf16.cu, kernel_f16.cu). D = d_k = d_v; "V aliases K"
+// (MFA-KR) and the number of KV heads are run-time parameters of the same kernel, so (256, ..)
+// covers MFA and MFA-KR 256, (128, ..) MFA-KR 128 and GQA with d 128. One consumer warpgroup
+// owns 64 query rows (wgmma's M). Two either split the rows (> 64 rows per KV head: both read
+// every tile) or, with KV_SPLIT, share the same <= 64 rows and take alternate tiles. The one-
+// warpgroup form is kept for comparison (make_config); choose() does not pick it.
+#define FLASHMFA_SM90_KERNELS(X) \
+  X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
 
 namespace flashmfa::cuda::sm90 {
 
@@ -33,6 +36,10 @@ constexpr int kMinPageSize = kBlockN;   // a tile never straddles two pages
 constexpr int kAtomCols = 64;
 constexpr int kAtomBytes = kBlockN * kAtomCols * kElemBytes;  // 8 KB: one atom column of a tile
 constexpr int kTileAlign = 1024;        // 128B-swizzled tiles start on 1024-byte boundaries
+// Dynamic shared memory one block may opt into on every sm_90 part (H100, H200, H800, H20):
+// 227 KB. The ring depth is a compile-time constant derived from it (supports() checks the
+// device), so ring indices and sub-ring bounds fold into the code instead of taking registers.
+constexpr size_t kSm90SmemOptin = 232448;
 // Ring depth: K and V tiles take one slot each, so MFA keeps stages / 2 tiles in flight. Four
 // 32 KB slots already cover the ~1 us latency at one SM's share of HBM bandwidth (~23 GB/s);
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
@@ -84,11 +91,10 @@ struct SmemPlan {
   FLASHMFA_SM90_HD constexpr size_t launch_bytes() const { return total + kTileAlign; }
 };
 
-// The deepest ring that fits `smem_limit` bytes (0 when not even kMinStages fit).
-FLASHMFA_SM90_HD constexpr int stages_that_fit(int d, int warpgroups, bool kv_split,
-                                               size_t smem_limit) {
+// The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).
+FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split) {
   for (int s = kMaxStages; s >= kMinStages; --s)
-    if (SmemPlan(d, warpgroups, s, kv_split).launch_bytes() <= smem_limit) return s;
+    if (SmemPlan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
   return 0;
 }
 

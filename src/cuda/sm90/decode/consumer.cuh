@@ -1,10 +1,11 @@
 // flashmfa CUDA, Hopper path: the consumer warpgroups -- for every work item of the part, stage
 // Q, then per KV tile: S = Q K^T, mask + online softmax, O += P V; then the epilogue.
 //
-// Two ways to use two consumer warpgroups (KernelConfig::kv_split):
+// Two ways to use two consumer warpgroups (KV_SPLIT, KernelConfig::kv_split):
 //   row split (s_q * q_per_kv > 64): each warpgroup owns 64 query rows and reads every tile;
-//   KV split (<= 64 rows): both own the same 64 rows and take alternate tiles, each with its
-//     own O and softmax state, merged through shared memory at the end of the work item. This
+//   KV split (<= 64 rows): both own the same 64 rows and take alternate tiles (each from its
+//     own half of the ring, see RingPos), each with its own O and softmax state, merged
+//     through shared memory at the end of the work item. This
 //     doubles the consumer rate, which MFA-KR needs (32 KB of HBM per tile but the same two
 //     GEMMs and softmax as MFA's 64 KB tile pair).
 //
@@ -27,24 +28,21 @@
 
 namespace flashmfa::cuda::sm90 {
 
-template <class T, int D, int WARPGROUPS>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
 struct Consumer {
-  using Tr = Traits<D, WARPGROUPS>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
 
   const detail::DecodeParams& p;
   const Schedule& sched;
   const SmemView& sm;
-  int stages;
   int kv_head;
   int warpgroup;  // 0 .. WARPGROUPS-1
   int tid;        // thread index among all consumer threads
   int first_row;  // this warpgroup's first query row of the KV head
-  bool kv_split;  // WARPGROUPS == 2 only
 
   __device__ int wg_tid() const { return tid % kWarpgroupThreads; }
   __device__ int warp() const { return wg_tid() / kWarpSize; }
   __device__ int lane() const { return tid % kWarpSize; }
-  __device__ int slots_per_tile() const { return p.v_aliases_k ? 1 : 2; }
 
   __device__ void sync_own() const {
     named_barrier_sync(int(NamedBarrier::kWarpgroup) + warpgroup, kWarpgroupThreads);
@@ -64,7 +62,7 @@ struct Consumer {
     mbar_wait(sm.full_bar(pos.stage), pos.phase);
     const int valid = ld_shared_s32(sm.valid_at(pos.stage));
     if (serves_as_v && valid < kBlockN) {
-      if (kv_split) {
+      if constexpr (KV_SPLIT) {
         clear_tail<D>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
         fence_proxy_async();  // the zeros are read by wgmma (async proxy)
         sync_own();
@@ -87,7 +85,7 @@ struct Consumer {
     gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage));
     if (!aliased) {
       release(pos);
-      pos.advance(stages);
+      pos.advance();
     }
     int limit[kRowsPerThread];
 #pragma unroll
@@ -101,37 +99,37 @@ struct Consumer {
     if (!aliased) acquire(pos, true);
     gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise);
     release(pos);
-    pos.advance(stages);
+    pos.advance();
   }
 
   // A row-split warpgroup with no query rows (the second one of the last row tile) still takes
   // part in every slot hand-off and tail clearing, so that the ring and barriers keep moving.
   __device__ void run_idle(int part) const {
-    RingPos pos;
+    RingPos pos = ring_of<Tr::kStages, KV_SPLIT>(warpgroup);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         acquire(pos, p.v_aliases_k);
         if (!p.v_aliases_k) {
           release(pos);
-          pos.advance(stages);
+          pos.advance();
           acquire(pos, true);
         }
         release(pos);
-        pos.advance(stages);
+        pos.advance();
       }
     }
   }
 
   __device__ void run(int part) const {
     const int rows = p.s_q * p.q_per_kv;
-    if (!kv_split && first_row >= rows) return run_idle(part);
-    const uint32_t q_tile = sm.query(kv_split ? 0 : warpgroup);
-    RingPos pos;
+    if (!KV_SPLIT && first_row >= rows) return run_idle(part);
+    const uint32_t q_tile = sm.query(KV_SPLIT ? 0 : warpgroup);
+    RingPos pos = ring_of<Tr::kStages, KV_SPLIT>(warpgroup);
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      if (kv_split) {
+      if constexpr (KV_SPLIT) {
         sync_all();  // the previous item's merge has read the Q tile
         load_query<T, D, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
         fence_proxy_async();  // Q is read by wgmma
@@ -161,15 +159,12 @@ struct Consumer {
 
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if (kv_split && ((blk - it.block_begin) & 1) != warpgroup) {
-          for (int k = 0; k < slots_per_tile(); ++k) pos.advance(stages);  // the other's tile
-          continue;
-        }
+        if (tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
         tile(pos, blk * kBlockN, visible, q_tile, o, softmax, precise);
       }
 
-      if (kv_split) {
-        if constexpr (WARPGROUPS == 2) merge_and_store(it, o, softmax);
+      if constexpr (KV_SPLIT) {
+        merge_and_store(it, o, softmax);
       } else {
         float inv_sum[kRowsPerThread], lse[kRowsPerThread];
         softmax.finish(inv_sum, lse);

@@ -20,24 +20,23 @@ namespace flashmfa::cuda::sm90 {
 
 // Grid (row tiles, parts, h_kv). Parameters are __grid_constant__ so that the walkers can hold
 // references to them without a local copy; the tensor maps must be for TMA.
-template <class T, int D, int WARPGROUPS>
-__global__ void __launch_bounds__(Traits<D, WARPGROUPS>::kThreads, 1)
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
+__global__ void __launch_bounds__(Traits<D, WARPGROUPS, KV_SPLIT>::kThreads, 1)
 decode_kernel(const __grid_constant__ detail::DecodeParams p,
               const __grid_constant__ Schedule sched, const __grid_constant__ CUtensorMap k_map,
-              const __grid_constant__ CUtensorMap v_map, int stages, bool kv_split) {
-  using Tr = Traits<D, WARPGROUPS>;
+              const __grid_constant__ CUtensorMap v_map) {
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled tiles need 1024-byte alignment of the .shared address itself.
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
-  const SmemView sm(base, SmemPlan(D, WARPGROUPS, stages, kv_split));
+  const SmemView sm(base, Tr::kPlan);
   const int part = blockIdx.y, kv_head = blockIdx.z;
   const int role = threadIdx.x / kWarpgroupThreads;  // 0: producer, 1..: consumers
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) {
-      mbar_init(sm.full_bar(s), 1);                    // the producer's arrive (+ TMA bytes)
-      // One arrival per warp that reads the slot: one warpgroup's under a KV split.
-      mbar_init(sm.empty_bar(s), kv_split ? kWarpsPerWarpgroup : Tr::kConsumerWarps);
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbar_init(sm.full_bar(s), 1);  // the producer's arrive (+ TMA bytes)
+      mbar_init(sm.empty_bar(s), Tr::kReadersPerSlot);
     }
     fence_mbar_init();
     launch_dependents();  // no effect unless the next launch opted in
@@ -49,50 +48,40 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
-      Producer<D, WARPGROUPS>{p, sched, &k_map, &v_map, sm, stages, kv_head}.run(part);
+      Producer<D, WARPGROUPS, KV_SPLIT>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
     if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<Tr::kConsumerRegs>();
     const int warpgroup = role - 1;
-    const int first_row = kv_split ? blockIdx.x * kRowsPerWarpgroup
-                                   : blockIdx.x * Tr::kBlockM + warpgroup * kRowsPerWarpgroup;
-    Consumer<T, D, WARPGROUPS>{p,       sched,     sm,
-                               stages,  kv_head,   warpgroup,
-                               int(threadIdx.x) - kWarpgroupThreads,
-                               first_row, kv_split}
-        .run(part);
+    const int first_row =
+        blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);
+    const int tid = int(threadIdx.x) - kWarpgroupThreads;
+    Consumer<T, D, WARPGROUPS, KV_SPLIT>{p, sched, sm, kv_head, warpgroup, tid, first_row}.run(part);
   }
 }
 
 // Launches one instance; the kernel's shared-memory limit is raised once per process.
-template <class T, int D, int WARPGROUPS>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
-                  const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream) {
-  using Tr = Traits<D, WARPGROUPS>;
-  auto* kernel = &decode_kernel<T, D, WARPGROUPS>;
-  // The largest request any configuration of this instance makes (the deepest ring).
+                  const CUtensorMap& v_map, cudaStream_t stream) {
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
+  auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT>;
+  constexpr size_t kSmem = Tr::kPlan.launch_bytes();
   static std::once_flag once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(once, [&] {
-    const size_t most = SmemPlan(D, WARPGROUPS, kMaxStages, WARPGROUPS == 2).launch_bytes();
-    int optin = 0, dev = 0;
-    attr_err = cudaGetDevice(&dev);
-    if (attr_err == cudaSuccess)
-      attr_err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (attr_err == cudaSuccess)
-      attr_err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      int(std::min<size_t>(most, size_t(optin))));
+    attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
   });
   FLASHMFA_CUDA_CHECK(attr_err);
-  const dim3 grid((p.s_q * p.q_per_kv + cfg.block_m - 1) / cfg.block_m, sched.num_parts, p.h_kv);
-  kernel<<<grid, Tr::kThreads, cfg.smem_bytes, stream>>>(p, sched, k_map, v_map, cfg.stages,
-                                                         cfg.kv_split);
+  const dim3 grid((p.s_q * p.q_per_kv + Tr::kBlockM - 1) / Tr::kBlockM, sched.num_parts, p.h_kv);
+  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, k_map, v_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
-#define FLASHMFA_SM90_INSTANTIATE(T, D, WG)                                               \
-  template void launch_typed<T, D, WG>(const detail::DecodeParams&, const Schedule&,      \
-                                       const CUtensorMap&, const CUtensorMap&,            \
-                                       const KernelConfig&, cudaStream_t);
+#define FLASHMFA_SM90_INSTANTIATE(T, D, WG, SPLIT)                                            \
+  template void launch_typed<T, D, WG, SPLIT>(const detail::DecodeParams&, const Schedule&,  \
+                                              const CUtensorMap&, const CUtensorMap&,        \
+                                              cudaStream_t);
 
 }  // namespace flashmfa::cuda::sm90

@@ -2,6 +2,6 @@
 #include "cuda/sm90/decode/kernel.cuh"
 
 namespace flashmfa::cuda::sm90 {
-#define FLASHMFA_SM90_BF16(D, WG) FLASHMFA_SM90_INSTANTIATE(__nv_bfloat16, D, WG)
+#define FLASHMFA_SM90_BF16(D, WG, SPLIT) FLASHMFA_SM90_INSTANTIATE(__nv_bfloat16, D, WG, SPLIT)
 FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_BF16)
 }  // namespace flashmfa::cuda::sm90

@@ -15,9 +15,9 @@
 namespace flashmfa::cuda::sm90 {
 
 // Defined in kernel_bf16.cu / kernel_f16.cu for every entry of FLASHMFA_SM90_KERNELS.
-template <class T, int D, int WARPGROUPS>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
-                  const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream);
+                  const CUtensorMap& v_map, cudaStream_t stream);
 
 namespace {
 
@@ -49,6 +49,14 @@ KernelConfig default_shape(const detail::DecodeParams& p) {
   cfg.warpgroups = 2;
   cfg.kv_split = detail::rows_per_kv_head(p) <= kRowsPerWarpgroup;
   return cfg;
+}
+
+bool compiled(int d, int warpgroups, bool kv_split) {
+  bool found = false;
+#define FLASHMFA_SM90_HAS(D, WG, SPLIT) found |= (d == D && warpgroups == WG && kv_split == SPLIT);
+  FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_HAS)
+#undef FLASHMFA_SM90_HAS
+  return found;
 }
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point: nothing links libcuda.
@@ -101,14 +109,15 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
 template <class T>
 void dispatch(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
               const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream) {
-#define FLASHMFA_SM90_CASE(D, WG)                                        \
-  if (cfg.d == D && cfg.warpgroups == WG)                                \
-    return launch_typed<T, D, WG>(p, sched, k_map, v_map, cfg, stream);
+#define FLASHMFA_SM90_CASE(D, WG, SPLIT)                                       \
+  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT)             \
+    return launch_typed<T, D, WG, SPLIT>(p, sched, k_map, v_map, stream);
   FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_CASE)
 #undef FLASHMFA_SM90_CASE
   throw Error(Status::unsupported, "flashmfa: no sm_90 decode kernel for d = " +
-                                          std::to_string(cfg.d) + ", warpgroups = " +
-                                          std::to_string(cfg.warpgroups));
+                                       std::to_string(cfg.d) + ", warpgroups = " +
+                                       std::to_string(cfg.warpgroups) +
+                                       ", kv_split = " + std::to_string(cfg.kv_split));
 }
 
 }  // namespace
@@ -118,11 +127,7 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
   if (p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);
-  bool compiled = false;
-#define FLASHMFA_SM90_HAS(D, WG) compiled |= (p.d_k == D && shape.warpgroups == WG);
-  FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_HAS)
-#undef FLASHMFA_SM90_HAS
-  if (!compiled) return false;
+  if (!compiled(p.d_k, shape.warpgroups, shape.kv_split)) return false;
   if (p.page_size < kMinPageSize) return false;  // a tile would straddle pages
   if (!cache_ok(p.k, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
   if (!p.v_aliases_k && !cache_ok(p.v, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;
@@ -133,7 +138,9 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (!aligned(p.out, kOutAlignBytes) || (p.o_sb * kElemBytes) % kOutAlignBytes ||
       (p.o_ss * kElemBytes) % kOutAlignBytes || (p.o_sh * kElemBytes) % kOutAlignBytes)
     return false;
-  return stages_that_fit(p.d_k, shape.warpgroups, shape.kv_split, dev.smem_per_block_optin) > 0;
+  return SmemPlan(p.d_k, shape.warpgroups, stages_for(p.d_k, shape.warpgroups, shape.kv_split),
+                  shape.kv_split)
+             .launch_bytes() <= dev.smem_per_block_optin;
 }
 
 KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, int warpgroups,
@@ -145,8 +152,10 @@ KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, i
   cfg.block_m = cfg.kv_split ? kRowsPerWarpgroup : warpgroups * kRowsPerWarpgroup;
   cfg.block_n = kBlockN;
   cfg.threads = (warpgroups + 1) * kWarpgroupThreads;
-  cfg.stages = stages_that_fit(cfg.d, warpgroups, cfg.kv_split, dev.smem_per_block_optin);
+  cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split)
+                   ? stages_for(cfg.d, warpgroups, cfg.kv_split) : 0;
   cfg.smem_bytes = SmemPlan(cfg.d, warpgroups, cfg.stages, cfg.kv_split).launch_bytes();
+  if (cfg.smem_bytes > dev.smem_per_block_optin) cfg.stages = 0;
   cfg.ctas_per_sm = 1;  // the ring takes (nearly) all of an SM's shared memory
   return cfg;
 }

@@ -18,16 +18,15 @@
 
 namespace flashmfa::cuda::sm90 {
 
-template <int D, int WARPGROUPS>
+template <int D, int WARPGROUPS, bool KV_SPLIT>
 struct Producer {
-  using Tr = Traits<D, WARPGROUPS>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
 
   const detail::DecodeParams& p;
   const Schedule& sched;
   const CUtensorMap* k_map;
   const CUtensorMap* v_map;
   const SmemView& sm;
-  int stages;
   int kv_head;
 
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
@@ -48,12 +47,12 @@ struct Producer {
     } else {
       mbar_arrive(full);
     }
-    pos.advance(stages);
+    pos.advance();
   }
 
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
-    RingPos pos;
+    RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       const int32_t* table = p.block_table + int64_t(it.seq) * p.bt_sb;
@@ -65,8 +64,14 @@ struct Producer {
         if (!ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         const int valid = ok ? min(kBlockN, it.seqlen - token) : 0;
         const int in_page = token & (p.page_size - 1);
-        load_tile(pos, k_map, ok, valid, in_page, page, policy);
-        if (!p.v_aliases_k) load_tile(pos, v_map, ok, valid, in_page, page, policy);
+        auto load = [&](RingPos& pos) {
+          load_tile(pos, k_map, ok, valid, in_page, page, policy);
+          if (!p.v_aliases_k) load_tile(pos, v_map, ok, valid, in_page, page, policy);
+        };
+        // Two calls rather than a reference chosen at run time: that would put the rings in
+        // local memory.
+        if (tile_owner<KV_SPLIT>(blk, it.block_begin)) load(ring1);
+        else load(ring0);
       }
     }
   }

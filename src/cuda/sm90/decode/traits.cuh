@@ -18,12 +18,19 @@ enum class NamedBarrier : int {
                    // tile is stored, KV-split merge steps
 };
 
-template <int D, int WARPGROUPS>
+template <int D, int WARPGROUPS, bool KV_SPLIT = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
   static_assert(WARPGROUPS == 1 || WARPGROUPS == 2, "one or two consumer warpgroups");
   static_assert(kBlockN % kWgmmaK == 0 && kBlockN == kWgmmaN, "one S tile per wgmma N");
   static_assert(kRowsPerWarpgroup == kWgmmaM, "a consumer warpgroup owns one wgmma M tile");
+  static_assert(!KV_SPLIT || WARPGROUPS == 2, "a KV split takes two consumer warpgroups");
+
+  static constexpr bool kKvSplit = KV_SPLIT;
+  static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT);
+  static_assert(kStages >= kMinStages, "the ring does not fit in shared memory");
+  // Query rows per CTA: 64 per warpgroup, or 64 shared by both under a KV split.
+  static constexpr int kBlockM = KV_SPLIT ? kRowsPerWarpgroup : WARPGROUPS * kRowsPerWarpgroup;
 
   static constexpr int kAtoms = D / kAtomCols;          // 64-column atoms per row
   static constexpr int kQkSteps = D / kWgmmaK;          // k-steps of S = Q K^T
@@ -32,7 +39,9 @@ struct Traits {
   static constexpr int kConsumerThreads = WARPGROUPS * kWarpgroupThreads;
   static constexpr int kConsumerWarps = WARPGROUPS * kWarpsPerWarpgroup;
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;  // + the producer's
-  static constexpr int kBlockM = WARPGROUPS * kRowsPerWarpgroup;
+  // Warps that read each slot (the arrivals its empty barrier waits for).
+  static constexpr int kReadersPerSlot = KV_SPLIT ? kWarpsPerWarpgroup : kConsumerWarps;
+  static constexpr SmemPlan kPlan = SmemPlan(D, WARPGROUPS, kStages, KV_SPLIT);
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
@@ -57,7 +66,7 @@ struct SmemView {
   uint32_t slot_bytes;
   uint32_t q_bytes;
 
-  __device__ SmemView(uint32_t base, const SmemPlan& plan)
+  __device__ SmemView(uint32_t base, SmemPlan plan)
       : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
         xchg(base + uint32_t(plan.xchg)), stats(base + uint32_t(plan.stats)),
         full(base + uint32_t(plan.full)),
@@ -80,17 +89,38 @@ __device__ __forceinline__ uint32_t swizzled_offset(int row, int unit) {
          uint32_t((u ^ (row % kSwizzleGroupRows)) * kDescUnitBytes);
 }
 
-// Position of a slot in the ring and the parity of its current fill. Producer and consumers
-// advance identical copies through the same sequence of tiles.
+// Position of a slot in a ring of slots [begin, end) and the parity of its current fill.
+// Producer and consumers advance identical copies through the same sequence of tiles.
+//
+// Parity waits are only exact while a waiter is never two fills ahead of the slot: waiting for
+// fill k on a barrier that has completed only k - 2 fills sees the same parity and passes. A
+// consumer that reads every slot of its ring cannot get there (fill k - 1 needed its own
+// release), but two warpgroups taking alternate tiles from one shared ring can, since each
+// skips the other's slots. So under a KV split each warpgroup has a private sub-ring.
 struct RingPos {
-  int stage = 0;
+  int stage, begin, end;
   uint32_t phase = 0;
-  __device__ void advance(int stages) {
-    if (++stage == stages) {
-      stage = 0;
+  __device__ RingPos(int first, int last) : stage(first), begin(first), end(last) {}
+  __device__ void advance() {
+    if (++stage == end) {
+      stage = begin;
       phase ^= 1;
     }
   }
 };
+
+// The slots consumer warpgroup `warpgroup` reads: all STAGES, or its half under a KV split.
+template <int STAGES, bool KV_SPLIT>
+__device__ __forceinline__ RingPos ring_of(int warpgroup) {
+  constexpr int kHalf = (STAGES + 1) / 2;
+  if constexpr (!KV_SPLIT) return RingPos(0, STAGES);
+  return warpgroup == 0 ? RingPos(0, kHalf) : RingPos(kHalf, STAGES);
+}
+
+// Which consumer warpgroup's ring carries tile `blk` of a work item (KV split: alternate tiles).
+template <bool KV_SPLIT>
+__device__ __forceinline__ int tile_owner(int blk, int block_begin) {
+  return KV_SPLIT ? (blk - block_begin) & 1 : 0;
+}
 
 }  // namespace flashmfa::cuda::sm90
