@@ -1,6 +1,9 @@
 // flashmfa test/bench tool: random decode problems (see problem.hpp).
 #include "problem/problem.hpp"
 
+#include "core/validate.hpp"
+#include "cpu/cpu_backend.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -259,7 +262,8 @@ namespace {
 
 // The shared rule of compare_out and compare_lse over values already in float.
 template <class Get>
-CompareResult compare(size_t n, double atol, double rtol, Get get) {
+CompareResult compare(size_t n, double atol, double rtol, const float* scale, double scale_tol,
+                      Get get) {
   CompareResult r;
   r.count = static_cast<int64_t>(n);
   double worst_excess = -1;
@@ -273,7 +277,8 @@ CompareResult compare(size_t n, double atol, double rtol, Get get) {
         good = false;
         excess = std::numeric_limits<double>::infinity();
       } else {
-        const double diff = std::fabs(g - ref), lim = atol + rtol * std::fabs(ref);
+        const double diff = std::fabs(g - ref);
+        const double lim = atol + rtol * std::fabs(ref) + (scale ? scale_tol * scale[i] : 0.0);
         r.max_abs = std::max(r.max_abs, diff);
         if (ref != 0) r.max_rel = std::max(r.max_rel, diff / std::fabs(ref));
         if (lim > 0) r.max_tol_ratio = std::max(r.max_tol_ratio, diff / lim);
@@ -281,10 +286,10 @@ CompareResult compare(size_t n, double atol, double rtol, Get get) {
         excess = diff - lim;
       }
     } else {
-      // The reference itself is inf or NaN (an empty row's lse is -inf): only the same
-      // special value matches.
+      // The reference itself is inf (an empty row's lse is -inf): only the same value matches.
+      // A NaN reference is a broken test problem and never passes.
       if (!std::isfinite(g)) ++r.nonfinite;
-      good = std::isnan(ref) ? std::isnan(g) : g == ref;
+      good = !std::isnan(ref) && g == ref;
       excess = std::numeric_limits<double>::infinity();
     }
     if (!good) {
@@ -304,16 +309,16 @@ CompareResult compare(size_t n, double atol, double rtol, Get get) {
 }  // namespace
 
 CompareResult compare_out(DType dtype, const uint16_t* got, const uint16_t* ref, size_t n,
-                          double atol, double rtol) {
-  return compare(n, atol, rtol, [&](size_t i) {
+                          double atol, double rtol, const float* scale, double scale_tol) {
+  return compare(n, atol, rtol, scale, scale_tol, [&](size_t i) {
     return std::pair<double, double>(half::to_float(dtype, got[i]),
                                      half::to_float(dtype, ref[i]));
   });
 }
 
 CompareResult compare_lse(const float* got, const float* ref, size_t n, double atol,
-                          double rtol) {
-  return compare(n, atol, rtol,
+                          double rtol, const float* scale, double scale_tol) {
+  return compare(n, atol, rtol, scale, scale_tol,
                  [&](size_t i) { return std::pair<double, double>(got[i], ref[i]); });
 }
 
@@ -323,9 +328,30 @@ Tolerances tolerances(DType dtype) {
   constexpr double kBf16OutAtol = 8e-4, kBf16OutRtol = 2.0 / 128;
   constexpr double kF16OverBf16 = 1.0 / 8;
   constexpr double kLseAtol = 1e-6, kLseRtol = 8.0 / 65536;
+  // Rounding P to the input dtype before PV (as FlashAttention-style kernels do) moves each
+  // weight by half an ulp, and the row sum that normalizes out may use the unrounded P: two
+  // half-ulps of sum_j P_j |V_jd| in the worst case, one ulp = 2^-8 (bf16), 2^-11 (f16).
+  constexpr double kBf16POut = 1.0 / 256, kF16POut = 1.0 / 2048;
+  // float32 S: a d_k-term dot product with rounding error up to ~2^-16 of sum |q_d K_jd| at
+  // d_k = 576 (worst case d_k * 2^-24 = 2^-14.8; typical sqrt(d_k) * 2^-24), averaged by P.
+  constexpr double kLseS = 1.0 / 65536;
   if (dtype == DType::f16)
-    return {kBf16OutAtol * kF16OverBf16, kBf16OutRtol * kF16OverBf16, kLseAtol, kLseRtol};
-  return {kBf16OutAtol, kBf16OutRtol, kLseAtol, kLseRtol};
+    return {kBf16OutAtol * kF16OverBf16, kBf16OutRtol * kF16OverBf16, kLseAtol, kLseRtol,
+            kF16POut, kLseS};
+  return {kBf16OutAtol, kBf16OutRtol, kLseAtol, kLseRtol, kBf16POut, kLseS};
+}
+
+ErrorScales reference_with_scales(const DecodeArgs& args) {
+  const detail::DecodeParams p = detail::validate(args);
+  if (args.q.device.type != DeviceType::cpu)
+    throw std::invalid_argument("reference_with_scales: CPU tensors only");
+  detail::validate_host_indices(p);
+  ErrorScales s;
+  s.out.assign(size_t(p.b) * p.s_q * p.h_q * p.d_v, 0.0f);
+  s.lse.assign(size_t(p.b) * p.h_q * p.s_q, 0.0f);
+  const cpu::ReferenceScales dst{s.out.data(), s.lse.data()};
+  cpu::decode_reference(p, &dst);
+  return s;
 }
 
 }  // namespace flashmfa::testing

@@ -89,11 +89,25 @@ struct CompareResult {
   std::string summary() const;
 };
 
-// out: |got - ref| <= atol + rtol*|ref| elementwise; got must be finite where ref is.
+// out: |got - ref| <= atol + rtol*|ref| + scale_tol*scale[i] elementwise (scale may be null:
+// see ErrorScales); got must be finite where ref is.
 CompareResult compare_out(DType dtype, const uint16_t* got, const uint16_t* ref, size_t n,
-                          double atol, double rtol);
-// lse: same rule, with -inf == -inf (and +inf == +inf) accepted as equal.
-CompareResult compare_lse(const float* got, const float* ref, size_t n, double atol, double rtol);
+                          double atol, double rtol, const float* scale = nullptr,
+                          double scale_tol = 0);
+// lse: same rule, with -inf == -inf (and +inf == +inf) accepted as equal. A NaN reference
+// never passes.
+CompareResult compare_lse(const float* got, const float* ref, size_t n, double atol, double rtol,
+                          const float* scale = nullptr, double scale_tol = 0);
+
+// Each reference element's error scale, in dense layouts: out [b, s_q, h_q, d_v] holds
+// sum_j P_j |V_jd|, lse [b, h_q, s_q] holds sum_j P_j * scale * sum_d |q_d K_jd|. A path that
+// rounds P (or S) legitimately moves an element by a fraction of its scale; a math error moves
+// it by the order of the scale itself.
+struct ErrorScales {
+  std::vector<float> out, lse;
+};
+// Runs the float64 reference on CPU tensors (writes args.out / args.lse) and returns the scales.
+ErrorScales reference_with_scales(const DecodeArgs& args);
 
 // Tolerances for comparing a path against the float64 reference (decode_reference).
 //
@@ -108,8 +122,16 @@ CompareResult compare_lse(const float* got, const float* ref, size_t n, double a
 // f16 has 3 more significand bits than bf16 (unit roundoff 2^-11 instead of 2^-8), so its
 // out tolerances are FlashMLA's divided by 8: abs 1e-4 + rel 2/1024 (again two f16 ulps).
 // lse: float32 in every path, so FlashMLA's abs 1e-6 + rel 8/65536 for both dtypes.
+//
+// Paths that round P to the input dtype before PV (the GPU kernels, like FlashAttention and
+// FlashMLA) are compared with an extra term proportional to each element's ErrorScales value:
+// out_scale_tol * sum_j P_j |V_jd| (one ulp of the input dtype: the rounding of P can cancel
+// badly when out is small but its terms are not), lse_scale_tol * sum_j P_j |S_j| for float32
+// S. These are rounding bounds, not fudge: a wrong token, scale or head moves an element by the
+// order of its scale and still fails.
 struct Tolerances {
   double out_atol, out_rtol, lse_atol, lse_rtol;
+  double out_scale_tol, lse_scale_tol;  // multipliers of ErrorScales::out / ::lse
 };
 Tolerances tolerances(DType dtype);
 

@@ -199,6 +199,9 @@ struct Consumer {
         st_shared(at + 4, __float_as_int(l[h]));
       }
     }
+    // The Q tile is one of the two exchange buffers: the other warpgroup may still be running
+    // S = Q K^T on its last tile, so nothing is written before both are done with the item.
+    sync_all();
     const uint32_t give = warpgroup == 0 ? sm.q : sm.xchg;
     const uint32_t take = warpgroup == 0 ? sm.xchg : sm.q;
     // Element k of this thread's half lives at ((k * 128) + wg_tid) * 4: conflict-free.

@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdio>
 
 namespace flashmfa::cuda::sm90 {
 
@@ -44,17 +45,39 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
                : "memory");
 }
 
-// Blocks until the phase with parity `parity` has completed (acquire).
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+// Whether the phase with parity `parity` has completed (acquire); try_wait suspends the thread
+// for a while before it answers no.
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
   asm volatile(
       "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
       : "memory");
+  return done != 0;
+}
+
+// Blocks until the phase with parity `parity` has completed. Test builds define
+// FLASHMFA_SM90_WATCHDOG to turn a wait that never ends (a protocol bug) into a trap that
+// names the barrier, instead of a hung device.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#ifdef FLASHMFA_SM90_WATCHDOG
+  constexpr long long kMaxPolls = 1ll << 22;
+  for (long long i = 0; !mbar_try_wait(bar, parity); ++i) {
+    if (i == kMaxPolls) {
+      printf("sm90 watchdog: block (%d,%d,%d) thread %d waits on barrier 0x%x parity %u\n",
+             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, bar, parity);
+      __trap();
+    }
+  }
+#else
+  while (!mbar_try_wait(bar, parity)) {
+  }
+#endif
 }
 
 // ---- plain shared-memory accesses by address -----------------------------------------------
