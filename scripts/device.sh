@@ -23,14 +23,15 @@ note() { summary+=("$1"); echo "== $1"; }
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export FLASHMFA_COMMIT=${FLASHMFA_COMMIT:-$commit}
 
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 
 for step in "${steps[@]}"; do
   start=$(date +%s)
   case $step in
     build)
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv \
+        > "$OUT/build.log" 2>&1
       cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHMFA_CUDA=ON \
-        -DFLASHMFA_CUDA_ARCHS="$ARCHS" > "$OUT/build.log" 2>&1 &&
+        -DFLASHMFA_CUDA_ARCHS="$ARCHS" >> "$OUT/build.log" 2>&1 &&
         cmake --build "$BUILD" -j "$JOBS" >> "$OUT/build.log" 2>&1
       rc=$?
       grep -E "warning|spill|lmem|error" "$OUT/build.log" | grep -v "^--" | head -20
@@ -45,8 +46,7 @@ for step in "${steps[@]}"; do
       grep -B1 -E "[1-9][0-9]* bytes spill" "$OUT/ptxas.log" | head
       ;;
     test)
-      "$BUILD/tests/cuda/flashmfa_cuda_tests" --gtest_brief=1 \
-        --gtest_output="xml:$OUT/cuda-tests.xml" > "$OUT/test.log" 2>&1
+      "$BUILD/tests/cuda/flashmfa_cuda_tests" --gtest_brief=1 > "$OUT/test.log" 2>&1
       rc=$?
       tail -5 "$OUT/test.log"
       grep -E "^\[  FAILED  \]" "$OUT/test.log" | head -20

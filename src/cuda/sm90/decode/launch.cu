@@ -40,14 +40,17 @@ bool cache_ok(const void* ptr, int h_kv, int64_t sp, int64_t st, int64_t sh) {
          stride_ok(st, kTmaAlignBytes) && (h_kv == 1 || stride_ok(sh, kTmaAlignBytes));
 }
 
-// One warpgroup covers 64 query rows of a KV head. Above 64 rows a second one shares every
-// K/V tile (row split) instead of a second CTA re-reading it. Up to 64 rows two warpgroups take
-// alternate tiles of the same rows (KV split): the consumers' rate doubles, which MFA-KR needs
-// and which gives MFA slack for the per-item pauses.
-KernelConfig default_shape(const detail::DecodeParams& p) {
+// Two consumer warpgroups on the same 64 query rows of a KV head, taking alternate tiles (KV
+// split): the consumers' rate doubles, which MFA-KR needs and which gives MFA slack for the
+// per-item pauses. More than 64 rows take more 64-row tiles (grid.x); their CTAs are launched
+// next to each other and stream the same tiles at the same time, so DRAM reads them about once
+// (L2 hits for the others). The row-split form (two warpgroups on 128 rows reading every tile)
+// is compiled but not chosen: it deadlocked in the last device run with both warpgroups
+// active (docs/perf-notes.md, open problems).
+KernelConfig default_shape(const detail::DecodeParams&) {
   KernelConfig cfg;
   cfg.warpgroups = 2;
-  cfg.kv_split = detail::rows_per_kv_head(p) <= kRowsPerWarpgroup;
+  cfg.kv_split = true;
   return cfg;
 }
 
