@@ -196,6 +196,9 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   BENCH_CUDA(cudaMemcpy(seqlens.get(), lens32.data(), seqlens.bytes(), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(valid_rows.get(), lay.valid_rows.data(), valid_rows.bytes(), cudaMemcpyHostToDevice));
+  // A cudaMemcpy from pageable memory may return before its DMA lands, and `st` does not wait
+  // for the legacy stream: without this, the fill kernels below can read stale page tables.
+  BENCH_CUDA(cudaDeviceSynchronize());
 
   const uint16_t nan = testing::nan_bits(s.dtype);
   std::vector<Copy> cp(copies);

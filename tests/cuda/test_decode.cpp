@@ -107,6 +107,60 @@ TEST(CudaDecode, LongSequencesAndManyShortOnes) {
   }
 }
 
+// Serving-sized problems: each part holds a few dozen KV tiles of one sequence, so the cp.async
+// ring wraps many times. The cache is copied back after the run and must be bit-identical (no
+// stray write lands in it); the first two sequences are compared with the reference.
+TEST(CudaDecode, LongWorkItems) {
+  SKIP_WITHOUT_GPU();
+  struct Case { Variant v; int h_q, s_q; bool causal; };
+  const Case cases[] = {{Variant::mfa(), 64, 1, false},    {Variant::mfa(), 8, 1, false},
+                        {Variant::mla(), 16, 1, false},    {Variant::mla(), 128, 2, true},
+                        {Variant::mfa_kr(256), 64, 1, false}};
+  constexpr int kBatch = 32, kLen = 8192, kChecked = 2;
+  for (const Case& c : cases) {
+    ProblemSpec s;
+    s.variant = c.v;
+    s.h_q = c.h_q;
+    s.s_q = c.s_q;
+    s.causal = c.causal;
+    s.b = kBatch;
+    s.seqlens.assign(kBatch, kLen);
+    s.seqlens[1] = kLen - 77;
+    const std::string label = describe(s);
+    testing::HostProblem h = testing::make_problem(s);
+    DeviceProblem d(h);
+    d.poison();
+    const Plan p = d.plan();
+    run(p, d.args);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(read_error_flags(p), 0u) << label;
+    std::vector<uint16_t> k_after, v_after, out;
+    std::vector<float> lse;
+    d.k.download(k_after);
+    EXPECT_TRUE(k_after == h.k_cache) << label << ": the K cache changed during the run";
+    if (!h.v_cache.empty()) {
+      d.v.download(v_after);
+      EXPECT_TRUE(v_after == h.v_cache) << label << ": the V cache changed during the run";
+    }
+    d.out.download(out);
+    d.lse.download(lse);
+    // The reference on the first kChecked sequences only (a batch prefix of the same views).
+    DecodeArgs ref = h.args();
+    for (TensorView* t : {&ref.q, &ref.block_table, &ref.seqlens_k, &ref.out, &ref.lse})
+      t->shape[0] = kChecked;
+    h.poison_outputs();
+    const testing::ErrorScales sc = testing::reference_with_scales(ref);
+    const auto tol = testing::tolerances(s.dtype);
+    const size_t n_out = h.out.size() / kBatch * kChecked, n_lse = h.lse.size() / kBatch * kChecked;
+    const auto co = testing::compare_out(s.dtype, out.data(), h.out.data(), n_out, tol.out_atol,
+                                         tol.out_rtol, sc.out.data(), tol.out_scale_tol);
+    const auto cl = testing::compare_lse(lse.data(), h.lse.data(), n_lse, tol.lse_atol,
+                                         tol.lse_rtol, sc.lse.data(), tol.lse_scale_tol);
+    EXPECT_TRUE(co.ok) << label << " (parts " << p.num_parts << "): out " << co.summary();
+    EXPECT_TRUE(cl.ok) << label << " (parts " << p.num_parts << "): lse " << cl.summary();
+  }
+}
+
 TEST(CudaDecode, RandomizedSweep) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(20261123);

@@ -38,8 +38,8 @@ TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
       {900, 2000, 40, 1500}, {1, 2000, 0, 3}, {64, 65, 39, 1}, {899, 10, 40, 1499}};
   for (const auto& lens : rounds) {
     h.seqlens = lens;
-    CUDA_OK(cudaMemcpy(d.seqlens.get(), lens.data(), lens.size() * sizeof(int32_t),
-                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpyAsync(d.seqlens.get(), lens.data(), lens.size() * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, stream));
     d.poison();
     CUDA_OK(cudaGraphLaunch(exec, stream));
     CUDA_OK(cudaStreamSynchronize(stream));

@@ -6,6 +6,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <mutex>
 
 #include "core/params.hpp"
@@ -31,7 +32,10 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
   const SmemView sm(base, Tr::kPlan);
   const int part = blockIdx.y, kv_head = blockIdx.z;
-  const int role = threadIdx.x / kWarpgroupThreads;  // 0: producer, 1..: consumers
+  // 0: producer, 1..: consumers. Warp-uniform as far as the compiler can tell (a shuffle from
+  // lane 0): with a plain threadIdx-derived index, every branch on the warpgroup looks divergent
+  // and ptxas serializes the wgmma behind it (C7520).
+  const int role = __shfl_sync(~0u, int(threadIdx.x) / kWarpgroupThreads, 0);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < Tr::kStages; ++s) {
@@ -67,13 +71,19 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CU
   using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
   auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
-  static std::once_flag once;
-  static cudaError_t attr_err = cudaSuccess;
-  std::call_once(once, [&] {
-    attr_err =
+  // The attribute belongs to the function on the current device: raise it once per device.
+  constexpr int kMaxDevices = 64;
+  static std::array<std::once_flag, kMaxDevices> once;
+  static std::array<cudaError_t, kMaxDevices> attr_err{};
+  int device = 0;
+  FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices)
+    throw Error(Status::invalid_argument, "flashmfa: CUDA device index out of range for sm90");
+  std::call_once(once[device], [&] {
+    attr_err[device] =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
   });
-  FLASHMFA_CUDA_CHECK(attr_err);
+  FLASHMFA_CUDA_CHECK(attr_err[device]);
   const dim3 grid((p.s_q * p.q_per_kv + Tr::kBlockM - 1) / Tr::kBlockM, sched.num_parts, p.h_kv);
   kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, k_map, v_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
