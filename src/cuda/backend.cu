@@ -11,12 +11,25 @@
 #include "cuda/common/scheduler.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/sm80/decode/decode.hpp"
+#if FLASHMFA_HAS_SM90
+#include "cuda/sm90/decode/decode.hpp"
+#endif
 
 namespace flashmfa::cuda {
 namespace {
 
 // Kernel ids recorded in Plan::kernel.
-enum class KernelId : int { sm80_decode = 0 };
+enum class KernelId : int { sm80_decode = 0, sm90_decode = 1 };
+
+// Whether the sm_90a kernel computes p on dev (compiled in, a 9.0 device, a covered shape).
+bool sm90_takes(const detail::DecodeParams& p, const DeviceInfo& dev) {
+#if FLASHMFA_HAS_SM90
+  return sm90::supports(p, dev);
+#else
+  (void)p, (void)dev;
+  return false;
+#endif
+}
 
 // One split's fixed overhead (loading Q, the epilogue, its combine row) costs about as much as
 // streaming this many KV tokens; the scheduler charges it per sequence (see schedule.cuh).
@@ -80,17 +93,31 @@ const char* arch_list() { return FLASHMFA_CUDA_ARCH_LIST; }
 
 void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   const DeviceInfo& dev = device_info(device);
-  if (plan.key.path == DecodeArgs::Path::hopper)
+  const bool hopper = plan.key.path != DecodeArgs::Path::portable && sm90_takes(p, dev);
+  if (plan.key.path == DecodeArgs::Path::hopper && !hopper)
     detail::fail_arg(Status::unsupported, "path", "a shape the Hopper fast path covers",
                      "hopper requested for " + plan.key.variant.name() + " on " + dev.name);
-  const sm80::KernelConfig cfg = sm80::choose(p, dev);
-  plan.kernel = static_cast<int>(KernelId::sm80_decode);
-  plan.block_m = cfg.block_m;
-  plan.block_n = cfg.block_n;
+  int ctas_per_sm = 0;
+#if FLASHMFA_HAS_SM90
+  if (hopper) {
+    const sm90::KernelConfig cfg = sm90::choose(p, dev);
+    plan.kernel = static_cast<int>(KernelId::sm90_decode);
+    plan.block_m = cfg.block_m;
+    plan.block_n = cfg.block_n;
+    ctas_per_sm = cfg.ctas_per_sm;
+  }
+#endif
+  if (!hopper) {
+    const sm80::KernelConfig cfg = sm80::choose(p, dev);
+    plan.kernel = static_cast<int>(KernelId::sm80_decode);
+    plan.block_m = cfg.block_m;
+    plan.block_n = cfg.block_n;
+    ctas_per_sm = cfg.ctas_per_sm;
+  }
   // Enough parts that every SM holds ctas_per_sm CTAs when the row tiles and KV heads of one
   // part are counted in; one split per part at most for each sequence end (schedule.cuh).
-  const int row_tiles = (rows_per_kv(p) + cfg.block_m - 1) / cfg.block_m;
-  const int ctas = dev.sm_count * cfg.ctas_per_sm;
+  const int row_tiles = (rows_per_kv(p) + plan.block_m - 1) / plan.block_m;
+  const int ctas = dev.sm_count * ctas_per_sm;
   plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
   plan.num_slots = 2 * plan.num_parts;
 }
@@ -121,9 +148,22 @@ void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
 
 void run(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
   const Schedule s = schedule_view(p, plan);
-  const sm80::KernelConfig cfg = sm80::choose(p, device_info(plan.key.device.id));
+  const DeviceInfo& dev = device_info(plan.key.device.id);
   DeviceGuard guard(plan.key.device.id);
-  sm80::launch(p, s, cfg, as_stream(stream));
+  if (plan.kernel == static_cast<int>(KernelId::sm90_decode)) {
+#if FLASHMFA_HAS_SM90
+    // The plan fixed block_n and the parts for this kernel; tensors whose pointers or strides
+    // it cannot take (TMA needs 16-byte alignment) cannot silently switch kernels.
+    if (!sm90::supports(p, dev))
+      throw Error(Status::invalid_argument,
+                  "flashmfa: the plan chose the sm_90 kernel, but these tensors' alignment or "
+                  "strides do not suit it (16-byte aligned caches and q, 4-byte aligned out); "
+                  "plan again for them");
+    sm90::launch(p, s, sm90::choose(p, dev), as_stream(stream));
+#endif
+  } else {
+    sm80::launch(p, s, sm80::choose(p, dev), as_stream(stream));
+  }
   launch_combine(p, s, as_stream(stream));
 }
 
