@@ -89,6 +89,8 @@ def label_of(r):
     if r.get("causal"):
         parts.append("causal")
     parts.append(f"h{r['h_q']}" + (f"/{r['h_kv']}" if r.get("h_kv", 1) > 1 else ""))
+    if r.get("path", "auto") != "auto":
+        parts.append(f"[{r['path']}]")
     return " ".join(parts)
 
 
@@ -107,8 +109,11 @@ def table(doc, compare=None):
         + f" (measured in the same run); {doc['timing']}.",
         "",
     ]
-    head = ["variant", "d_k/d_v", "dtype", "b", "s_q", "s_k", "lengths", "h_q", "h_kv", "page",
-            "µs", "TFLOP/s", "GB/s", "% roofline", "max err"]
+    # The kernel family column appears when a run compared families (--path auto,portable).
+    paths = any(r.get("path", "auto") != "auto" for r in doc["rows"])
+    head = ["variant", "d_k/d_v", "dtype", "b", "s_q", "s_k", "lengths", "h_q", "h_kv", "page"]
+    head += ["path"] if paths else []
+    head += ["µs", "TFLOP/s", "GB/s", "% roofline", "max err"]
     ref_label, ref_rows = (None, None)
     if compare is not None:
         ref_label, ref_rows = reference_rows(compare)
@@ -121,6 +126,9 @@ def table(doc, compare=None):
         cells = [family(r), f"{r['d_k']}/{r['d_v']}" + (" (V=K)" if r["v_aliases_k"] else ""),
                  r["dtype"], str(r["b"]), str(r["s_q"]), str(r["s_k"]), lens, str(r["h_q"]),
                  str(r["h_kv"]), str(r["page_size"])]
+        # Plan::kernel ids (src/cuda/backend.cu): 0 the portable sm80 kernel, 1 the sm_90a one.
+        kernel = {0: "sm80", 1: "sm90a"}.get(r.get("kernel"), "?")
+        cells += [f"{r.get('path', 'auto')} ({kernel})"] if paths else []
         if ok:
             cells += [fmt(r["us"]), fmt(r["tflops"]), fmt(r["gbps"], 0), fmt(r["pct_roofline"]),
                       f"{r['max_abs_err']:.1e}"]
