@@ -9,6 +9,8 @@
 #
 # Steps: build, test, sanitize, python, bench, ptxas. Each step's log is $OUT/<step>.log; the
 # summary of all steps is printed last (the device tool returns the end of the output).
+# The device tool copies the tree without .git: pass FLASHMFA_COMMIT=<hash> so that the
+# benchmark JSON records the commit it measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}

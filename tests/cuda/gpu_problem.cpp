@@ -3,22 +3,31 @@
 
 namespace flashmfa::gputest {
 
-std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
-                                   const std::vector<float>& lse) {
+std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_args,
+                              const std::vector<uint16_t>& out, const std::vector<float>& lse,
+                              int seq_begin, int seq_end) {
   h.poison_outputs();
   // The kernels round P to the input dtype before PV: compare with the rounding model of
-  // Tolerances (error scales from the reference itself).
-  const testing::ErrorScales sc = testing::reference_with_scales(h.args());
+  // Tolerances (error scales from the reference itself, dense like out and lse).
+  const testing::ErrorScales sc = testing::reference_with_scales(ref_args);
   const auto tol = testing::tolerances(h.spec.dtype);
-  const auto co = testing::compare_out(h.spec.dtype, out.data(), h.out.data(), h.out.size(),
-                                       tol.out_atol, tol.out_rtol, sc.out.data(),
+  const size_t out_seq = h.out.size() / h.spec.b, lse_seq = h.lse.size() / h.spec.b;
+  const size_t o0 = out_seq * seq_begin, no = out_seq * (seq_end - seq_begin);
+  const size_t l0 = lse_seq * seq_begin, nl = lse_seq * (seq_end - seq_begin);
+  const auto co = testing::compare_out(h.spec.dtype, out.data() + o0, h.out.data() + o0, no,
+                                       tol.out_atol, tol.out_rtol, sc.out.data() + o0,
                                        tol.out_scale_tol);
-  const auto cl = testing::compare_lse(lse.data(), h.lse.data(), h.lse.size(), tol.lse_atol,
-                                       tol.lse_rtol, sc.lse.data(), tol.lse_scale_tol);
+  const auto cl = testing::compare_lse(lse.data() + l0, h.lse.data() + l0, nl, tol.lse_atol,
+                                       tol.lse_rtol, sc.lse.data() + l0, tol.lse_scale_tol);
   std::string why;
   if (!co.ok) why += "out: " + co.summary() + "; ";
   if (!cl.ok) why += "lse: " + cl.summary();
   return why;
+}
+
+std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
+                                   const std::vector<float>& lse) {
+  return compare_sequences(h, h.args(), out, lse, 0, h.spec.b);
 }
 
 void run_and_check(const testing::ProblemSpec& spec, const std::string& label) {

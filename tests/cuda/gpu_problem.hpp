@@ -83,8 +83,14 @@ struct DeviceProblem {
   }
 };
 
-// Runs the reference on the host problem (its out/lse become the reference) and compares the
-// device result against it. Returns a description of the first failure, or "".
+// Runs the reference on `ref_args` (CPU views of h's buffers, possibly a batch prefix; h.out
+// and h.lse become the reference) and compares sequences [seq_begin, seq_end) of the device
+// result with it, using the rounding model of testing::Tolerances. Returns "" or what failed.
+std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_args,
+                              const std::vector<uint16_t>& out, const std::vector<float>& lse,
+                              int seq_begin, int seq_end);
+
+// Every sequence of the device result against the reference.
 std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
                                    const std::vector<float>& lse);
 
