@@ -17,10 +17,17 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "flashmfa/flashmfa.hpp"
+
+namespace flashmfa {
+// GoogleTest prints DType parameters through this (found by argument-dependent lookup), so
+// test names read "bf16" instead of a byte dump.
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace flashmfa
 
 namespace flashmfa::testing {
 
