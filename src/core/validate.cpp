@@ -77,6 +77,49 @@ void check_device(const TensorView& t, const char* arg, Device want) {
   }
 }
 
+// An output whose elements do not each have their own address (a zero stride, or dimensions
+// interleaving) would be written by several threads at once. Sorted by stride, each dimension
+// that has more than one element must step over everything the smaller ones span.
+void check_no_self_overlap(const TensorView& t, const char* arg) {
+  int order[TensorView::kMaxDims];
+  int n = 0;
+  for (int i = 0; i < t.ndim; ++i) {  // insertion by stride (at most four dimensions)
+    if (t.shape[i] <= 1) continue;
+    int k = n++;
+    for (; k > 0 && t.strides[order[k - 1]] > t.strides[i]; --k) order[k] = order[k - 1];
+    order[k] = i;
+  }
+  int64_t span = 1;  // elements covered by the dimensions taken so far
+  for (int k = 0; k < n; ++k) {
+    const int d = order[k];
+    if (t.strides[d] < span) {
+      std::ostringstream a;
+      a << arg << ".strides[" << d << "]";
+      fail_arg(Status::invalid_argument, a.str().c_str(),
+               ">= " + std::to_string(span) + " (every output element at its own address)",
+               t.strides[d]);
+    }
+    if (t.shape[d] - 1 > (std::numeric_limits<int64_t>::max() - span) / t.strides[d])
+      fail_arg(Status::invalid_argument, arg, "an extent below 2^63 elements", t.shape_str());
+    span = t.strides[d] * (t.shape[d] - 1) + span;
+  }
+}
+
+// The element extent of any view must be representable (byte_extent and the kernels' 64-bit
+// offsets rely on it).
+void check_extent(const TensorView& t, const char* arg) {
+  int64_t last = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] <= 1) continue;
+    const int64_t limit = (std::numeric_limits<int64_t>::max() / 8 - last) / (t.shape[i] - 1);
+    if (t.strides[i] > limit)
+      fail_arg(Status::invalid_argument, arg, "an extent below 2^60 elements",
+               "shape " + t.shape_str() + " with stride " + std::to_string(t.strides[i]) +
+                   " in dimension " + std::to_string(i));
+    last += t.strides[i] * (t.shape[i] - 1);
+  }
+}
+
 int narrow(int64_t v, const char* what) {
   if (v > std::numeric_limits<int>::max())
     fail_arg(Status::invalid_argument, what, "a value below 2^31", v);
@@ -139,6 +182,12 @@ DecodeParams validate(const DecodeArgs& a) {
   check_last_contiguous(a.seqlens_k, "seqlens_k");
   check_last_contiguous(a.out, "out");
   check_last_contiguous(a.lse, "lse");
+  const std::pair<const TensorView*, const char*> all[] = {
+      {&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.block_table, "block_table"},
+      {&a.seqlens_k, "seqlens_k"}, {&a.out, "out"}, {&a.lse, "lse"}};
+  for (auto [t, name] : all) check_extent(*t, name);
+  check_no_self_overlap(a.out, "out");
+  check_no_self_overlap(a.lse, "lse");
 
   // Shapes.
   const int64_t b = a.q.shape[0], s_q = a.q.shape[1], h_q = a.q.shape[2], d_k = a.q.shape[3];
@@ -173,7 +222,7 @@ DecodeParams validate(const DecodeArgs& a) {
   check_dim(a.block_table, "block_table", 0, "b", b);
   check_dim(a.seqlens_k, "seqlens_k", 0, "b", b);
 
-  const Variant var{static_cast<int>(d_k), static_cast<int>(d_v), !has_v};
+  const Variant var{narrow(d_k, "q.shape[3] (d_k)"), narrow(d_v, "out.shape[3] (d_v)"), !has_v};
   if (!is_supported(var)) {
     std::string list;
     for (const Variant& s : supported_variants()) list += (list.empty() ? "" : ", ") + s.name();
@@ -205,6 +254,8 @@ DecodeParams validate(const DecodeArgs& a) {
   p.s_q = narrow(s_q, "q.shape[1] (s_q)");
   p.h_q = narrow(h_q, "q.shape[2] (h_q)");
   p.h_kv = narrow(h_kv, "k_cache.shape[2] (h_kv)");
+  // Kernels index the query rows of a sequence (s_q x h_q) with 32-bit integers.
+  narrow(h_q * s_q, "q.shape[1] * q.shape[2] (s_q * h_q)");
   p.q_per_kv = p.h_q / p.h_kv;
   p.d_k = var.d_k;
   p.d_v = var.d_v;

@@ -254,6 +254,15 @@ const BadCase kCases[] = {
     {"LseOverlapsOut", kMfa,
      [](P&, A& a) { a.lse.data = static_cast<uint16_t*>(a.out.data) + 8; }, kArg,
      {"lse: expected memory disjoint from out", "got overlapping memory"}},
+    // ---- outputs whose elements share addresses (threads would race on them) ----
+    {"OutZeroStride", kMfa, [](P&, A& a) { a.out.strides[2] = 0; }, kArg,
+     {"out.strides[2]", "expected >= 1 (every output element at its own address)", "got 0"}},
+    {"LseInterleavedStrides", kMfa, [](P&, A& a) { a.lse.strides[1] = 1; }, kArg,
+     {"lse.strides[2]", "expected >= 4", "got 1"}},
+    // ---- sizes that do not fit the kernels' 32-bit indices ----
+    {"HeadDimBeyondInt32", kMfa,
+     [](P&, A& a) { a.q.shape[3] = a.k_cache.shape[3] = (int64_t(1) << 32) + 256; }, kArg,
+     {"q.shape[3] (d_k)", "expected a value below 2^31", "got 4294967552"}},
     // ---- devices and scale ----
     {"MixedDevices", kMfa, [](P&, A& a) { a.k_cache.device = {DeviceType::cuda, 0}; }, kArg,
      {"k_cache.device", "expected cpu (q's device)", "got cuda:0"}},
