@@ -116,8 +116,10 @@ struct Plan {
 // Bytes of workspace plan() needs for these arguments (0 is possible). Host only.
 size_t workspace_size(const DecodeArgs& args);
 
-// Validates args and writes the scheduling metadata into workspace on `stream` (device work
-// only; no allocation, no host synchronization).
+// Validates args and writes the scheduling metadata into workspace (16-byte aligned, at least
+// workspace_size(args) bytes) on `stream` (device work only; no allocation, no host
+// synchronization). The workspace also holds the partial results of split sequences: runs of
+// one plan must not overlap in time (one stream, or ordered streams).
 Plan plan(const DecodeArgs& args, void* workspace, size_t workspace_bytes, Stream stream = nullptr);
 
 // Computes out and lse. Never allocates or synchronizes (unless args.checked).

@@ -55,11 +55,12 @@ def stream_handle(stream: Any) -> int:
 class Caller:
     """The framework of one call's arrays: allocation, current stream, bf16 bit patterns."""
 
-    __slots__ = ("q", "kind", "mod", "u16_is_bf16")
+    __slots__ = ("q", "kind", "mod", "u16_is_bf16", "ext_stream")
 
     def __init__(self, q: Any) -> None:
         self.q = q
         self.u16_is_bf16 = False
+        self.ext_stream: Optional[int] = None  # an explicit stream= of this call
         if _is_instance(q, "torch", "Tensor"):
             self.kind, self.mod = "torch", sys.modules["torch"]
         elif _is_instance(q, "numpy", "ndarray"):
@@ -93,6 +94,13 @@ class Caller:
         q, mod = self.q, self.mod
         if self.kind == "torch":
             dtype = {"out": q.dtype, "lse": mod.float32, "workspace": mod.uint8}[kind]
+            if self.ext_stream and q.device.type == "cuda":  # 0: the legacy default stream
+                # Allocate on the stream the kernels run on: torch's caching allocator hands a
+                # freed block only to later allocations on that same stream, so a workspace or
+                # output dropped after the call cannot be reused under a kernel still running.
+                ext = mod.cuda.ExternalStream(self.ext_stream, device=q.device)
+                with mod.cuda.stream(ext):
+                    return mod.empty(tuple(shape), dtype=dtype, device=q.device)
             return mod.empty(tuple(shape), dtype=dtype, device=q.device)
         if self.kind == "numpy":
             dtype = {"out": q.dtype, "lse": _LSE_DTYPE, "workspace": _WORKSPACE_DTYPE}[kind]
@@ -138,7 +146,8 @@ class Caller:
     def stream(self, stream: Optional[Any]) -> int:
         """The stream to run on: the explicit one, else the framework's current one."""
         if stream is not None:
-            return stream_handle(stream)
+            self.ext_stream = stream_handle(stream)
+            return self.ext_stream
         if self.kind == "torch":
             device = self.q.device
             if device.type != "cuda":

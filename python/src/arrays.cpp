@@ -241,16 +241,22 @@ ArrayImporter::Bytes ArrayImporter::workspace(nb::handle obj, Device device) {
   return b;
 }
 
+// Placeholders stand for outputs that plan() and workspace_size() validate but never touch:
+// dense views at addresses above any user-space or unified (UVA) address (user space ends at
+// 2^47, 2^56 with 5-level paging), so they cannot alias an input; validation caps extents at
+// 2^48 elements, so the two ranges stay apart. Never dereferenced.
+namespace {
+constexpr uintptr_t kOutPlaceholder = uintptr_t(1) << 58;
+constexpr uintptr_t kLsePlaceholder = uintptr_t(1) << 59;
+}  // namespace
+
 TensorView Placeholders::out(DType dtype, Device device, int64_t b, int64_t s_q, int64_t h_q,
                              int64_t d_v) {
-  out_bytes_.assign(static_cast<size_t>(d_v > 0 ? d_v : 1) * dtype_size(dtype), std::byte{});
-  return make_view(out_bytes_.data(), dtype, {b, s_q, h_q, d_v}, {0, 0, 0, 1}, device);
+  return make_view(reinterpret_cast<void*>(kOutPlaceholder), dtype, {b, s_q, h_q, d_v}, device);
 }
 
 TensorView Placeholders::lse(Device device, int64_t b, int64_t h_q, int64_t s_q) {
-  lse_bytes_.assign(static_cast<size_t>(s_q > 0 ? s_q : 1) * dtype_size(DType::f32),
-                    std::byte{});
-  return make_view(lse_bytes_.data(), DType::f32, {b, h_q, s_q}, {0, 0, 1}, device);
+  return make_view(reinterpret_cast<void*>(kLsePlaceholder), DType::f32, {b, h_q, s_q}, device);
 }
 
 }  // namespace flashmfa::python

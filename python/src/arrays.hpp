@@ -57,16 +57,12 @@ class ArrayImporter {
 };
 
 // Stand-ins for out and lse where a call only needs their shapes (workspace_size, plan): each
-// points at memory of its own that no caller array can overlap, with zero strides on the
-// leading dimensions so that a few bytes cover any shape. Nothing ever writes through them:
-// plan() reads only shapes and seqlens_k.
+// is a dense view at an address no caller array can have (see arrays.cpp). Nothing ever reads
+// or writes through them: plan() reads only shapes and seqlens_k.
 class Placeholders {
  public:
   TensorView out(DType dtype, Device device, int64_t b, int64_t s_q, int64_t h_q, int64_t d_v);
   TensorView lse(Device device, int64_t b, int64_t h_q, int64_t s_q);
-
- private:
-  std::vector<std::byte> out_bytes_, lse_bytes_;
 };
 
 }  // namespace flashmfa::python

@@ -105,15 +105,16 @@ void check_no_self_overlap(const TensorView& t, const char* arg) {
   }
 }
 
-// The element extent of any view must be representable (byte_extent and the kernels' 64-bit
-// offsets rely on it).
+// The element extent of any view must be far below 2^63 bytes (byte_extent, the overlap checks
+// and the kernels' 64-bit offsets rely on it); 2^48 elements is beyond any real memory.
 void check_extent(const TensorView& t, const char* arg) {
+  constexpr int64_t kMaxExtent = int64_t(1) << 48;
   int64_t last = 0;
   for (int i = 0; i < t.ndim; ++i) {
     if (t.shape[i] <= 1) continue;
-    const int64_t limit = (std::numeric_limits<int64_t>::max() / 8 - last) / (t.shape[i] - 1);
+    const int64_t limit = (kMaxExtent - last) / (t.shape[i] - 1);
     if (t.strides[i] > limit)
-      fail_arg(Status::invalid_argument, arg, "an extent below 2^60 elements",
+      fail_arg(Status::invalid_argument, arg, "an extent below 2^48 elements",
                "shape " + t.shape_str() + " with stride " + std::to_string(t.strides[i]) +
                    " in dimension " + std::to_string(i));
     last += t.strides[i] * (t.shape[i] - 1);

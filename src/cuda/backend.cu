@@ -120,6 +120,20 @@ void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   const int ctas = dev.sm_count * ctas_per_sm;
   plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
   plan.num_slots = 2 * plan.num_parts;
+  // Limits of the launches and of the scheduler's 32-bit cost axis, checked before any work.
+  constexpr int64_t kMaxGridY = 65535;  // the combine kernel's grid.y is the batch
+  if (p.b > kMaxGridY)
+    detail::fail_arg(Status::unsupported, "q.shape[0] (b)",
+                     "<= " + std::to_string(kMaxGridY) + " sequences on CUDA", p.b);
+  const int64_t capacity = int64_t(p.max_pages) * p.page_size;
+  const int64_t max_cost =
+      int64_t(p.b) * ((capacity + plan.block_n - 1) / plan.block_n +
+                      std::max(1, kFixedCostTokens / plan.block_n));
+  if (max_cost >= (int64_t(1) << 31))
+    detail::fail_arg(Status::unsupported, "b * max_pages_per_seq * page_size",
+                     "below 2^31 KV blocks of " + std::to_string(plan.block_n) + " tokens",
+                     std::to_string(max_cost) + " blocks (b " + std::to_string(p.b) +
+                         ", block-table capacity " + std::to_string(capacity) + " tokens)");
 }
 
 size_t workspace_bytes(const detail::DecodeParams& p, const Plan& plan) {
@@ -170,11 +184,12 @@ void run(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
 uint32_t read_error_flags(const Plan& plan, Stream stream) {
   DeviceGuard guard(plan.key.device.id);
   auto* header = static_cast<ScheduleHeader*>(plan.workspace);  // the layout's first piece
+  // Read and clear on the caller's stream, so that the clear is ordered before its next run.
   uint32_t flags = 0;
+  FLASHMFA_CUDA_CHECK(cudaMemcpyAsync(&flags, &header->error_flags, sizeof(flags),
+                                      cudaMemcpyDeviceToHost, as_stream(stream)));
+  FLASHMFA_CUDA_CHECK(cudaMemsetAsync(&header->error_flags, 0, sizeof(flags), as_stream(stream)));
   FLASHMFA_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));
-  FLASHMFA_CUDA_CHECK(cudaMemcpy(&flags, &header->error_flags, sizeof(flags),
-                                 cudaMemcpyDeviceToHost));
-  if (flags != 0) FLASHMFA_CUDA_CHECK(cudaMemset(&header->error_flags, 0, sizeof(flags)));
   return flags;
 }
 

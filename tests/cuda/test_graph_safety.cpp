@@ -143,6 +143,13 @@ TEST(CudaSafety, WorkspaceTooSmallIsRefused) {
     EXPECT_NE(std::string(e.what()).find("workspace_bytes"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(std::to_string(need)), std::string::npos) << e.what();
   }
+  DeviceBuffer big(need + 16);
+  try {  // the kernels read the workspace as float4: a misaligned base is refused
+    plan(d.args, static_cast<char*>(big.get()) + 4, need);
+    ADD_FAILURE() << "a misaligned workspace was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
+  }
 }
 
 // The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
