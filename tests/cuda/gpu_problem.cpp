@@ -1,6 +1,10 @@
 // flashmfa GPU tests: shared comparison helpers (see gpu_problem.hpp).
 #include "gpu_problem.hpp"
 
+#include <cmath>
+
+#include "flashmfa/half.hpp"
+
 namespace flashmfa::gputest {
 
 std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_args,
@@ -20,6 +24,17 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
   const auto cl = testing::compare_lse(lse.data() + l0, h.lse.data() + l0, nl, tol.lse_atol,
                                        tol.lse_rtol, sc.lse.data() + l0, tol.lse_scale_tol);
   std::string why;
+  // A row with nothing to attend (reference lse -inf) must be exactly 0, not merely small.
+  const int d_v = h.spec.variant.d_v;
+  int64_t nonzero_empty = 0;
+  for (int i = seq_begin; i < seq_end; ++i)
+    for (int t = 0; t < h.spec.s_q; ++t)
+      for (int hq = 0; hq < h.spec.h_q; ++hq) {
+        if (h.lse[(size_t(i) * h.spec.h_q + hq) * h.spec.s_q + t] != -INFINITY) continue;
+        const size_t row = ((size_t(i) * h.spec.s_q + t) * h.spec.h_q + hq) * d_v;
+        for (int d = 0; d < d_v; ++d) nonzero_empty += half::to_float(h.spec.dtype, out[row + d]) != 0.0f;
+      }
+  if (nonzero_empty) why += std::to_string(nonzero_empty) + " elements of empty rows are not 0; ";
   if (!co.ok) why += "out: " + co.summary() + "; ";
   if (!cl.ok) why += "lse: " + cl.summary();
   return why;
