@@ -22,8 +22,12 @@ build: deps $(BUILD)/build.ninja
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+# pip's full log goes to $(BUILD)/pip.log; its status decides, the last lines show on failure.
 install-python: deps
-	$(PYTHON) -m pip install --no-build-isolation -v . 2>&1 | grep -E "flashmfa:|Successfully|error|Error" || true
+	@mkdir -p $(BUILD)
+	$(PYTHON) -m pip install --no-build-isolation -v . > $(BUILD)/pip.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/pip.log; echo "pip install failed (full log: $(BUILD)/pip.log)"; exit 1; }
+	@grep -E "flashmfa:|Successfully installed" $(BUILD)/pip.log || true
 	$(PYTHON) -c "import flashmfa, sys; print(flashmfa.build_info())"
 
 test-python: install-python
