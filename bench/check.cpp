@@ -73,14 +73,13 @@ SampleResult check_one(const Shape& s, const SeqSample& x, int stride) {
       std::copy(src, src + d_v, got_out.begin() + (size_t(t) * h_sub + h) * d_v);
       got_lse[size_t(h) * s.s_q + t] = x.lse[size_t(h) * stride * s.s_q + t];
     }
-  const testing::Tolerances tol = testing::tolerances(s.dtype);
   // The CPU fast path keeps P in float32; the GPU kernels round it to the input dtype before
-  // PV, which the rounding model of Tolerances (per-element error scales) accounts for.
-  r.out = testing::compare_out(s.dtype, got_out.data(), ref_out.data(), got_out.size(),
-                               tol.out_atol, tol.out_rtol, scales.out.data(),
-                               tol.out_scale_tol);
-  r.lse = testing::compare_lse(got_lse.data(), ref_lse.data(), got_lse.size(), tol.lse_atol,
-                               tol.lse_rtol, scales.lse.data(), tol.lse_scale_tol);
+  // PV, which the rounding model (per-element error scales) accounts for.
+  const testing::RoundedCompare c = testing::compare_rounded(
+      s.dtype, got_out.data(), ref_out.data(), scales.out.data(), got_out.size(), got_lse.data(),
+      ref_lse.data(), scales.lse.data(), got_lse.size());
+  r.out = c.out;
+  r.lse = c.lse;
   return r;
 }
 

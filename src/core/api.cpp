@@ -41,7 +41,7 @@ Variant DecodeArgs::variant() const {
 
 namespace {
 
-void require_cuda(const detail::DecodeParams&, Device dev) {
+void require_cuda(Device dev) {
   if (dev.type == DeviceType::cuda && !cuda::available())
     fail_arg(Status::no_device, "q.device", "a device this build can drive",
              "cuda:" + std::to_string(dev.id) +
@@ -52,7 +52,7 @@ void require_cuda(const detail::DecodeParams&, Device dev) {
 // Fills the backend-independent part of a plan and the backend's cut of the work.
 Plan configure(const detail::DecodeParams& p, const DecodeArgs& args) {
   const Device dev = args.q.device;
-  require_cuda(p, dev);
+  require_cuda(dev);
   Plan plan;
   plan.key = detail::plan_key(p, dev, args.path);
   if (dev.type == DeviceType::cuda) cuda::configure(p, dev.id, plan);

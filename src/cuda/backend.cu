@@ -34,6 +34,7 @@ bool sm90_takes(const detail::DecodeParams& p, const DeviceInfo& dev) {
 // One split's fixed overhead (loading Q, the epilogue, its combine row) costs about as much as
 // streaming this many KV tokens; the scheduler charges it per sequence (see schedule.cuh).
 constexpr int kFixedCostTokens = 320;
+int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block_n); }
 
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
@@ -78,7 +79,7 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.num_parts = plan.num_parts;
   s.num_slots = plan.num_slots;
   s.block_n = plan.block_n;
-  s.fixed_cost = std::max(1, kFixedCostTokens / plan.block_n);
+  s.fixed_cost = fixed_cost_blocks(plan.block_n);
   return s;
 }
 
@@ -128,7 +129,7 @@ void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   const int64_t capacity = int64_t(p.max_pages) * p.page_size;
   const int64_t max_cost =
       int64_t(p.b) * ((capacity + plan.block_n - 1) / plan.block_n +
-                      std::max(1, kFixedCostTokens / plan.block_n));
+                      fixed_cost_blocks(plan.block_n));
   if (max_cost >= (int64_t(1) << 31))
     detail::fail_arg(Status::unsupported, "b * max_pages_per_seq * page_size",
                      "below 2^31 KV blocks of " + std::to_string(plan.block_n) + " tokens",

@@ -14,15 +14,12 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
   // The kernels round P to the input dtype before PV: compare with the rounding model of
   // Tolerances (error scales from the reference itself, dense like out and lse).
   const testing::ErrorScales sc = testing::reference_with_scales(ref_args);
-  const auto tol = testing::tolerances(h.spec.dtype);
   const size_t out_seq = h.out.size() / h.spec.b, lse_seq = h.lse.size() / h.spec.b;
   const size_t o0 = out_seq * seq_begin, no = out_seq * (seq_end - seq_begin);
   const size_t l0 = lse_seq * seq_begin, nl = lse_seq * (seq_end - seq_begin);
-  const auto co = testing::compare_out(h.spec.dtype, out.data() + o0, h.out.data() + o0, no,
-                                       tol.out_atol, tol.out_rtol, sc.out.data() + o0,
-                                       tol.out_scale_tol);
-  const auto cl = testing::compare_lse(lse.data() + l0, h.lse.data() + l0, nl, tol.lse_atol,
-                                       tol.lse_rtol, sc.lse.data() + l0, tol.lse_scale_tol);
+  const auto [co, cl] = testing::compare_rounded(
+      h.spec.dtype, out.data() + o0, h.out.data() + o0, sc.out.data() + o0, no,
+      lse.data() + l0, h.lse.data() + l0, sc.lse.data() + l0, nl);
   std::string why;
   // A row with nothing to attend (reference lse -inf) must be exactly 0, not merely small.
   const int d_v = h.spec.variant.d_v;

@@ -341,6 +341,16 @@ Tolerances tolerances(DType dtype) {
   return {kBf16OutAtol, kBf16OutRtol, kLseAtol, kLseRtol, kBf16POut, kLseS};
 }
 
+RoundedCompare compare_rounded(DType dtype, const uint16_t* got_out, const uint16_t* ref_out,
+                               const float* out_scale, size_t n_out, const float* got_lse,
+                               const float* ref_lse, const float* lse_scale, size_t n_lse) {
+  const Tolerances tol = tolerances(dtype);
+  return {compare_out(dtype, got_out, ref_out, n_out, tol.out_atol, tol.out_rtol, out_scale,
+                      tol.out_scale_tol),
+          compare_lse(got_lse, ref_lse, n_lse, tol.lse_atol, tol.lse_rtol, lse_scale,
+                      tol.lse_scale_tol)};
+}
+
 ErrorScales reference_with_scales(const DecodeArgs& args) {
   const detail::DecodeParams p = detail::validate(args);
   if (args.q.device.type != DeviceType::cpu)

@@ -116,6 +116,16 @@ struct ErrorScales {
 // Runs the float64 reference on CPU tensors (writes args.out / args.lse) and returns the scales.
 ErrorScales reference_with_scales(const DecodeArgs& args);
 
+// A path that rounds P to the input dtype (the GPU kernels) against the reference, with the
+// tolerances(dtype) rounding model: n_out elements of out and n_lse of lse, each array aligned
+// with its error scales from reference_with_scales.
+struct RoundedCompare {
+  CompareResult out, lse;
+};
+RoundedCompare compare_rounded(DType dtype, const uint16_t* got_out, const uint16_t* ref_out,
+                               const float* out_scale, size_t n_out, const float* got_lse,
+                               const float* ref_lse, const float* lse_scale, size_t n_lse);
+
 // Tolerances for comparing a path against the float64 reference (decode_reference).
 //
 // out: FlashMLA's test uses abs 8e-4 + rel 2/128 for bf16. The reference rounds its float64
