@@ -42,20 +42,23 @@ std::string compare_with_reference(testing::HostProblem& h, const std::vector<ui
   return compare_sequences(h, h.args(), out, lse, 0, h.spec.b);
 }
 
-void run_and_check(const testing::ProblemSpec& spec, const std::string& label) {
+Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
+                   DecodeArgs::Path path) {
   testing::HostProblem h = testing::make_problem(spec);
   DeviceProblem d(h);
+  d.args.path = path;
   d.poison();
   const Plan p = d.plan();
   run(p, d.args);
-  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
   EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
   std::vector<uint16_t> out;
   std::vector<float> lse;
   d.out.download(out);
   d.lse.download(lse);
   const std::string why = compare_with_reference(h, out, lse);
-  EXPECT_TRUE(why.empty()) << label << ": " << why;
+  EXPECT_TRUE(why.empty()) << label << " (parts " << p.num_parts << "): " << why;
+  return p;
 }
 
 }  // namespace flashmfa::gputest

@@ -94,7 +94,10 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
 std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
                                    const std::vector<float>& lse);
 
-// make_problem + device copy + plan + run + compare; the common body of most tests.
-void run_and_check(const testing::ProblemSpec& spec, const std::string& label);
+// make_problem + device copy + plan + run + compare; the common body of most tests. `path`
+// forces a kernel family (plan() throws where it does not cover the shape). Returns the plan
+// (its part count, for tests of the scheduler).
+Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
+                   DecodeArgs::Path path = DecodeArgs::Path::automatic);
 
 }  // namespace flashmfa::gputest

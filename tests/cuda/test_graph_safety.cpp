@@ -153,11 +153,13 @@ TEST(CudaSafety, WorkspaceTooSmallIsRefused) {
 }
 
 // The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
-// unsplit sequences, aliasing and separate V, small pages and a lying block table.
-TEST(CudaSanitizer, SmallShapes) {
-  SKIP_WITHOUT_GPU();
+// unsplit sequences, aliasing and separate V, small pages and a lying block table. One test per
+// kernel family, so that each can be sanitized on its own (scripts/device.sh sanitize).
+void sanitizer_suite(DecodeArgs::Path path) {
   for (Variant v : {Variant::mla(), Variant::mfa(), Variant::mfa_kr(128), Variant::mqa(64)}) {
     for (int page : {1, 64}) {
+      // The Hopper path takes pages of >= 64 tokens; automatic falls back below that.
+      const DecodeArgs::Path p = page < 64 ? DecodeArgs::Path::automatic : path;
       ProblemSpec s;
       s.variant = v;
       s.page_size = page;
@@ -167,16 +169,29 @@ TEST(CudaSanitizer, SmallShapes) {
       s.causal = true;
       s.b = 3;
       s.seqlens = {0, 70, 700};
-      run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page));
+      run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
     }
   }
   LyingProblem lp(Variant::mla());
   lp.h.block_table[0] = 1 << 30;
   DeviceProblem d(lp.h);
+  d.args.path = path;
   const Plan p = d.plan();
   run(p, d.args);
   CUDA_OK(cudaDeviceSynchronize());
   EXPECT_EQ(read_error_flags(p), uint32_t(kFlagPageOutOfRange));
+}
+
+TEST(CudaSanitizer, Portable) {
+  SKIP_WITHOUT_GPU();
+  sanitizer_suite(DecodeArgs::Path::portable);
+}
+
+// The automatic choice: the sm_90a kernels on a Hopper device (page 64), the portable one
+// elsewhere.
+TEST(CudaSanitizer, Automatic) {
+  SKIP_WITHOUT_GPU();
+  sanitizer_suite(DecodeArgs::Path::automatic);
 }
 
 }  // namespace

@@ -1,9 +1,30 @@
-// flashmfa CUDA: combine kernel (see combine.hpp). One warp per (sequence, query row); lanes
-// own 4-column groups of the row, so partial rows are read as float4.
+// flashmfa CUDA: combine kernel (see combine.hpp).
+//
+// One CTA per (partial row, sequence): grid (h_q * s_q, b), 256 threads. The threads are laid
+// out as C column threads (each owning one float4 of the row: C = min(d_v / 4, 256)) times
+// G = 256 / C split groups; group g sums splits g, g + G, g + 2G, ... with kUnroll float4 loads
+// in flight per thread, and the G groups are reduced through shared memory. For d_v 256 that is
+// 64 x 4 (32 KB of partials in flight per CTA), for MLA's 512 it is 128 x 2, for 64 it is
+// 16 x 16; a d_v above 1024 loops over column chunks of 1024.
+//
+// lse = log sum_k exp(lse_k) comes from a warp reduction (every warp computes it: no barrier),
+// the weights exp(lse_k - lse) once per split into shared memory. Sequences with one split
+// (written directly by the decode kernel) exit at once; a row whose splits are all empty
+// (lse_k = -inf) gets out = 0 and lse = -inf.
+//
+// Programmatic dependent launch: on devices of compute capability >= 9.0 the kernel is
+// launched with programmatic stream serialization, so its CTAs may be scheduled while the decode
+// grid drains (the decode kernels execute griddepcontrol.launch_dependents). Its first
+// instruction is griddepcontrol.wait, which returns once every prerequisite grid has completed
+// and its memory is visible: nothing of the schedule or the partials is read before it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
 
 #include "cuda/common/combine.hpp"
 #include "cuda/common/device.hpp"
@@ -12,32 +33,68 @@ namespace flashmfa::cuda {
 namespace {
 
 constexpr int kWarpSize = 32;
-constexpr int kWarpsPerCta = 4;
-constexpr int kColsPerLane = 4;  // one float4
+constexpr int kThreads = 256;
+constexpr int kColsPerThread = 4;  // one float4
+constexpr int kUnroll = 8;         // float4 loads in flight per thread
+constexpr int kWeights = 512;      // split weights staged in shared memory per round
+// With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
+// registers and interleaves the FMAs with the loads, keeping ~3 of the 8 in flight; a minimum
+// of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
+constexpr int kMinCtasPerSm = 4;
 
 template <class T> __device__ T from_float(float x);
 template <> __device__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __half from_float(float x) { return __float2half_rn(x); }
 
-template <class T>
-__global__ void __launch_bounds__(kWarpsPerCta * kWarpSize)
-combine_kernel(detail::DecodeParams p, Schedule s) {
-  const int seq = blockIdx.y;
-  const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
-  const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (row >= rows_all) return;
+template <class T> struct Pair;
+template <> struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  __device__ static type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+template <> struct Pair<__half> {
+  using type = __half2;
+  __device__ static type make(float a, float b) { return __floats2half2_rn(a, b); }
+};
+
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void fma4(float4& acc, float w, const float4& v) {
+  acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
+  acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+}
+
+// PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
+// written as packed 16-bit pairs; otherwise element by element.
+template <class T, bool PAIRS>
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
+combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
+  grid_dependency_wait();  // before any read of the schedule or the partials
+
+  __shared__ float s_w[kWeights];
+  __shared__ float4 s_acc[kThreads];
+
+  const int row = blockIdx.x, seq = blockIdx.y;
   const int n = s.num_splits[seq];
   if (n <= 1) return;  // written directly by the decode kernel
-  const int slot0 = s.slot_begin[seq];
-  const float* lse_k = s.lse_partial + int64_t(slot0) * rows_all + row;
+  const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
+  const int tid = threadIdx.x, lane = tid % kWarpSize;
+  const int64_t slot0 = s.slot_begin[seq];
+  const float* lse_k = s.lse_partial + slot0 * rows_all + row;
 
+  // lse, in every warp (the same value everywhere: the same loads in the same order).
   float m = -INFINITY;
+#pragma unroll 4
   for (int k = lane; k < n; k += kWarpSize) m = fmaxf(m, lse_k[int64_t(k) * rows_all]);
   for (int off = kWarpSize / 2; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(~0u, m, off));
   float sum = 0.f;
-  if (m != -INFINITY)
+  if (m != -INFINITY) {
+#pragma unroll 4
     for (int k = lane; k < n; k += kWarpSize) sum += __expf(lse_k[int64_t(k) * rows_all] - m);
+  }
   for (int off = kWarpSize / 2; off > 0; off /= 2) sum += __shfl_xor_sync(~0u, sum, off);
   const float lse = m == -INFINITY ? -INFINITY : m + __logf(sum);
 
@@ -46,36 +103,131 @@ combine_kernel(detail::DecodeParams p, Schedule s) {
   const int kv = row / rows, r = row % rows;
   const int t = r / p.q_per_kv, head = kv * p.q_per_kv + r % p.q_per_kv;
   T* out = static_cast<T*>(p.out) + seq * p.o_sb + t * p.o_ss + head * p.o_sh;
-  const float4* o_k =
-      reinterpret_cast<const float4*>(s.o_partial + (int64_t(slot0) * rows_all + row) * p.d_v);
-  const int64_t slot_stride4 = int64_t(rows_all) * p.d_v / kColsPerLane;
-  for (int c4 = lane; c4 < p.d_v / kColsPerLane; c4 += kWarpSize) {
+  if (tid == 0) p.lse[seq * p.lse_sb + head * p.lse_sh + t * p.lse_ss] = lse;
+
+  const int cols4 = p.d_v / kColsPerThread;
+  const int col_threads = cols4 < kThreads ? cols4 : kThreads;
+  const int groups = kThreads / col_threads;
+  const int g = tid / col_threads, c = tid % col_threads;
+  const bool active = g < groups;  // threads past col_threads * groups idle (d_v not dividing 1024)
+  const float4* o_row =
+      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
+  const int64_t slot_stride4 = int64_t(rows_all) * cols4;
+
+  for (int c0 = 0; c0 < cols4; c0 += col_threads) {  // one round unless d_v > 1024
+    const int c4 = c0 + c;
+    const bool mine = active && c4 < cols4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (lse != -INFINITY) {
-      for (int k = 0; k < n; ++k) {
-        const float w = __expf(lse_k[int64_t(k) * rows_all] - lse);
-        const float4 o = o_k[k * slot_stride4 + c4];
-        acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
+      for (int k0 = 0; k0 < n; k0 += kWeights) {  // one round unless n > kWeights
+        const int nk = n - k0 < kWeights ? n - k0 : kWeights;
+        if (k0 > 0 || c0 > 0) __syncthreads();  // the previous round's weights are consumed
+        for (int k = tid; k < nk; k += kThreads)
+          s_w[k] = __expf(lse_k[int64_t(k0 + k) * rows_all] - lse);
+        __syncthreads();
+        if (mine) {
+          const float4* o = o_row + k0 * slot_stride4 + c4;
+          int k = g;
+          for (; k + (kUnroll - 1) * groups < nk; k += kUnroll * groups) {
+            float4 v[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) v[u] = o[int64_t(k + u * groups) * slot_stride4];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) fma4(acc, s_w[k + u * groups], v[u]);
+          }
+          for (; k < nk; k += groups) fma4(acc, s_w[k], o[int64_t(k) * slot_stride4]);
+        }
       }
     }
-    T* dst = out + c4 * kColsPerLane;
-    dst[0] = from_float<T>(acc.x), dst[1] = from_float<T>(acc.y);
-    dst[2] = from_float<T>(acc.z), dst[3] = from_float<T>(acc.w);
+    // Reduce the split groups: group 0 adds the others' sums and writes the columns.
+    if (groups > 1) {
+      if (c0 > 0) __syncthreads();  // the previous chunk's sums are read
+      s_acc[tid] = acc;
+      __syncthreads();
+      if (g == 0) {
+        for (int j = 1; j < groups; ++j) {
+          const float4 v = s_acc[j * col_threads + c];
+          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+      }
+    }
+    if (g == 0 && c4 < cols4) {
+      T* dst = out + c4 * kColsPerThread;
+      if constexpr (PAIRS) {
+        using P2 = typename Pair<T>::type;
+        reinterpret_cast<P2*>(dst)[0] = Pair<T>::make(acc.x, acc.y);
+        reinterpret_cast<P2*>(dst)[1] = Pair<T>::make(acc.z, acc.w);
+      } else {
+        dst[0] = from_float<T>(acc.x), dst[1] = from_float<T>(acc.y);
+        dst[2] = from_float<T>(acc.z), dst[3] = from_float<T>(acc.w);
+      }
+    }
   }
-  if (lane == 0) p.lse[seq * p.lse_sb + head * p.lse_sh + t * p.lse_ss] = lse;
+}
+
+bool aligned(const void* ptr, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+}
+
+// Whether the combine instance that runs on the current device was compiled with the
+// griddepcontrol.wait (PTX target >= 9.0: the image a cc 9.x device loads from an sm_90 or later
+// build). Programmatic serialization without that wait would let it read partials that the
+// decode grid has not flushed, so the attribute is set only when this holds. Cached per device
+// and instance; cudaFuncGetAttributes is not a stream operation (legal under graph capture).
+bool waits_for_grid(const void* kernel, int device, int instance) {
+  constexpr int kMaxDevices = 64, kInstances = 4;
+  static std::array<int8_t, kMaxDevices * kInstances> cache{};  // 0 unknown, 1 no, 2 yes
+  static std::mutex mu;
+  if (device < 0 || device >= kMaxDevices) return false;
+  std::lock_guard<std::mutex> lock(mu);
+  int8_t& c = cache[device * kInstances + instance];
+  if (c == 0) {
+    cudaFuncAttributes attr{};
+    FLASHMFA_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    c = attr.ptxVersion >= 90 ? 2 : 1;
+  }
+  return c == 2;
+}
+
+template <class T, bool PAIRS>
+void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream,
+                  int instance) {
+  int device = 0;
+  FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
+  const DeviceInfo& dev = device_info(device);
+  auto* kernel = &combine_kernel<T, PAIRS>;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(p.h_q * p.s_q, p.b);  // shapes only: grid-stable under graph replay
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  const bool pdl =
+      dev.cc_major >= 9 && waits_for_grid(reinterpret_cast<const void*>(kernel), device, instance);
+  cfg.attrs = pdl ? attr : nullptr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  FLASHMFA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sched));
 }
 
 }  // namespace
 
 void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
-  const int rows_all = p.h_q * p.s_q;
-  const dim3 grid((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b);
-  const dim3 block(kWarpsPerCta * kWarpSize);
-  if (p.dtype == DType::bf16)
-    combine_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(p, sched);
-  else
-    combine_kernel<__half><<<grid, block, 0, stream>>>(p, sched);
-  FLASHMFA_CUDA_CHECK(cudaGetLastError());
+  if (p.b == 0 || p.h_q * p.s_q == 0) return;
+  if (p.d_v % kColsPerThread != 0)  // every supported d_v is (64, 128, 256, 512)
+    throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0");
+  // Packed 16-bit pairs need every out row 4-byte aligned: the pointer and every stride of a
+  // dimension with more than one element even (validation only guarantees element alignment).
+  const bool pairs = aligned(p.out, 4) && (p.b <= 1 || p.o_sb % 2 == 0) &&
+                     (p.s_q <= 1 || p.o_ss % 2 == 0) && (p.h_q <= 1 || p.o_sh % 2 == 0);
+  if (p.dtype == DType::bf16) {
+    if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream, 0);
+    else launch_typed<__nv_bfloat16, false>(p, sched, stream, 1);
+  } else {
+    if (pairs) launch_typed<__half, true>(p, sched, stream, 2);
+    else launch_typed<__half, false>(p, sched, stream, 3);
+  }
 }
 
 }  // namespace flashmfa::cuda

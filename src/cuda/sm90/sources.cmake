@@ -6,4 +6,6 @@ set(FLASHMFA_SM90_SOURCES
   sm90/decode/launch.cu
   sm90/decode/kernel_bf16.cu
   sm90/decode/kernel_f16.cu
+  sm90/mla/kernel_bf16.cu
+  sm90/mla/kernel_f16.cu
 )

@@ -57,46 +57,66 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 // Byte offsets in the dynamic shared memory of one CTA, from a 1024-aligned base:
 //
 //   q      (QTILES, 64, D)          T, 128B-swizzled   query rows: one tile per consumer
-//                                                      warpgroup, or one shared tile (KV split)
+//                                                      warpgroup, or one shared tile
 //   kv     (STAGES, BLOCK_N, D)     T, 128B-swizzled   the TMA ring (K and V tiles, or K alone)
-//   xchg   (64 x D/2) f32           KV split only      one warpgroup's half of O for the other
-//   stats  (2, 64, 2) f32           KV split only      each warpgroup's row max and row sum
-//   full   (kMaxStages)             mbarrier           TMA bytes landed in the slot
-//   empty  (kMaxStages)             mbarrier           the slot's consumer warps are done
-//   valid  (kMaxStages)             i32                rows of the slot holding loaded tokens
+//   xchg   (form's)                                    data one consumer warpgroup hands the
+//                                                      other (decode_plan, mla_plan)
+//   stats  (form's)                 f32                per-row softmax state handed over
+//   full   (STAGES, FULL_PER_STAGE) mbarrier           TMA bytes landed in the slot (or in
+//                                                      one 64-column atom of it)
+//   empty  (STAGES)                 mbarrier           the slot's consumer warps are done
 //
-// A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart. The
-// KV-split merge sends the other half of O through xchg one way and through the (by then
-// unused) Q tile the other way: both hold 64 x D/2 f32 = 64 x D 16-bit values.
+// A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {
-  size_t q = 0, kv = 0, xchg = 0, stats = 0, full = 0, empty = 0, valid = 0, total = 0;
+  size_t q = 0, kv = 0, xchg = 0, stats = 0, full = 0, empty = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0;
+  int full_per_stage = 1;
 
-  FLASHMFA_SM90_HD constexpr SmemPlan(int d, int warpgroups, int stages, bool kv_split) {
+  FLASHMFA_SM90_HD constexpr SmemPlan(int d, int q_tiles, int stages, size_t xchg_bytes,
+                                      size_t stats_bytes, int full_barriers_per_stage = 1) {
+    full_per_stage = full_barriers_per_stage;
     slot_bytes = size_t(kBlockN) * d * kElemBytes;
     q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
-    const int q_tiles = kv_split ? 1 : warpgroups;
-    const size_t xchg_bytes = kv_split ? q_bytes : 0;
-    const size_t stats_bytes = kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0;
     q = 0;
     kv = align_up(q + q_bytes * q_tiles, kTileAlign);
     xchg = kv + slot_bytes * stages;
     stats = xchg + xchg_bytes;
     full = align_up(stats + stats_bytes, sizeof(uint64_t));
-    empty = full + sizeof(uint64_t) * kMaxStages;
-    valid = empty + sizeof(uint64_t) * kMaxStages;
-    total = valid + sizeof(int32_t) * kMaxStages;
+    empty = full + sizeof(uint64_t) * stages * full_per_stage;
+    total = empty + sizeof(uint64_t) * stages;
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
   // (dynamic shared memory is only guaranteed 16-byte alignment).
   FLASHMFA_SM90_HD constexpr size_t launch_bytes() const { return total + kTileAlign; }
 };
 
+// The MFA / MFA-KR / GQA kernel (decode/): one Q tile per consumer warpgroup, or one shared
+// tile under a KV split, whose merge sends the other half of O through xchg one way and
+// through the (by then unused) Q tile the other way (both hold 64 x D/2 f32), with each
+// warpgroup's row max and row sum in stats (2, 64, 2).
+FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split) {
+  const size_t q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
+  return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,
+                  kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0);
+}
+
 // The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).
 FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split) {
   for (int s = kMaxStages; s >= kMinStages; --s)
-    if (SmemPlan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
+    if (decode_plan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
   return 0;
+}
+
+// MLA (mla/): K rows of 576 (V = their first 512 columns), one Q tile shared by both consumer
+// warpgroups, two slots (all that fits beside Q: 3 x 72 KB), P of one 64 x 64 tile in xchg
+// (16-bit, in the wgmma A-fragment order of the warpgroup that computed it), and in stats the
+// row max and rescale factor of the last tile plus each warpgroup's row sums (4 x 64 f32).
+// One full barrier per 64-column atom: S = Q K^T starts on the first atoms of a tile while
+// the rest is still arriving.
+constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
+FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
+  return SmemPlan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
+                  sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols);
 }
 
 }  // namespace flashmfa::cuda::sm90

@@ -29,38 +29,18 @@
 namespace flashmfa::cuda::sm90 {
 
 template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
-struct Consumer {
+struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
-
-  const detail::DecodeParams& p;
-  const Schedule& sched;
-  const SmemView& sm;
-  int kv_head;
-  int warpgroup;  // 0 .. WARPGROUPS-1
-  int tid;        // thread index among all consumer threads
-  int first_row;  // this warpgroup's first query row of the KV head
-
-  __device__ int wg_tid() const { return tid % kWarpgroupThreads; }
-  __device__ int warp() const { return wg_tid() / kWarpSize; }
-  __device__ int lane() const { return tid % kWarpSize; }
-
-  __device__ void sync_own() const {
-    named_barrier_sync(int(NamedBarrier::kWarpgroup) + warpgroup, kWarpgroupThreads);
-  }
-  __device__ void sync_all() const {
-    named_barrier_sync(int(NamedBarrier::kConsumers), Tr::kConsumerThreads);
-  }
-
-  __device__ void release(const RingPos& pos) const {
-    __syncwarp();
-    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage));
-  }
+  using Base = ConsumerBase<WARPGROUPS * kWarpgroupThreads>;
+  using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
+      Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
+      Base::release;
 
   // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
   // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
-  __device__ int acquire(const RingPos& pos, bool serves_as_v) const {
+  // `valid`: the slot's loaded rows (tile_source).
+  __device__ void acquire(const RingPos& pos, bool serves_as_v, int valid) const {
     mbar_wait(sm.full_bar(pos.stage), pos.phase);
-    const int valid = ld_shared_s32(sm.valid_at(pos.stage));
     if (serves_as_v && valid < kBlockN) {
       if constexpr (KV_SPLIT) {
         clear_tail<D>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
@@ -72,15 +52,14 @@ struct Consumer {
         sync_all();
       }
     }
-    return valid;
   }
 
   // S = Q K^T, softmax, O += P V for the tile of tokens [token, token + 64).
-  __device__ void tile(RingPos& pos, int token, const int (&visible)[kRowsPerThread],
+  __device__ void tile(RingPos& pos, int token, int valid, const int (&visible)[kRowsPerThread],
                        uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
                        bool precise) const {
     const bool aliased = p.v_aliases_k;
-    const int valid = acquire(pos, aliased);
+    acquire(pos, aliased, valid);
     float s[kAccRegs];
     gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage));
     if (!aliased) {
@@ -96,7 +75,7 @@ struct Consumer {
     for (int at = 0; at < Tr::kAtoms; ++at)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
-    if (!aliased) acquire(pos, true);
+    if (!aliased) acquire(pos, true, valid);
     gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise);
     release(pos);
     pos.advance();
@@ -109,11 +88,12 @@ struct Consumer {
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        acquire(pos, p.v_aliases_k);
+        const int valid = tile_source(p, it, blk).valid;
+        acquire(pos, p.v_aliases_k, valid);
         if (!p.v_aliases_k) {
           release(pos);
           pos.advance();
-          acquire(pos, true);
+          acquire(pos, true, valid);
         }
         release(pos);
         pos.advance();
@@ -139,14 +119,8 @@ struct Consumer {
         fence_proxy_async();
         sync_own();
       }
-      // Last visible token + 1 of the thread's two rows (causal: query token tq sees cached
-      // tokens j <= seqlen - s_q + tq). Rows past `rows` see everything; they are not written.
       int visible[kRowsPerThread];
-#pragma unroll
-      for (int h = 0; h < kRowsPerThread; ++h) {
-        const int row = first_row + 16 * warp() + lane() / kQuadLanes + 8 * h;
-        visible[h] = p.causal ? max(0, it.seqlen - p.s_q + row / p.q_per_kv + 1) : it.seqlen;
-      }
+      Base::visible_rows(it, visible);
       const bool precise = it.seqlen <= kPreciseMaxTokens;
 
       float o[Tr::kAtoms][kAccRegs];
@@ -160,7 +134,8 @@ struct Consumer {
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         if (tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
-        tile(pos, blk * kBlockN, visible, q_tile, o, softmax, precise);
+        tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
+             precise);
       }
 
       if constexpr (KV_SPLIT) {
@@ -168,7 +143,8 @@ struct Consumer {
       } else {
         float inv_sum[kRowsPerThread], lse[kRowsPerThread];
         softmax.finish(inv_sum, lse);
-        store_rows<T, D>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum, lse);
+        store_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
+                                  lse);
       }
     }
   }
@@ -245,12 +221,12 @@ struct Consumer {
     };
     if (warpgroup == 0) {
       merge(std::integral_constant<int, 0>{});
-      store_rows<T, D, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv, lse,
-                                 true);
+      store_rows<T, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv,
+                                          lse, true);
     } else {
       merge(std::integral_constant<int, kHalf>{});
-      store_rows<T, D, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane, o,
-                                          inv, lse, false);
+      store_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
+                                                   o, inv, lse, false);
     }
   }
 };

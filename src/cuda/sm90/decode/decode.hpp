@@ -23,12 +23,14 @@ struct KernelConfig {
   int warpgroups = 0;     // consumer warpgroups (1 or 2)
   bool kv_split = false;  // two warpgroups on the same 64 rows, alternate KV tiles
   int stages = 0;         // ring slots
-  int d = 0;              // d_k = d_v
+  int d = 0;              // d_k (= d_v, except for MLA)
+  bool mla = false;       // the MLA kernel (mla/): d_k 576, d_v 512 from the K rows
 };
 
-// Whether this path computes p on `dev`: a compute capability 9.0 device; bf16/f16;
-// d_k = d_v in {128, 256} (V separate or aliasing K); page_size >= 64; 16-byte aligned cache,
-// q pointers and strides (TMA and vector loads), 4-byte aligned out. Host only.
+// Whether this path computes p on `dev`: a compute capability 9.0 device; bf16/f16; either
+// d_k = d_v in {128, 256} (V separate or aliasing K) or MLA (d_k 576, d_v 512, V aliasing K);
+// page_size >= 64; 16-byte aligned cache, q pointers and strides (TMA and vector loads),
+// 4-byte aligned out. Host only.
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev);
 
 // The tile configuration for p on `dev` (host only; p must be supported).

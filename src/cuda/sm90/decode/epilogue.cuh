@@ -15,14 +15,15 @@ namespace flashmfa::cuda::sm90 {
 // The thread's rows are first_row + 16 w + g + 8 h (softmax.cuh); each writes pairs of
 // adjacent columns (4-byte T2 / 8-byte float2 stores), the quad covering 8 consecutive ones.
 //
-// Only atoms [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split each finalize half
-// of the columns); lse only when write_lse.
-template <class T, int D, int AT_BEGIN = 0, int AT_END = D / kAtomCols>
+// o holds ATOMS 64-column accumulator tiles whose first is output column 64 * col_atom0; only
+// tiles [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split each finalize half of
+// the columns; each MLA warpgroup owns half of d_v); lse only when write_lse.
+template <class T, int ATOMS, int AT_BEGIN = 0, int AT_END = ATOMS>
 __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
                            const WorkItem& it, int kv_head, int first_row, int warp, int lane,
-                           float (&o)[D / kAtomCols][kAccRegs],
-                           const float (&inv_sum)[kRowsPerThread],
-                           const float (&lse)[kRowsPerThread], bool write_lse = true) {
+                           float (&o)[ATOMS][kAccRegs], const float (&inv_sum)[kRowsPerThread],
+                           const float (&lse)[kRowsPerThread], bool write_lse = true,
+                           int col_atom0 = 0) {
   const int rows = p.s_q * p.q_per_kv;
   const int g = lane / kQuadLanes, t = lane % kQuadLanes;
   // Normalize in place: no second copy of the tile is ever live.
@@ -37,7 +38,7 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
     if (it.slot < 0) {
       const int tq = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
       T* out = static_cast<T*>(p.out) + int64_t(it.seq) * p.o_sb + int64_t(tq) * p.o_ss +
-               int64_t(head) * p.o_sh + 2 * t;
+               int64_t(head) * p.o_sh + col_atom0 * kAtomCols + 2 * t;
 #pragma unroll
       for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll
@@ -51,7 +52,7 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
     } else {
       // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing).
       const int64_t prow = int64_t(it.slot) * p.h_q * p.s_q + int64_t(kv_head) * rows + row;
-      float* dst = sched.o_partial + prow * p.d_v + 2 * t;
+      float* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols + 2 * t;
 #pragma unroll
       for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll

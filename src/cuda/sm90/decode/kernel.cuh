@@ -6,15 +6,13 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <array>
-#include <mutex>
-
 #include "core/params.hpp"
 #include "cuda/common/device.hpp"
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/consumer.cuh"
 #include "cuda/sm90/decode/decode.hpp"
 #include "cuda/sm90/decode/producer.cuh"
+#include "cuda/sm90/decode/smem_optin.hpp"
 #include "cuda/sm90/decode/traits.cuh"
 
 namespace flashmfa::cuda::sm90 {
@@ -52,7 +50,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
-      Producer<D, WARPGROUPS, KV_SPLIT>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
+      Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
     if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<Tr::kConsumerRegs>();
@@ -60,7 +58,8 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     const int first_row =
         blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    Consumer<T, D, WARPGROUPS, KV_SPLIT>{p, sched, sm, kv_head, warpgroup, tid, first_row}.run(part);
+    Consumer<T, D, WARPGROUPS, KV_SPLIT>{{p, sched, sm, kv_head, warpgroup, tid, first_row}}.run(
+        part);
   }
 }
 
@@ -71,19 +70,7 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CU
   using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
   auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
-  // The attribute belongs to the function on the current device: raise it once per device.
-  constexpr int kMaxDevices = 64;
-  static std::array<std::once_flag, kMaxDevices> once;
-  static std::array<cudaError_t, kMaxDevices> attr_err{};
-  int device = 0;
-  FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= kMaxDevices)
-    throw Error(Status::invalid_argument, "flashmfa: CUDA device index out of range for sm90");
-  std::call_once(once[device], [&] {
-    attr_err[device] =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
-  });
-  FLASHMFA_CUDA_CHECK(attr_err[device]);
+  opt_in_smem<&decode_kernel<T, D, WARPGROUPS, KV_SPLIT>>(kSmem);
   const dim3 grid((p.s_q * p.q_per_kv + Tr::kBlockM - 1) / Tr::kBlockM, sched.num_parts, p.h_kv);
   kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, k_map, v_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());

@@ -11,6 +11,7 @@
 
 #include "cuda/sm90/decode/config.hpp"
 #include "cuda/sm90/decode/decode.hpp"
+#include "cuda/sm90/mla/mla.hpp"
 
 namespace flashmfa::cuda::sm90 {
 
@@ -125,12 +126,18 @@ void dispatch(const detail::DecodeParams& p, const Schedule& sched, const CUtens
 
 }  // namespace
 
+// MLA's shape: 576-wide K rows whose first 512 columns are V.
+bool is_mla(const detail::DecodeParams& p) {
+  return p.d_k == kMlaDk && p.d_v == kMlaDv && p.v_aliases_k;
+}
+
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (dev.cc_major != kComputeMajor || dev.cc_minor != kComputeMinor) return false;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (p.d_k != p.d_v) return false;
+  const bool mla = is_mla(p);
+  if (!mla && p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);
-  if (!compiled(p.d_k, shape.warpgroups, shape.kv_split)) return false;
+  if (!mla && !compiled(p.d_k, shape.warpgroups, shape.kv_split)) return false;
   if (p.page_size < kMinPageSize) return false;  // a tile would straddle pages
   if (!cache_ok(p.k, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
   if (!p.v_aliases_k && !cache_ok(p.v, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;
@@ -141,9 +148,12 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (!aligned(p.out, kOutAlignBytes) || (p.o_sb * kElemBytes) % kOutAlignBytes ||
       (p.o_ss * kElemBytes) % kOutAlignBytes || (p.o_sh * kElemBytes) % kOutAlignBytes)
     return false;
-  return SmemPlan(p.d_k, shape.warpgroups, stages_for(p.d_k, shape.warpgroups, shape.kv_split),
-                  shape.kv_split)
-             .launch_bytes() <= dev.smem_per_block_optin;
+  const size_t smem =
+      mla ? mla_plan().launch_bytes()
+          : decode_plan(p.d_k, shape.warpgroups,
+                        stages_for(p.d_k, shape.warpgroups, shape.kv_split), shape.kv_split)
+                .launch_bytes();
+  return smem <= dev.smem_per_block_optin;
 }
 
 KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, int warpgroups,
@@ -157,13 +167,28 @@ KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, i
   cfg.threads = (warpgroups + 1) * kWarpgroupThreads;
   cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split)
                    ? stages_for(cfg.d, warpgroups, cfg.kv_split) : 0;
-  cfg.smem_bytes = SmemPlan(cfg.d, warpgroups, cfg.stages, cfg.kv_split).launch_bytes();
+  cfg.smem_bytes = decode_plan(cfg.d, warpgroups, cfg.stages, cfg.kv_split).launch_bytes();
   if (cfg.smem_bytes > dev.smem_per_block_optin) cfg.stages = 0;
   cfg.ctas_per_sm = 1;  // the ring takes (nearly) all of an SM's shared memory
   return cfg;
 }
 
 KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
+  if (is_mla(p)) {
+    // Two consumer warpgroups on 64 rows, each owning half of d_v (mla/consumer.cuh).
+    KernelConfig cfg;
+    cfg.mla = true;
+    cfg.d = kMlaDk;
+    cfg.warpgroups = 2;
+    cfg.block_m = kRowsPerWarpgroup;
+    cfg.block_n = kBlockN;
+    cfg.threads = 3 * kWarpgroupThreads;
+    cfg.stages = kMlaStages;
+    cfg.smem_bytes = mla_plan().launch_bytes();
+    cfg.ctas_per_sm = 1;
+    (void)dev;
+    return cfg;
+  }
   const KernelConfig shape = default_shape(p);
   return make_config(p, dev, shape.warpgroups, shape.kv_split);
 }
@@ -172,6 +197,11 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
             cudaStream_t stream) {
   if (p.b == 0 || sched.num_parts == 0) return;
   const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
+  if (cfg.mla) {
+    if (p.dtype == DType::bf16) launch_mla_typed<__nv_bfloat16>(p, sched, k_map, stream);
+    else launch_mla_typed<__half>(p, sched, k_map, stream);
+    return;
+  }
   const CUtensorMap v_map =
       p.v_aliases_k ? k_map : make_cache_map(p, p.v, cfg.d, p.v_sp, p.v_st, p.v_sh);
   if (p.dtype == DType::bf16)

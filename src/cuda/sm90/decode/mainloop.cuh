@@ -28,7 +28,9 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   constexpr int kUnitsPerRow = D / kUnitElems;
   constexpr int kUnits = kRowsPerWarpgroup * kUnitsPerRow;
   constexpr int kPerThread = kUnits / THREADS;
-  constexpr int kBatch = kPerThread < 8 ? kPerThread : 8;  // loads in flight before stores
+  // Loads in flight before their stores: the largest divisor of kPerThread up to 8.
+  constexpr int kBatch = kPerThread % 8 == 0 ? 8 : kPerThread % 6 == 0 ? 6
+                       : kPerThread % 4 == 0 ? 4 : kPerThread % 2 == 0 ? 2 : 1;
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
@@ -74,23 +76,6 @@ __device__ void clear_tail(uint32_t slot, int valid, int tid, int threads) {
   }
 }
 
-// s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens). Waits for completion.
-template <class T, int D>
-__device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot) {
-  using Tr = Traits<D, 1>;
-  const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
-  const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
-  wgmma_fence();
-  static_for<Tr::kQkSteps>([&](auto kk) {
-    constexpr uint32_t kOff = (kk / Tr::kStepsPerAtom) * kAtomBytes +
-                              (kk % Tr::kStepsPerAtom) * kWgmmaK * kElemBytes;
-    wgmma_ss<T, kOff>(s, desc_q, desc_k, kk > 0);
-  });
-  wgmma_commit();
-  wgmma_wait<0>();
-  fence_regs(s);
-}
-
 // The 16-bit rounding error of p, as a second 16-bit value: p ~= hi + lo to ~2^-17.
 template <class T>
 __device__ __forceinline__ float rounding_rest(float x);
@@ -103,6 +88,85 @@ __device__ __forceinline__ float rounding_rest<__half>(float x) {
   return x - __half2float(__float2half_rn(x));
 }
 
+struct NoWait {
+  __device__ void operator()(int) const {}
+};
+
+// Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
+// waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
+// k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes).
+template <class T, int D, class BeforeAtom = NoWait>
+__device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
+                                         BeforeAtom before_atom = {}) {
+  constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
+  const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
+  const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
+  wgmma_fence();
+  static_for<D / kAtomCols>([&](auto at) {
+    before_atom(at);
+    static_for<kStepsPerAtom>([&](auto k) {
+      constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
+      wgmma_ss<T, kOff>(s, desc_q, desc_k, at + k > 0);
+    });
+  });
+  wgmma_commit();
+}
+
+// s = Q K^T; waits for completion.
+template <class T, int D>
+__device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot) {
+  issue_qk<T, D>(s, q_tile, k_slot);
+  wgmma_wait<0>();
+  fence_regs(s);
+}
+
+constexpr int kPvSteps = kBlockN / kWgmmaK;  // k-steps of O += P V: 16 tokens each
+
+// P (64 x 64 tokens) as wgmma A fragments, one per 16-token k-step: the f32 accumulator layout
+// of S packed to 16-bit pairs (`rest`: the rounding rest of each value instead, see gemm_pv).
+template <class T, bool REST = false>
+__device__ __forceinline__ void pack_p(const float (&pr)[kAccRegs], uint32_t (&a)[kPvSteps][4]) {
+  auto value = [](float x) {
+    if constexpr (REST) return rounding_rest<T>(x);
+    else return x;
+  };
+#pragma unroll
+  for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      a[kk][j] = pack2<T>(value(pr[8 * kk + 2 * j]), value(pr[8 * kk + 2 * j + 1]));
+}
+
+template <int ATOMS>
+__device__ __forceinline__ void fence_acc(float (&o)[ATOMS][kAccRegs]) {
+#pragma unroll
+  for (int at = 0; at < ATOMS; ++at) fence_regs(o[at]);
+}
+
+// Issues o (64 x 64 * ATOMS f32) += P (registers) V (64 tokens x 64 * ATOMS columns from
+// v_slot, MN-major, one 64-column atom per kAtomBytes) as one wgmma group; the caller waits.
+template <class T, int ATOMS>
+__device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
+                                         const uint32_t (&a)[kPvSteps][4], uint32_t v_slot) {
+  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
+  const uint64_t desc_v = make_desc(v_slot, kAtomBytes, kSwizzleGroupBytes);
+  // The accumulators (just rescaled) and the A fragments (just packed) must be final before
+  // wgmma.fence: otherwise the compiler may sink that arithmetic below it, and ptxas then
+  // injects its own waits around the wgmma (C7519) and serializes them.
+  fence_acc(o);
+#pragma unroll
+  for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" ::"r"(a[kk][j]) : "memory");
+  wgmma_fence();
+  static_for<kPvSteps>([&](auto kk) {
+    static_for<ATOMS>([&](auto at) {
+      wgmma_rs<T, at * kAtomBytes + kk * kStepBytes>(o[at], a[kk], desc_v);
+    });
+  });
+  wgmma_commit();
+}
+
 // o (64 x D f32, as D/64 accumulator tiles) += P (64 x 64 tokens, registers) V (64 x D).
 // Waits for completion. With `precise`, a second pass adds (P - round(P)) V: P rounded to
 // 16 bits alone errs by up to 2^-9 relative per weight, which the sum over a few hundred
@@ -113,35 +177,16 @@ template <class T, int D>
 __device__ __forceinline__ void gemm_pv(float (&o)[D / kAtomCols][kAccRegs],
                                         const float (&pr)[kAccRegs], uint32_t v_slot,
                                         bool precise) {
-  using Tr = Traits<D, 1>;
-  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
-  const uint64_t desc_v = make_desc(v_slot, kAtomBytes, kSwizzleGroupBytes);
-  uint32_t a[Tr::kPvSteps][4];
-  auto pass = [&] {
-    wgmma_fence();
-    static_for<Tr::kPvSteps>([&](auto kk) {
-      static_for<Tr::kAtoms>([&](auto at) {
-        wgmma_rs<T, at * kAtomBytes + kk * kStepBytes>(o[at], a[kk], desc_v);
-      });
-    });
-    wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int at = 0; at < Tr::kAtoms; ++at) fence_regs(o[at]);
-  };
-#pragma unroll
-  for (int kk = 0; kk < Tr::kPvSteps; ++kk)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) a[kk][j] = pack2<T>(pr[8 * kk + 2 * j], pr[8 * kk + 2 * j + 1]);
-  pass();
+  uint32_t a[kPvSteps][4];
+  pack_p<T>(pr, a);
+  issue_pv<T, D / kAtomCols>(o, a, v_slot);
+  wgmma_wait<0>();
+  fence_acc(o);
   if (precise) {
-#pragma unroll
-    for (int kk = 0; kk < Tr::kPvSteps; ++kk)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        a[kk][j] = pack2<T>(rounding_rest<T>(pr[8 * kk + 2 * j]),
-                            rounding_rest<T>(pr[8 * kk + 2 * j + 1]));
-    pass();
+    pack_p<T, true>(pr, a);
+    issue_pv<T, D / kAtomCols>(o, a, v_slot);
+    wgmma_wait<0>();
+    fence_acc(o);
   }
 }
 

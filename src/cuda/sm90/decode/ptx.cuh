@@ -90,6 +90,15 @@ __device__ __forceinline__ void st_shared(uint32_t addr, uint4 v) {
 __device__ __forceinline__ void st_shared(uint32_t addr, int32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
+// A store only where `pred` holds, without a branch: code between a wgmma and its wait must not
+// diverge, or ptxas serializes the wgmma (C7518).
+__device__ __forceinline__ void st_shared_if(bool pred, uint32_t addr, int32_t v) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p st.shared.b32 [%1], %2;\n}\n" ::"r"(
+          int(pred)),
+      "r"(addr), "r"(v)
+      : "memory");
+}
 __device__ __forceinline__ int32_t ld_shared_s32(uint32_t addr) {
   int32_t v;
   asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
@@ -137,6 +146,12 @@ __device__ __forceinline__ void fence_proxy_async() {
 // Named barrier over `threads` threads (a multiple of 32); id 0 is __syncthreads'.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Arrives at a named barrier without waiting; the threads that bar.sync on it see this
+// thread's earlier shared-memory writes once they pass it (producer/consumer hand-off).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // Hands registers back to / takes them from the SM's pool for the whole warp group. Needs a

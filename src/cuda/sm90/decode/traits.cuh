@@ -4,7 +4,11 @@
 
 #include <cstdint>
 
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/config.hpp"
+#include "cuda/sm90/decode/ptx.cuh"
+#include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
 namespace flashmfa::cuda::sm90 {
@@ -16,6 +20,8 @@ enum class NamedBarrier : int {
                    // is cleared (a slot read by that warpgroup alone)
   kConsumers = 3,  // every consumer thread: a shared slot's tail is cleared, the shared Q
                    // tile is stored, KV-split merge steps
+  kPReady = 4,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
+                   // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
 };
 
 template <int D, int WARPGROUPS, bool KV_SPLIT = false>
@@ -27,6 +33,7 @@ struct Traits {
   static_assert(!KV_SPLIT || WARPGROUPS == 2, "a KV split takes two consumer warpgroups");
 
   static constexpr bool kKvSplit = KV_SPLIT;
+  static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT);
   static_assert(kStages >= kMinStages, "the ring does not fit in shared memory");
   // Query rows per CTA: 64 per warpgroup, or 64 shared by both under a KV split.
@@ -41,7 +48,7 @@ struct Traits {
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;  // + the producer's
   // Warps that read each slot (the arrivals its empty barrier waits for).
   static constexpr int kReadersPerSlot = KV_SPLIT ? kWarpsPerWarpgroup : kConsumerWarps;
-  static constexpr SmemPlan kPlan = SmemPlan(D, WARPGROUPS, kStages, KV_SPLIT);
+  static constexpr SmemPlan kPlan = decode_plan(D, WARPGROUPS, kStages, KV_SPLIT);
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
@@ -60,24 +67,27 @@ struct SmemView {
   uint32_t kv;     // (STAGES, BLOCK_N, D)
   uint32_t xchg;   // (64 x D/2) f32, KV split only
   uint32_t stats;  // (2, 64, 2) f32, KV split only
-  uint32_t full;   // (kMaxStages) mbarriers
-  uint32_t empty;  // (kMaxStages) mbarriers
-  uint32_t valid;  // (kMaxStages) i32
+  uint32_t full;   // (STAGES, full_per_stage) mbarriers
+  uint32_t empty;  // (STAGES) mbarriers
   uint32_t slot_bytes;
   uint32_t q_bytes;
+  uint32_t full_per_stage;
 
   __device__ SmemView(uint32_t base, SmemPlan plan)
       : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
         xchg(base + uint32_t(plan.xchg)), stats(base + uint32_t(plan.stats)),
         full(base + uint32_t(plan.full)),
-        empty(base + uint32_t(plan.empty)), valid(base + uint32_t(plan.valid)),
-        slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)) {}
+        empty(base + uint32_t(plan.empty)),
+        slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
+        full_per_stage(uint32_t(plan.full_per_stage)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
-  __device__ uint32_t full_bar(int stage) const { return full + stage * sizeof(uint64_t); }
+  // The slot's full barrier, or that of its 64-column atom `atom` (full_per_stage > 1).
+  __device__ uint32_t full_bar(int stage, int atom = 0) const {
+    return full + (uint32_t(stage) * full_per_stage + atom) * sizeof(uint64_t);
+  }
   __device__ uint32_t empty_bar(int stage) const { return empty + stage * sizeof(uint64_t); }
-  __device__ uint32_t valid_at(int stage) const { return valid + stage * sizeof(int32_t); }
 };
 
 // Byte offset of 16-byte unit `unit` (of D / 8) in row `row` of a 128B-swizzled tile whose
@@ -87,6 +97,27 @@ __device__ __forceinline__ uint32_t swizzled_offset(int row, int unit) {
   const int atom = unit / kUnitsPerAtomRow, u = unit % kUnitsPerAtomRow;
   return uint32_t(atom) * kAtomBytes + uint32_t(row) * kSwizzleRowBytes +
          uint32_t((u ^ (row % kSwizzleGroupRows)) * kDescUnitBytes);
+}
+
+// Where tile `blk` of work item `it` comes from, and how many of its 64 rows hold tokens of the
+// sequence: 0 when its page index lies outside [0, num_pages) (the tile is never loaded). The
+// producer and the consumers each derive it from the block table (read-only during the kernel),
+// so nothing about a slot passes through shared memory beside the TMA bytes themselves.
+struct TileSource {
+  int page;      // page index from the block table
+  int in_page;   // first token of the tile inside its page
+  int valid;     // rows [0, valid) hold loaded tokens
+  bool page_ok;
+};
+__device__ __forceinline__ TileSource tile_source(const detail::DecodeParams& p,
+                                                  const WorkItem& it, int blk) {
+  const int token = blk * kBlockN;
+  TileSource t;
+  t.page = p.block_table[int64_t(it.seq) * p.bt_sb + (token >> p.log2_page_size)];
+  t.page_ok = t.page >= 0 && t.page < p.num_pages;
+  t.valid = t.page_ok ? min(kBlockN, it.seqlen - token) : 0;
+  t.in_page = token & (p.page_size - 1);
+  return t;
 }
 
 // Position of a slot in a ring of slots [begin, end) and the parity of its current fill.
@@ -122,5 +153,45 @@ template <bool KV_SPLIT>
 __device__ __forceinline__ int tile_owner(int blk, int block_begin) {
   return KV_SPLIT ? (blk - block_begin) & 1 : 0;
 }
+
+// What every consumer warpgroup of a CTA knows about itself, and the synchronization it shares
+// with the other consumers (CONSUMER_THREADS: all consumer threads of the CTA).
+template <int CONSUMER_THREADS>
+struct ConsumerBase {
+  const detail::DecodeParams& p;
+  const Schedule& sched;
+  const SmemView& sm;
+  int kv_head;
+  int warpgroup;  // 0 .. CONSUMER_THREADS / 128 - 1
+  int tid;        // thread index among all consumer threads
+  int first_row;  // this warpgroup's first query row of the KV head
+
+  __device__ int wg_tid() const { return tid % kWarpgroupThreads; }
+  __device__ int warp() const { return wg_tid() / kWarpSize; }
+  __device__ int lane() const { return tid % kWarpSize; }
+
+  __device__ void sync_own() const {
+    named_barrier_sync(int(NamedBarrier::kWarpgroup) + warpgroup, kWarpgroupThreads);
+  }
+  __device__ void sync_all() const {
+    named_barrier_sync(int(NamedBarrier::kConsumers), CONSUMER_THREADS);
+  }
+
+  // One arrival per warp on the slot's empty barrier, after the warp's reads of it completed.
+  __device__ void release(const RingPos& pos) const {
+    __syncwarp();
+    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage));
+  }
+
+  // Last visible token + 1 of the thread's two rows (causal: query token tq sees cached tokens
+  // j <= seqlen - s_q + tq). Rows past s_q * q_per_kv see everything; they are not written.
+  __device__ void visible_rows(const WorkItem& it, int (&visible)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      const int row = first_row + 16 * warp() + lane() / kQuadLanes + 8 * h;
+      visible[h] = p.causal ? max(0, it.seqlen - p.s_q + row / p.q_per_kv + 1) : it.seqlen;
+    }
+  }
+};
 
 }  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,257 @@
+// flashmfa CUDA, Hopper path: the MLA consumers -- two warpgroups on the same 64 query rows,
+// each owning half of the 64 x 512 output (O is 256 f32 registers per thread for one
+// warpgroup: too many), taking turns at S = Q K^T ("seesaw").
+//
+// Tile j of a work item is owned by warpgroup j % 2. Its owner computes S_j = Q K_j^T over
+// all 576 columns, runs the online softmax from the row max the other warpgroup left after
+// tile j - 1, and publishes P_j (16-bit, in its wgmma A-fragment order), the new row max and
+// the rescale factor alpha_j; both warpgroups then add P_j V_j to their half of O (V_j = the
+// first 512 columns of the K tile, the same shared-memory slot). Per warpgroup and own tile j:
+//
+//   take P_{j-1}, alpha_{j-1} (bar.sync) -> O *= alpha_{j-1} -> issue O += P_{j-1} V_{j-1}
+//   -> wait K_j -> issue S_j = Q K_j^T -> wait P V_{j-1}, release j-1 -> wait S_j -> softmax_j
+//   -> publish P_j (bar.arrive) -> O *= alpha_j -> O += P_j V_j -> release j
+//
+// so one warpgroup's softmax runs while the tensor cores work on the other's products, every
+// 64 x 64 x 576 product is computed once, and a slot is released as soon as both halves of
+// its P V are done (it does not wait for the next tile to land). The hand-off is a named-barrier pair per
+// direction; P and the row state sit in one buffer each because every thread reads exactly
+// the words its counterpart (same thread index, same rows) wrote, before writing its own.
+#pragma once
+
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/epilogue.cuh"
+#include "cuda/sm90/decode/mainloop.cuh"
+#include "cuda/sm90/decode/ptx.cuh"
+#include "cuda/sm90/decode/softmax.cuh"
+#include "cuda/sm90/decode/traits.cuh"
+
+namespace flashmfa::cuda::sm90 {
+
+struct MlaTraits {
+  static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
+  static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
+  static constexpr int kStages = kMlaStages;
+  static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
+  static constexpr int kOutAtoms = kMlaDv / kAtomCols / 2;           // 4 per warpgroup
+  static constexpr int kWarpgroups = 2;
+  static constexpr int kConsumerThreads = kWarpgroups * kWarpgroupThreads;
+  static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;
+  static constexpr int kReadersPerSlot = kWarpgroups * kWarpsPerWarpgroup;
+  static constexpr SmemPlan kPlan = mla_plan();
+  static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * kMlaDk * kElemBytes;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+  static_assert(kPlan.launch_bytes() <= kSm90SmemOptin, "MLA plan exceeds shared memory");
+  static_assert(kPlan.stats - kPlan.xchg == kPvSteps * 4 * kWarpgroupThreads * sizeof(uint32_t),
+                "xchg holds one P tile in A-fragment order");
+};
+
+template <class T>
+struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
+  using Tr = MlaTraits;
+  using Base = ConsumerBase<Tr::kConsumerThreads>;
+  using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
+      Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
+      Base::release;
+  using Out = float[Tr::kOutAtoms][kAccRegs];
+
+  // stats: [0, 64) row max after the last published tile, [64, 128) its alpha, [128, 256) the
+  // two warpgroups' row sums at the end of an item.
+  __device__ uint32_t stat(int which, int row) const {
+    return sm.stats + uint32_t((which * kRowsPerWarpgroup + row) * sizeof(float));
+  }
+  __device__ int row_of(int h) const { return 16 * warp() + lane() / kQuadLanes + 8 * h; }
+  // Word (kk, j) of this thread's P fragment in xchg: consecutive threads, consecutive words.
+  __device__ uint32_t p_word(int kk, int j) const {
+    return sm.xchg + uint32_t(((kk * 4 + j) * kWarpgroupThreads + wg_tid()) * sizeof(uint32_t));
+  }
+  // This warpgroup's half of the V columns of the slot.
+  __device__ uint32_t v_half(const RingPos& pos) const {
+    return sm.slot(pos.stage) + uint32_t(warpgroup * Tr::kOutAtoms * kAtomBytes);
+  }
+
+  // Every atom of the slot at `pos` has landed.
+  __device__ void wait_slot(const RingPos& pos) const {
+#pragma unroll 1
+    for (int a = 0; a < Tr::kAtoms; ++a) mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
+  }
+
+  __device__ static void scale(Out& o, const float (&alpha)[kRowsPerThread]) {
+#pragma unroll
+    for (int at = 0; at < Tr::kOutAtoms; ++at)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+  }
+  // The other warpgroup's tile rescales this warpgroup's share of the row sums as well.
+  __device__ static void scale(OnlineSoftmax& softmax, const float (&alpha)[kRowsPerThread]) {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.sum[h] *= alpha[h];
+  }
+
+  // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
+  // it. (The caller has waited for that tile's slot itself, so that the TMA bytes are visible
+  // to its own wgmma too; the spin loop of that wait must not sit between a wgmma and its wait.)
+  __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
+                       float (&alpha)[kRowsPerThread]) const {
+    named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) a[kk][j] = uint32_t(ld_shared_s32(p_word(kk, j)));
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      softmax.max[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
+      alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
+    }
+  }
+
+  // Publishes this warpgroup's P and row state for the other warpgroup.
+  __device__ void publish(const uint32_t (&a)[kPvSteps][4], const OnlineSoftmax& softmax,
+                          const float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) st_shared(p_word(kk, j), int32_t(a[kk][j]));
+    // The quad's other lanes read the previous row state before this lane overwrites it.
+    __syncwarp();
+    const bool writer = lane() % kQuadLanes == 0;
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
+      st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
+    }
+    named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
+  }
+
+  // Own tile at `pos` (tokens [token, token + 64), `valid` of them loaded); `prev`: the other
+  // warpgroup's tile just before it, if `has_prev`.
+  __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
+                           bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                           Out& o, OnlineSoftmax& softmax) const {
+    // The other warpgroup's tile first: its slot is released as soon as this product is done,
+    // whether or not tile j has landed (the ring has two slots, so the load of tile j + 1
+    // waits for that release). O is rescaled while no wgmma is in flight (ptxas would
+    // otherwise insert its own wait).
+    uint32_t a_prev[kPvSteps][4];
+    float alpha[kRowsPerThread];
+    if (has_prev) {
+      wait_slot(prev);
+      take(a_prev, softmax, alpha);
+      scale(softmax, alpha);
+      scale(o, alpha);
+      issue_pv<T, Tr::kOutAtoms>(o, a_prev, v_half(prev));
+    }
+    if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
+      wait_slot(pos);
+      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+      fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
+      sync_own();
+    }
+    float s[kAccRegs];
+    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
+    issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
+      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      wgmma_fence();
+    });
+    if (has_prev) {
+      wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
+      fence_acc(o);
+      release(prev);
+    }
+    wgmma_wait<0>();
+    fence_regs(s);
+    int limit[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    uint32_t a[kPvSteps][4];
+    pack_p<T>(s, a);
+    publish(a, softmax, alpha);
+    scale(o, alpha);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+    wgmma_wait<0>();
+    fence_acc(o);
+    release(pos);
+  }
+
+  // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
+  __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
+    uint32_t a[kPvSteps][4];
+    float alpha[kRowsPerThread];
+    wait_slot(pos);
+    take(a, softmax, alpha);
+    scale(softmax, alpha);
+    scale(o, alpha);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+    wgmma_wait<0>();
+    fence_acc(o);
+    release(pos);
+  }
+
+  __device__ void run(int part) const {
+    const uint32_t q_tile = sm.query(0);
+    RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
+
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      sync_all();  // the previous item's products have read Q, its row sums have been read
+      load_query<T, kMlaDk, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+      fence_proxy_async();  // Q is read by wgmma
+      sync_all();
+      int visible[kRowsPerThread];
+      Base::visible_rows(it, visible);
+
+      Out o;
+#pragma unroll
+      for (int at = 0; at < Tr::kOutAtoms; ++at)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
+      OnlineSoftmax softmax;
+      softmax.reset();
+
+      // Tiles in order; an own tile consumes the other warpgroup's tile pending before it.
+      bool pending = false;
+      RingPos pending_pos = pos;
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+        if (((blk - it.block_begin) & 1) == warpgroup) {
+          own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
+                   visible, q_tile, o, softmax);
+          pending = false;
+        } else {
+          pending = true;
+          pending_pos = pos;
+        }
+        pos.advance();
+      }
+      if (pending) other_tile(pending_pos, o, softmax);
+      finish(it, o, softmax);
+    }
+  }
+
+  // End of an item: both warpgroups hold the final row max; the row sum is the sum of their
+  // shares (each added its own tiles' numerators and applied every alpha).
+  __device__ void finish(const WorkItem& it, Out& o, const OnlineSoftmax& softmax) const {
+    float l[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      l[h] = quad_sum(softmax.sum[h]);
+      if (lane() % kQuadLanes == 0) st_shared(stat(2 + warpgroup, row_of(h)), __float_as_int(l[h]));
+    }
+    sync_all();
+    float inv[kRowsPerThread], lse[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      const float total = l[h] + __int_as_float(ld_shared_s32(stat(3 - warpgroup, row_of(h))));
+      const bool any = total > 0.f;
+      inv[h] = any ? 1.f / total : 0.f;
+      lse[h] = any ? (softmax.max[h] + __log2f(total)) * kLn2 : -INFINITY;
+    }
+    store_rows<T, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv, lse,
+                                 warpgroup == 0, warpgroup * Tr::kOutAtoms);
+  }
+};
+
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,7 @@
+// flashmfa CUDA, Hopper path: the bf16 instance of the MLA decode kernel.
+#include "cuda/sm90/mla/kernel.cuh"
+
+namespace flashmfa::cuda::sm90 {
+template void launch_mla_typed<__nv_bfloat16>(const detail::DecodeParams&, const Schedule&,
+                                    const CUtensorMap&, cudaStream_t);
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,18 @@
+// flashmfa CUDA, Hopper path (sm_90a only): the MLA decode kernel's typed entry points, called
+// by the sm90 host side (decode/launch.cu), which owns supports()/choose()/launch().
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "core/params.hpp"
+#include "cuda/common/schedule.cuh"
+
+namespace flashmfa::cuda::sm90 {
+
+// Defined in kernel_bf16.cu / kernel_f16.cu. k_map: the cache as a 576-column tensor map.
+template <class T>
+void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
+                      const CUtensorMap& k_map, cudaStream_t stream);
+
+}  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,231 @@
+// flashmfa GPU tests: the split-KV combine (one CTA per partial row, programmatic dependent
+// launch behind the decode kernel) and the scheduler's "one part per sequence" rule, against
+// the float64 reference: one long sequence cut over every part, batches mixing empty, short
+// and long sequences, out rows that are not 4-byte aligned (element-wise stores), and two calls
+// sharing one workspace back to back on one stream.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <sstream>
+#include <tuple>
+
+#include "gpu_problem.hpp"
+
+namespace flashmfa::gputest {
+namespace {
+
+using testing::ProblemSpec;
+
+std::string describe(const ProblemSpec& s) {
+  std::ostringstream os;
+  os << s.variant.name() << " " << dtype_name(s.dtype) << " b=" << s.b << " s_q=" << s.s_q
+     << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size
+     << " causal=" << s.causal;
+  if (s.b <= 8) {
+    os << " lens=";
+    for (int l : s.seqlens) os << l << ",";
+  }
+  return os.str();
+}
+
+// One long sequence split over every part: n = num_parts partial slots per row, more than the
+// 8-deep unroll of every split group (d_v 256: 4 groups, 512: 2, 64: 16). Each case runs on
+// the automatically chosen kernel and on the portable one (both trigger the combine's launch).
+constexpr DecodeArgs::Path kPaths[] = {DecodeArgs::Path::automatic, DecodeArgs::Path::portable};
+TEST(CudaCombine, OneLongSequenceManySplits) {
+  SKIP_WITHOUT_GPU();
+  struct Case { Variant v; int h_q, h_kv, s_q; bool causal; DType dtype; };
+  const Case cases[] = {
+      {Variant::mfa(), 64, 1, 1, false, DType::bf16},   // MFA h_q 64, d_v 256
+      {Variant::mfa(), 64, 1, 1, false, DType::f16},
+      {Variant::mla(), 16, 1, 1, false, DType::bf16},   // MLA h_q 16, d_v 512
+      {Variant::mla(), 16, 1, 2, true, DType::f16},
+      {Variant::mqa(64), 16, 4, 1, false, DType::bf16}, // GQA 16/4, d_v 64
+      {Variant::mfa_kr(64), 8, 2, 2, true, DType::bf16},
+      {Variant::mqa(128), 32, 8, 1, false, DType::f16}, // GQA 32/8, d_v 128
+  };
+  for (const Case& c : cases) {
+    ProblemSpec s;
+    s.variant = c.v;
+    s.dtype = c.dtype;
+    s.h_q = c.h_q;
+    s.h_kv = c.h_kv;
+    s.s_q = c.s_q;
+    s.causal = c.causal;
+    s.b = 1;
+    s.seqlens = {20000};
+    s.seed = 7000 + c.h_q + c.v.d_v;
+    for (DecodeArgs::Path path : kPaths) {
+      const std::string label =
+          describe(s) + (path == DecodeArgs::Path::portable ? " portable" : " automatic");
+      const Plan p = run_and_check(s, label, path);
+      EXPECT_GT(p.num_parts, 8) << label << ": the sequence should be cut into many splits";
+    }
+  }
+}
+
+// Sequences shorter than their part's fixed cost: with b = 1 and a length of 0 or 1 the cost
+// axis (a few units) is cut into many 1-unit parts, so the sequence is split over several
+// parts of which all (length 0: lse = -inf, out must be exactly 0) or all but one are empty.
+TEST(CudaCombine, TinySequencesSplitIntoEmptyPartials) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mfa(), Variant::mla(), Variant::mqa(64)}) {
+    const std::vector<int> batches[] = {{0}, {1}, {0, 0}, {2, 0}};
+    for (const std::vector<int>& lens : batches) {
+      ProblemSpec s;
+      s.variant = v;
+      s.h_kv = v == Variant::mqa(64) ? 2 : 1;
+      s.h_q = s.h_kv * 8;
+      s.b = int(lens.size());
+      s.seqlens = lens;
+      run_and_check(s, describe(s));
+    }
+  }
+}
+
+// Empty, short and long sequences mixed: parts span several short sequences, long ones are
+// split over many parts, and empty ones may straddle a part boundary (split, all partials
+// empty).
+TEST(CudaCombine, MixedEmptyShortLongBatch) {
+  SKIP_WITHOUT_GPU();
+  struct Case { Variant v; int h_q, h_kv, s_q; bool causal; };
+  const Case cases[] = {{Variant::mfa(), 64, 1, 1, false},
+                        {Variant::mla(), 16, 1, 2, true},
+                        {Variant::mqa(64), 32, 8, 1, false}};
+  for (const Case& c : cases) {
+    ProblemSpec s;
+    s.variant = c.v;
+    s.h_q = c.h_q;
+    s.h_kv = c.h_kv;
+    s.s_q = c.s_q;
+    s.causal = c.causal;
+    s.b = 48;
+    for (int i = 0; i < s.b; ++i) {
+      switch (i % 4) {
+        case 0: s.seqlens.push_back(0); break;
+        case 1: s.seqlens.push_back(1 + (i * 13) % 60); break;
+        case 2: s.seqlens.push_back(i % 8 == 2 ? 0 : 200 + i); break;
+        default: s.seqlens.push_back(2500 + i * 97); break;
+      }
+    }
+    s.seed = 8000 + c.h_q;
+    for (DecodeArgs::Path path : kPaths)
+      run_and_check(s, describe(s) + (path == DecodeArgs::Path::portable ? " portable" : ""),
+                     path);
+  }
+}
+
+// out rows 2-byte aligned only (the pointer one element past a 4-byte boundary, odd head
+// stride): the combine falls back to element-wise stores, the decode kernels to theirs.
+TEST(CudaCombine, UnalignedOutRows) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mfa(), Variant::mla()}) {
+    ProblemSpec s;
+    s.variant = v;
+    s.h_q = 16;
+    s.b = 3;
+    s.s_q = 2;
+    s.seqlens = {6000, 0, 33};
+    const std::string label = describe(s) + " (unaligned out)";
+    testing::HostProblem h = testing::make_problem(s);
+    DeviceProblem d(h);
+    const int64_t d_v = v.d_v, sh = d_v + 1, ss = s.h_q * sh, sb = s.s_q * ss;
+    DeviceBuffer padded((size_t(s.b) * sb + 1) * sizeof(uint16_t));
+    ASSERT_NE(padded.get(), nullptr);
+    CUDA_OK(cudaMemset(padded.get(), 0xff, padded.bytes()));
+    DecodeArgs args = d.args;
+    uint16_t* const out0 = static_cast<uint16_t*>(padded.get()) + 1;  // 2-byte aligned only
+    args.out = make_view(out0, s.dtype, {s.b, s.s_q, s.h_q, d_v}, {sb, ss, sh, 1},
+                         {DeviceType::cuda, 0});
+    d.poison();
+    const Plan p = plan(args, d.workspace.get(), d.workspace.bytes());
+    run(p, args);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(read_error_flags(p), 0u) << label;
+    std::vector<uint16_t> raw, out(h.out.size());
+    std::vector<float> lse;
+    padded.download(raw);
+    d.lse.download(lse);
+    for (int i = 0; i < s.b; ++i)
+      for (int t = 0; t < s.s_q; ++t)
+        for (int hq = 0; hq < s.h_q; ++hq)
+          for (int64_t c = 0; c < d_v; ++c)
+            out[((size_t(i) * s.s_q + t) * s.h_q + hq) * d_v + c] =
+                raw[1 + i * sb + t * ss + hq * sh + c];
+    const std::string why = compare_with_reference(h, out, lse);
+    EXPECT_TRUE(why.empty()) << label << ": " << why;
+  }
+}
+
+// The scheduler gives one part per sequence when the batch is just below the parts the SMs
+// give (at most ~3% of them idle), and keeps the SM count's parts otherwise.
+TEST(CudaCombine, PartsEqualBatchJustBelowSmParts) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mfa(), Variant::mla()}) {
+    ProblemSpec s;
+    s.variant = v;
+    s.h_q = v == Variant::mfa() ? 64 : 16;
+    s.b = 1;
+    s.seqlens = {100};
+    testing::HostProblem h1 = testing::make_problem(s);
+    DeviceProblem d1(h1);
+    const int sm_parts = d1.plan().num_parts;  // the part count does not depend on b
+    if (sm_parts <= 2) GTEST_SKIP() << "too few parts on this device for the rule to matter";
+    const int slack = std::max(1, sm_parts / 32);
+    for (int b : {sm_parts - 1, sm_parts - slack, sm_parts - slack - 1, sm_parts}) {
+      s.b = b;
+      s.seqlens.assign(b, 100);
+      s.seqlens[0] = 101;
+      s.seed = 9000 + b;
+      const std::string label = describe(s);
+      const Plan p = run_and_check(s, label);
+      const bool rule = b < sm_parts && b >= sm_parts - slack;
+      EXPECT_EQ(p.num_parts, rule ? b : sm_parts) << label;
+      EXPECT_EQ(p.num_slots, 2 * p.num_parts) << label;
+    }
+  }
+}
+
+// Two calls sharing one workspace back to back on one stream, no synchronization between
+// them: the second plan rewrites the schedule and the second decode the partials, so the first
+// combine (launched with programmatic serialization) must have finished before either.
+TEST(CudaCombine, BackToBackCallsShareOneWorkspace) {
+  SKIP_WITHOUT_GPU();
+  ProblemSpec a;
+  a.variant = Variant::mfa();
+  a.h_q = 64;
+  a.b = 2;
+  a.seqlens = {12000, 3000};
+  a.seed = 11;
+  ProblemSpec b = a;
+  b.seqlens = {2000, 9000};
+  b.seed = 12;
+  testing::HostProblem ha = testing::make_problem(a), hb = testing::make_problem(b);
+  DeviceProblem da(ha), db(hb);
+  DeviceBuffer ws(std::max(da.workspace.bytes(), db.workspace.bytes()));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (int round = 0; round < 3; ++round) {
+    da.poison();
+    db.poison();
+    CUDA_OK(cudaDeviceSynchronize());
+    const Plan pa = plan(da.args, ws.get(), ws.bytes(), stream);
+    run(pa, da.args, stream);
+    const Plan pb = plan(db.args, ws.get(), ws.bytes(), stream);
+    run(pb, db.args, stream);
+    CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(read_error_flags(pb, stream), 0u);
+    for (auto [h, d, name] : {std::tuple{&ha, &da, "first"}, std::tuple{&hb, &db, "second"}}) {
+      std::vector<uint16_t> out;
+      std::vector<float> lse;
+      d->out.download(out);
+      d->lse.download(lse);
+      const std::string why = compare_with_reference(*h, out, lse);
+      EXPECT_TRUE(why.empty()) << name << " call, round " << round << ": " << why;
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+}  // namespace flashmfa::gputest

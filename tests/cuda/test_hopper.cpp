@@ -1,0 +1,83 @@
+// flashmfa GPU tests: the Hopper (sm_90a) fast paths forced with DecodeArgs::Path::hopper, so a
+// shape the path stops covering fails here instead of passing quietly on the portable kernel.
+// Run on compute capability 9.0 devices of a build that includes sm_90; skipped elsewhere.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "gpu_problem.hpp"
+
+namespace flashmfa::gputest {
+namespace {
+
+using testing::ProblemSpec;
+
+bool have_hopper_path() {
+  if (!have_gpu()) return false;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return false;
+  return prop.major == 9 && prop.minor == 0 && build_info().find("sm_90") != std::string::npos;
+}
+
+#define SKIP_WITHOUT_HOPPER_PATH()                                                     \
+  if (!have_hopper_path()) GTEST_SKIP() << "no sm_90 device or no sm_90 build: skipped"
+
+std::string describe(const ProblemSpec& s) {
+  std::string lens;
+  for (int l : s.seqlens) lens += (lens.empty() ? "" : ",") + std::to_string(l);
+  return s.variant.name() + " " + (s.dtype == DType::bf16 ? "bf16" : "f16") +
+         " h_q=" + std::to_string(s.h_q) + " h_kv=" + std::to_string(s.h_kv) +
+         " s_q=" + std::to_string(s.s_q) + (s.causal ? " causal" : "") +
+         " page=" + std::to_string(s.page_size) + " lens=" + lens;
+}
+
+// MLA (d_k 576, d_v 512 from the K rows): the seesaw kernel's every row count and tail case.
+// Lengths: empty, one token, a partial first tile, a single full tile, an odd and an even tile
+// count (which warpgroup owns the last tile), and one long enough to be split over parts.
+TEST(HopperPath, MlaMatchesReference) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (DType dtype : {DType::bf16, DType::f16})
+    for (int h_q : {1, 3, 9, 16, 63, 64, 126, 128})
+      for (int s_q : {1, 2, 4})
+        for (bool causal : {false, true}) {
+          ProblemSpec s;
+          s.variant = Variant::mla();
+          s.dtype = dtype;
+          s.h_q = h_q;
+          s.s_q = s_q;
+          s.causal = causal;
+          s.page_size = n % 3 == 2 ? 256 : 64;
+          s.b = 6;
+          s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
+          s.seed = 4000 + n++;
+          run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+        }
+}
+
+// More than one KV head, s_q up to 16, and lengths whose tiles wrap the two-slot ring many
+// times inside one work item.
+TEST(HopperPath, MlaHeadsAndLongItems) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  const struct { int h_kv, h_q, s_q, b, len; bool causal; } cases[] = {
+      {2, 16, 1, 3, 700, false}, {8, 16, 2, 2, 300, true}, {1, 128, 16, 2, 900, true},
+      {1, 32, 1, 2, 12000, false}, {1, 128, 1, 1, 40000, false}};
+  int n = 0;
+  for (const auto& c : cases) {
+    ProblemSpec s;
+    s.variant = Variant::mla();
+    s.h_kv = c.h_kv;
+    s.h_q = c.h_q;
+    s.s_q = c.s_q;
+    s.causal = c.causal;
+    s.b = c.b;
+    s.seqlens.assign(c.b, c.len);
+    s.seqlens[0] = c.len - 13;
+    s.seed = 5000 + n++;
+    run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+  }
+}
+
+}  // namespace
+}  // namespace flashmfa::gputest

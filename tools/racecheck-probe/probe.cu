@@ -1,0 +1,61 @@
+// Does compute-sanitizer's racecheck model the synchronization patterns of the sm_90a kernels?
+// Each kernel hands data from one consumer warpgroup to the other through shared memory, in a
+// block of 384 threads whose first warpgroup never joins the barriers (the producer's place).
+//   bar_sync   : writer stores; bar.sync(3, 256) by both warpgroups; reader loads   (correct)
+//   bar_arrive : writer stores, bar.arrive(4, 256); reader bar.sync(4, 256), loads (correct)
+//   syncthreads: every thread of the block at __syncthreads between store and load (correct)
+//   racy       : no barrier at all                                                  (a race)
+// Build and run on the GPU machine:
+//   nvcc -arch=sm_90a -lineinfo -o /tmp/probe tools/racecheck-probe/probe.cu
+//   for k in bar_sync bar_arrive syncthreads racy; do
+//     compute-sanitizer --tool racecheck /tmp/probe $k; done
+#include <cstdio>
+#include <cstring>
+
+__device__ __forceinline__ void bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+
+template <int MODE>
+__global__ void handoff(int* out) {
+  __shared__ int buf[128];
+  const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+  if (MODE == 2) {
+    if (wg == 1) buf[t] = t * 3;
+    __syncthreads();
+    if (wg == 2) out[t] = buf[t];
+    return;
+  }
+  if (wg == 0) return;  // the producer warpgroup: never at the consumers' barriers
+  for (int round = 0; round < 4; ++round) {
+    if (wg == 1) {
+      buf[t] = t * 3 + round;
+      if (MODE == 0) bar_sync(3, 256);
+      if (MODE == 1) bar_arrive(4, 256);
+      if (MODE == 0) bar_sync(3, 256);   // the reader is done before the next round's store
+      if (MODE == 1) bar_sync(5, 256);
+    } else {
+      if (MODE == 0) bar_sync(3, 256);
+      if (MODE == 1) bar_sync(4, 256);
+      out[round * 128 + t] = buf[t];
+      if (MODE == 0) bar_sync(3, 256);
+      if (MODE == 1) bar_arrive(5, 256);
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  const char* mode = argc > 1 ? argv[1] : "bar_sync";
+  int* out = nullptr;
+  cudaMalloc(&out, 512 * sizeof(int));
+  if (!strcmp(mode, "bar_sync")) handoff<0><<<1, 384>>>(out);
+  else if (!strcmp(mode, "bar_arrive")) handoff<1><<<1, 384>>>(out);
+  else if (!strcmp(mode, "syncthreads")) handoff<2><<<1, 384>>>(out);
+  else handoff<3><<<1, 384>>>(out);
+  const cudaError_t e = cudaDeviceSynchronize();
+  printf("%s: %s\n", mode, cudaGetErrorString(e));
+  return e == cudaSuccess ? 0 : 1;
+}
