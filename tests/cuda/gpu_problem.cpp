@@ -46,7 +46,7 @@ Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
                    DecodeArgs::Path path) {
   testing::HostProblem h = testing::make_problem(spec);
   DeviceProblem d(h);
-  d.args.path = path;
+  d.set_path(path);
   d.poison();
   const Plan p = d.plan();
   run(p, d.args);

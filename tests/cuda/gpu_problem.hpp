@@ -74,6 +74,12 @@ struct DeviceProblem {
                      seqlens.get(), out.get(), lse.get());
     workspace.resize(std::max<size_t>(1, workspace_size(args)));
   }
+  // Forces a kernel family; the workspace is sized again for it (workspace_size depends on
+  // the kernel the path leads to).
+  void set_path(DecodeArgs::Path path) {
+    args.path = path;
+    workspace.resize(std::max<size_t>(1, workspace_size(args)));
+  }
   void poison() {
     cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
     cudaMemset(lse.get(), 0xff, lse.bytes());

@@ -175,7 +175,7 @@ void sanitizer_suite(DecodeArgs::Path path) {
   LyingProblem lp(Variant::mla());
   lp.h.block_table[0] = 1 << 30;
   DeviceProblem d(lp.h);
-  d.args.path = path;
+  d.set_path(path);
   const Plan p = d.plan();
   run(p, d.args);
   CUDA_OK(cudaDeviceSynchronize());
