@@ -119,15 +119,8 @@ void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   // part are counted in; one split per part at most for each sequence end (schedule.cuh).
   const int row_tiles = (rows_per_kv(p) + plan.block_m - 1) / plan.block_m;
   const int ctas = dev.sm_count * ctas_per_sm;
-  const int sm_parts = std::max(1, ctas / (row_tiles * p.h_kv));
-  // A batch slightly smaller than the parts the SMs give (at most ~3% of them idle): one part
-  // per sequence, so that equal-length batches are not split at all (no partials, the combine
-  // exits at once). Measured on the H100 with the sm90 MFA kernel, b = 128, 8k tokens each:
-  // 132 parts (every sequence split in two, plus the combine) 92.6% of copy bandwidth, 128
-  // parts 98.9% (the decode alone also 378 -> 360 us: a split costs more than its fixed cost).
-  const bool batch_fills_parts =
-      p.b >= 1 && p.b < sm_parts && p.b >= sm_parts - std::max(1, sm_parts / 32);
-  plan.num_parts = batch_fills_parts ? p.b : sm_parts;
+  // (The scheduler may leave a few parts idle: one part per sequence for equal lengths.)
+  plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
   plan.num_slots = 2 * plan.num_parts;
   // Limits of the launches and of the scheduler's 32-bit cost axis, checked before any work.
   constexpr int64_t kMaxGridY = 65535;  // the combine kernel's grid.y is the batch

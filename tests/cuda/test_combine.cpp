@@ -157,9 +157,10 @@ TEST(CudaCombine, UnalignedOutRows) {
   }
 }
 
-// The scheduler gives one part per sequence when the batch is just below the parts the SMs
-// give (at most ~3% of them idle), and keeps the SM count's parts otherwise.
-TEST(CudaCombine, PartsEqualBatchJustBelowSmParts) {
+// Equal lengths and a batch just below the parts the SMs give (at most ~3% of them idle): the
+// GPU scheduler gives one part per sequence (the others idle); lengths that differ keep the
+// equal cut. Both must be exact, around the rule's edges.
+TEST(CudaCombine, BatchJustBelowSmParts) {
   SKIP_WITHOUT_GPU();
   for (Variant v : {Variant::mfa(), Variant::mla()}) {
     ProblemSpec s;
@@ -172,17 +173,15 @@ TEST(CudaCombine, PartsEqualBatchJustBelowSmParts) {
     const int sm_parts = d1.plan().num_parts;  // the part count does not depend on b
     if (sm_parts <= 2) GTEST_SKIP() << "too few parts on this device for the rule to matter";
     const int slack = std::max(1, sm_parts / 32);
-    for (int b : {sm_parts - 1, sm_parts - slack, sm_parts - slack - 1, sm_parts}) {
-      s.b = b;
-      s.seqlens.assign(b, 100);
-      s.seqlens[0] = 101;
-      s.seed = 9000 + b;
-      const std::string label = describe(s);
-      const Plan p = run_and_check(s, label);
-      const bool rule = b < sm_parts && b >= sm_parts - slack;
-      EXPECT_EQ(p.num_parts, rule ? b : sm_parts) << label;
-      EXPECT_EQ(p.num_slots, 2 * p.num_parts) << label;
-    }
+    for (int b : {sm_parts - 1, sm_parts - slack, sm_parts - slack - 1, sm_parts})
+      for (bool equal : {true, false}) {
+        s.b = b;
+        s.seqlens.assign(b, 700);
+        if (!equal) s.seqlens[0] = 701;
+        s.seed = 9000 + b + equal;
+        const Plan p = run_and_check(s, describe(s));
+        EXPECT_EQ(p.num_parts, sm_parts) << describe(s);
+      }
   }
 }
 

@@ -198,8 +198,10 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
   if (p.b == 0 || sched.num_parts == 0) return;
   const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
   if (cfg.mla) {
-    if (p.dtype == DType::bf16) launch_mla_typed<__nv_bfloat16>(p, sched, k_map, stream);
-    else launch_mla_typed<__half>(p, sched, k_map, stream);
+    if (p.dtype == DType::bf16)
+      launch_mla_typed<__nv_bfloat16>(p, sched, k_map, stream);
+    else
+      launch_mla_typed<__half>(p, sched, k_map, stream);
     return;
   }
   const CUtensorMap v_map =

@@ -126,35 +126,44 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   }
 
   // Own tile at `pos` (tokens [token, token + 64), `valid` of them loaded); `prev`: the other
-  // warpgroup's tile just before it, if `has_prev`.
+  // warpgroup's tile just before it, if `has_prev`. P_{j-1} V_{j-1} is issued first and the
+  // slot of j - 1 released as soon as it is done, whether or not tile j has landed: with two
+  // slots the load of tile j + 1 waits for that release (issuing S_j first measured 20-30%
+  // slower on every MLA row, docs/perf-notes.md). O is only rescaled while no wgmma is in
+  // flight (ptxas would otherwise insert its own wait).
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
                            Out& o, OnlineSoftmax& softmax) const {
-    // The other warpgroup's tile first: its slot is released as soon as this product is done,
-    // whether or not tile j has landed (the ring has two slots, so the load of tile j + 1
-    // waits for that release). O is rescaled while no wgmma is in flight (ptxas would
-    // otherwise insert its own wait).
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (has_prev) {
+    auto take_prev = [&] {
       wait_slot(prev);
       take(a_prev, softmax, alpha);
       scale(softmax, alpha);
+    };
+    auto issue_prev = [&] {
       scale(o, alpha);
       issue_pv<T, Tr::kOutAtoms>(o, a_prev, v_half(prev));
-    }
-    if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
-      wait_slot(pos);
-      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
-      fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
-      sync_own();
-    }
+    };
     float s[kAccRegs];
-    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
-    issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
-      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
-      wgmma_fence();
-    });
+    auto issue_s = [&] {
+      if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
+        wait_slot(pos);
+        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+        fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
+        sync_own();
+      }
+      // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
+      issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
+        mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+        wgmma_fence();
+      });
+    };
+    if (has_prev) {
+      take_prev();
+      issue_prev();
+    }
+    issue_s();
     if (has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
