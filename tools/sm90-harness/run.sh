@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/h /tmp/hw
 NV="nvcc -std=c++20 -O3 -lineinfo -I include -I src -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr"
-srcs="src/cuda/sm90/decode/launch.cu src/cuda/sm90/decode/kernel_bf16.cu src/cuda/sm90/decode/kernel_f16.cu src/cuda/common/scheduler.cu src/cuda/common/combine.cu src/cuda/common/device.cu tools/sm90-harness/harness.cu"
+srcs="src/cuda/sm90/decode/launch.cu src/cuda/sm90/decode/kernel_bf16.cu src/cuda/sm90/decode/kernel_f16.cu src/cuda/sm90/mla/kernel_bf16.cu src/cuda/sm90/mla/kernel_f16.cu src/cuda/common/scheduler.cu src/cuda/common/combine.cu src/cuda/common/device.cu tools/sm90-harness/harness.cu"
 t0=$(date +%s)
 for f in $srcs; do
   ( $NV -Xptxas -v -c $f -o /tmp/h/$(basename $f).o > /tmp/h/$(basename $f).log 2>&1 || echo "BUILD FAIL $f" ) &
