@@ -173,8 +173,7 @@ void run(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
     if (!sm90::supports(p, dev))
       throw Error(Status::invalid_argument,
                   "flashmfa: the plan chose the sm_90 kernel, but these tensors' alignment or "
-                  "strides do not suit it (16-byte aligned caches and q, 4-byte aligned out); "
-                  "plan again for them");
+                  "strides do not suit it (16-byte aligned caches and q); plan again for them");
     sm90::launch(p, s, sm90::choose(p, dev), as_stream(stream));
 #endif
   } else {

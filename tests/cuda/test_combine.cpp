@@ -117,18 +117,22 @@ TEST(CudaCombine, MixedEmptyShortLongBatch) {
 
 // out rows 2-byte aligned only (the pointer one element past a 4-byte boundary, odd head
 // stride): the combine falls back to element-wise stores, the decode kernels to theirs.
+// Out rows only 2-byte aligned: the decode kernels' and the combine's epilogues store single
+// elements instead of pairs. Both kernel families (automatic is the sm_90a one on Hopper).
 TEST(CudaCombine, UnalignedOutRows) {
   SKIP_WITHOUT_GPU();
-  for (Variant v : {Variant::mfa(), Variant::mla()}) {
+  for (Variant v : {Variant::mfa(), Variant::mla()}) for (DecodeArgs::Path path : kPaths) {
     ProblemSpec s;
     s.variant = v;
     s.h_q = 16;
     s.b = 3;
     s.s_q = 2;
     s.seqlens = {6000, 0, 33};
-    const std::string label = describe(s) + " (unaligned out)";
+    const std::string label = describe(s) + " (unaligned out" +
+                              (path == DecodeArgs::Path::portable ? ", portable)" : ")");
     testing::HostProblem h = testing::make_problem(s);
     DeviceProblem d(h);
+    d.set_path(path);
     const int64_t d_v = v.d_v, sh = d_v + 1, ss = s.h_q * sh, sb = s.s_q * ss;
     DeviceBuffer padded((size_t(s.b) * sb + 1) * sizeof(uint16_t));
     ASSERT_NE(padded.get(), nullptr);

@@ -5,9 +5,11 @@
 //   bar_arrive : writer stores, bar.arrive(4, 256); reader bar.sync(4, 256), loads (correct)
 //   syncthreads: every thread of the block at __syncthreads between store and load (correct)
 //   racy       : no barrier at all                                                  (a race)
+//   bar_sync_lane0: as bar_sync, but only lane 0 of each group of 4 stores (the pattern of
+//                the sm90 kernels' per-row statistics: one lane of each quad owns a row) (correct)
 // Build and run on the GPU machine:
 //   nvcc -arch=sm_90a -lineinfo -o /tmp/probe tools/racecheck-probe/probe.cu
-//   for k in bar_sync bar_arrive syncthreads racy; do
+//   for k in bar_sync bar_arrive syncthreads racy bar_sync_lane0; do
 //     compute-sanitizer --tool racecheck /tmp/probe $k; done
 #include <cstdio>
 #include <cstring>
@@ -22,6 +24,17 @@ __device__ __forceinline__ void bar_arrive(int id, int n) {
 template <int MODE>
 __global__ void handoff(int* out) {
   __shared__ int buf[128];
+  if (MODE == 4) {  // lane 0 of each quad writes its quad's word; bar.sync on both sides
+    const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    if (wg == 0) return;
+    for (int round = 0; round < 4; ++round) {
+      if (wg == 1 && t % 4 == 0) buf[t / 4] = t + round;
+      bar_sync(3, 256);
+      if (wg == 2) out[round * 128 + t] = buf[t / 4];
+      bar_sync(3, 256);
+    }
+    return;
+  }
   const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
   if (MODE == 2) {
     if (wg == 1) buf[t] = t * 3;
@@ -54,6 +67,7 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "bar_sync")) handoff<0><<<1, 384>>>(out);
   else if (!strcmp(mode, "bar_arrive")) handoff<1><<<1, 384>>>(out);
   else if (!strcmp(mode, "syncthreads")) handoff<2><<<1, 384>>>(out);
+  else if (!strcmp(mode, "bar_sync_lane0")) handoff<4><<<1, 384>>>(out);
   else handoff<3><<<1, 384>>>(out);
   const cudaError_t e = cudaDeviceSynchronize();
   printf("%s: %s\n", mode, cudaGetErrorString(e));

@@ -222,10 +222,6 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   }
 }
 
-bool aligned(const void* ptr, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
-}
-
 // Whether the combine instance that runs on the current device was compiled with the
 // griddepcontrol.wait (PTX target >= 9.0: the image a cc 9.x device loads from an sm_90 or later
 // build). Programmatic serialization without that wait would let it read partials that the
@@ -279,10 +275,7 @@ void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaSt
   if (p.b == 0 || p.h_q * p.s_q == 0) return;
   if (p.d_v % kColsPerThread != 0)  // every supported d_v is (64, 128, 256, 512)
     throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0");
-  // Packed 16-bit pairs need every out row 4-byte aligned: the pointer and every stride of a
-  // dimension with more than one element even (validation only guarantees element alignment).
-  const bool pairs = aligned(p.out, 4) && (p.b <= 1 || p.o_sb % 2 == 0) &&
-                     (p.s_q <= 1 || p.o_ss % 2 == 0) && (p.h_q <= 1 || p.o_sh % 2 == 0);
+  const bool pairs = out_pairs_aligned(p);
   if (p.dtype == DType::bf16) {
     if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream, 0);
     else launch_typed<__nv_bfloat16, false>(p, sched, stream, 1);

@@ -24,7 +24,17 @@
 
 #include <cstdint>
 
+#include "core/params.hpp"
+
 namespace flashmfa::cuda {
+
+// Whether every out row starts 4-byte aligned (the pointer, and every stride of a dimension
+// with more than one element, even), so that two adjacent 16-bit columns can be stored as one
+// 32-bit word. Validation guarantees element alignment only; kernels check this themselves.
+__host__ __device__ inline bool out_pairs_aligned(const detail::DecodeParams& p) {
+  return reinterpret_cast<uintptr_t>(p.out) % 4 == 0 && (p.b <= 1 || p.o_sb % 2 == 0) &&
+         (p.s_q <= 1 || p.o_ss % 2 == 0) && (p.h_q <= 1 || p.o_sh % 2 == 0);
+}
 
 // Device-side header at the start of the workspace.
 struct ScheduleHeader {

@@ -29,8 +29,9 @@ struct KernelConfig {
 
 // Whether this path computes p on `dev`: a compute capability 9.0 device; bf16/f16; either
 // d_k = d_v in {128, 256} (V separate or aliasing K) or MLA (d_k 576, d_v 512, V aliasing K);
-// page_size >= 64; 16-byte aligned cache, q pointers and strides (TMA and vector loads),
-// 4-byte aligned out. Host only.
+// page_size >= 64; 16-byte aligned cache, q pointers and strides (TMA and vector loads).
+// Nothing about out: a plan made before the outputs exist (Python) picks the same kernel.
+// Host only.
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev);
 
 // The tile configuration for p on `dev` (host only; p must be supported).

@@ -26,6 +26,7 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
                            int col_atom0 = 0) {
   const int rows = p.s_q * p.q_per_kv;
   const int g = lane / kQuadLanes, t = lane % kQuadLanes;
+  const bool pairs = out_pairs_aligned(p);  // else two 16-bit stores per pair
   // Normalize in place: no second copy of the tile is ever live.
 #pragma unroll
   for (int at = AT_BEGIN; at < AT_END; ++at)
@@ -44,8 +45,14 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
 #pragma unroll
         for (int c = 0; c < kWgmmaN / 8; ++c) {
           const int i = 4 * c + 2 * h;
-          *reinterpret_cast<uint32_t*>(out + at * kAtomCols + 8 * c) =
-              pack2<T>(o[at][i], o[at][i + 1]);
+          const uint32_t v = pack2<T>(o[at][i], o[at][i + 1]);
+          T* dst = out + at * kAtomCols + 8 * c;
+          if (pairs) {
+            *reinterpret_cast<uint32_t*>(dst) = v;
+          } else {
+            reinterpret_cast<uint16_t*>(dst)[0] = uint16_t(v);
+            reinterpret_cast<uint16_t*>(dst)[1] = uint16_t(v >> 16);
+          }
         }
       if (t == 0 && write_lse)
         p.lse[int64_t(it.seq) * p.lse_sb + head * p.lse_sh + tq * p.lse_ss] = lse[h];
