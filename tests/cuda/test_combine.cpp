@@ -176,8 +176,8 @@ TEST(CudaCombine, BatchJustBelowSmParts) {
     DeviceProblem d1(h1);
     const int sm_parts = d1.plan().num_parts;  // the part count does not depend on b
     if (sm_parts <= 2) GTEST_SKIP() << "too few parts on this device for the rule to matter";
-    const int slack = std::max(1, sm_parts / 32);
-    for (int b : {sm_parts - 1, sm_parts - slack, sm_parts - slack - 1, sm_parts})
+    const int slack = sm_parts / 32;  // the rule's largest idle count (0: the rule never applies)
+    for (int b : {sm_parts - 1, sm_parts - std::max(1, slack), sm_parts - slack - 1, sm_parts})
       for (bool equal : {true, false}) {
         s.b = b;
         s.seqlens.assign(b, 700);

@@ -92,7 +92,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
 
   // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
   // it. (The caller has waited for that tile's slot itself, so that the TMA bytes are visible
-  // to its own wgmma too; the spin loop of that wait must not sit between a wgmma and its wait.)
+  // to its own wgmma too.)
   __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
                        float (&alpha)[kRowsPerThread]) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
