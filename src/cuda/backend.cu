@@ -38,21 +38,6 @@ int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block
 
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
-// Makes `device` current for the lifetime of the guard, then restores the caller's device.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    FLASHMFA_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) FLASHMFA_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
 int rows_per_kv(const detail::DecodeParams& p) { return p.s_q * p.q_per_kv; }
 
 WorkspaceLayout layout(const detail::DecodeParams& p, const Plan& plan) {

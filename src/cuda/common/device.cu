@@ -7,6 +7,11 @@
 
 namespace flashmfa::cuda {
 
+DeviceGuard::DeviceGuard(int device) {
+  FLASHMFA_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (previous_ != device) FLASHMFA_CUDA_CHECK(cudaSetDevice(device));
+}
+
 void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
   (void)cudaGetLastError();  // clear a sticky launch error so the next call starts clean
   throw Error(Status::cuda_error, std::string("flashmfa: CUDA error ") + cudaGetErrorName(err) +

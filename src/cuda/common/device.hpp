@@ -24,6 +24,18 @@ const DeviceInfo& device_info(int id);
 
 [[noreturn]] void throw_cuda(cudaError_t err, const char* what, const char* file, int line);
 
+// Makes `device` current for the lifetime of the guard, then restores the caller's device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 }  // namespace flashmfa::cuda
 
 #define FLASHMFA_CUDA_CHECK(expr)                                                    \

@@ -81,9 +81,7 @@ void ensure_smem_limit(FuncState& f, size_t smem) {
 // Resident CTAs per SM of `kernel` with `smem` bytes of dynamic shared memory on `dev`.
 int occupancy(const DeviceInfo& dev, const void* kernel, size_t smem) {
   std::lock_guard<std::mutex> lock(g_mu);
-  int previous = 0;
-  FLASHMFA_CUDA_CHECK(cudaGetDevice(&previous));
-  if (previous != dev.id) FLASHMFA_CUDA_CHECK(cudaSetDevice(dev.id));
+  DeviceGuard guard(dev.id);  // restores the caller's device also when a call below throws
   FuncState& f = state_for(dev.id, kernel);
   if (f.occ_smem != smem || f.occ_ctas == 0) {
     ensure_smem_limit(f, smem);
@@ -91,9 +89,7 @@ int occupancy(const DeviceInfo& dev, const void* kernel, size_t smem) {
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&f.occ_ctas, kernel, kThreads, smem));
     f.occ_smem = smem;
   }
-  const int ctas = f.occ_ctas;
-  if (previous != dev.id) FLASHMFA_CUDA_CHECK(cudaSetDevice(previous));
-  return ctas;
+  return f.occ_ctas;
 }
 
 // Whether P V runs as two products (KernelParams::split_p), which keeps P to ~16 bits instead
