@@ -2,6 +2,7 @@
 #include "gpu_problem.hpp"
 
 #include <cmath>
+#include <sstream>
 
 #include "flashmfa/half.hpp"
 
@@ -40,6 +41,18 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
 std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
                                    const std::vector<float>& lse) {
   return compare_sequences(h, h.args(), out, lse, 0, h.spec.b);
+}
+
+std::string describe(const testing::ProblemSpec& s) {
+  std::ostringstream os;
+  os << s.variant.name() << " " << dtype_name(s.dtype) << " b=" << s.b << " s_q=" << s.s_q
+     << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size
+     << " causal=" << s.causal;
+  if (s.b <= 8) {
+    os << " lens=";
+    for (int l : s.seqlens) os << l << ",";
+  }
+  return os.str();
 }
 
 Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,

@@ -100,6 +100,9 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
 std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
                                    const std::vector<float>& lse);
 
+// A test label: variant, dtype, shape, page size, causal, and the lengths (up to 8 sequences).
+std::string describe(const testing::ProblemSpec& s);
+
 // make_problem + device copy + plan + run + compare; the common body of most tests. `path`
 // forces a kernel family (plan() throws where it does not cover the shape). Returns the plan
 // (its part count, for tests of the scheduler).

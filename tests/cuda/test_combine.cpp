@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <sstream>
 #include <tuple>
 
 #include "gpu_problem.hpp"
@@ -15,18 +14,6 @@ namespace flashmfa::gputest {
 namespace {
 
 using testing::ProblemSpec;
-
-std::string describe(const ProblemSpec& s) {
-  std::ostringstream os;
-  os << s.variant.name() << " " << dtype_name(s.dtype) << " b=" << s.b << " s_q=" << s.s_q
-     << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size
-     << " causal=" << s.causal;
-  if (s.b <= 8) {
-    os << " lens=";
-    for (int l : s.seqlens) os << l << ",";
-  }
-  return os.str();
-}
 
 // One long sequence split over every part: n = num_parts partial slots per row, more than the
 // 8-deep unroll of every split group (d_v 256: 4 groups, 512: 2, 64: 16). Each case runs on

@@ -6,7 +6,6 @@
 
 #include <cstring>
 #include <random>
-#include <sstream>
 #include <tuple>
 
 #include "gpu_problem.hpp"
@@ -19,15 +18,6 @@ using testing::ProblemSpec;
 const Variant kVariants[] = {Variant::mla(),     Variant::mfa(),     Variant::mfa_kr(256),
                              Variant::mqa(128),  Variant::mfa_kr(128), Variant::mqa(64),
                              Variant::mfa_kr(64)};
-
-std::string describe(const ProblemSpec& s) {
-  std::ostringstream os;
-  os << s.variant.name() << " " << dtype_name(s.dtype) << " b=" << s.b << " s_q=" << s.s_q
-     << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size
-     << " causal=" << s.causal << " lens=";
-  for (int l : s.seqlens) os << l << ",";
-  return os.str();
-}
 
 using GridParam = std::tuple<int /*variant*/, DType, int /*page*/, int /*s_q*/, bool, int /*h_kv*/>;
 

@@ -23,15 +23,6 @@ bool have_hopper_path() {
 #define SKIP_WITHOUT_HOPPER_PATH()                                                     \
   if (!have_hopper_path()) GTEST_SKIP() << "no sm_90 device or no sm_90 build: skipped"
 
-std::string describe(const ProblemSpec& s) {
-  std::string lens;
-  for (int l : s.seqlens) lens += (lens.empty() ? "" : ",") + std::to_string(l);
-  return s.variant.name() + " " + (s.dtype == DType::bf16 ? "bf16" : "f16") +
-         " h_q=" + std::to_string(s.h_q) + " h_kv=" + std::to_string(s.h_kv) +
-         " s_q=" + std::to_string(s.s_q) + (s.causal ? " causal" : "") +
-         " page=" + std::to_string(s.page_size) + " lens=" + lens;
-}
-
 // MLA (d_k 576, d_v 512 from the K rows): the seesaw kernel's every row count and tail case.
 // Lengths: empty, one token, a partial first tile, a single full tile, an odd and an even tile
 // count (which warpgroup owns the last tile), and one long enough to be split over parts.

@@ -222,18 +222,19 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   }
 }
 
-// Whether the combine instance that runs on the current device was compiled with the
+// Whether the combine kernels that run on the current device were compiled with the
 // griddepcontrol.wait (PTX target >= 9.0: the image a cc 9.x device loads from an sm_90 or later
-// build). Programmatic serialization without that wait would let it read partials that the
-// decode grid has not flushed, so the attribute is set only when this holds. Cached per device
-// and instance; cudaFuncGetAttributes is not a stream operation (legal under graph capture).
-bool waits_for_grid(const void* kernel, int device, int instance) {
-  constexpr int kMaxDevices = 64, kInstances = 8;
-  static std::array<int8_t, kMaxDevices * kInstances> cache{};  // 0 unknown, 1 no, 2 yes
+// build). Programmatic serialization without that wait would let them read partials that the
+// decode grid has not flushed, so the attribute is set only when this holds. Every instance
+// comes from this file's one -gencode list, so the answer is per device (asked of the kernel
+// being launched); cudaFuncGetAttributes is not a stream operation (legal under capture).
+bool waits_for_grid(const void* kernel, int device) {
+  constexpr int kMaxDevices = 64;
+  static std::array<int8_t, kMaxDevices> cache{};  // 0 unknown, 1 no, 2 yes
   static std::mutex mu;
   if (device < 0 || device >= kMaxDevices) return false;
   std::lock_guard<std::mutex> lock(mu);
-  int8_t& c = cache[device * kInstances + instance];
+  int8_t& c = cache[device];
   if (c == 0) {
     cudaFuncAttributes attr{};
     FLASHMFA_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
@@ -243,8 +244,7 @@ bool waits_for_grid(const void* kernel, int device, int instance) {
 }
 
 template <class T, bool PAIRS>
-void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream,
-                  int instance) {
+void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   int device = 0;
   FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
   const DeviceInfo& dev = device_info(device);
@@ -252,7 +252,6 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   const int rows_all = p.h_q * p.s_q;
   const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
   auto* kernel = warp_rows ? &combine_rows_kernel<T, PAIRS> : &combine_kernel<T, PAIRS>;
-  if (warp_rows) instance += 4;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = warp_rows ? dim3((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b)
                           : dim3(rows_all, p.b);
@@ -263,7 +262,7 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   const bool pdl =
-      dev.cc_major >= 9 && waits_for_grid(reinterpret_cast<const void*>(kernel), device, instance);
+      dev.cc_major >= 9 && waits_for_grid(reinterpret_cast<const void*>(kernel), device);
   cfg.attrs = pdl ? attr : nullptr;
   cfg.numAttrs = pdl ? 1 : 0;
   FLASHMFA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sched));
@@ -277,11 +276,11 @@ void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaSt
     throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0");
   const bool pairs = out_pairs_aligned(p);
   if (p.dtype == DType::bf16) {
-    if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream, 0);
-    else launch_typed<__nv_bfloat16, false>(p, sched, stream, 1);
+    if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream);
+    else launch_typed<__nv_bfloat16, false>(p, sched, stream);
   } else {
-    if (pairs) launch_typed<__half, true>(p, sched, stream, 2);
-    else launch_typed<__half, false>(p, sched, stream, 3);
+    if (pairs) launch_typed<__half, true>(p, sched, stream);
+    else launch_typed<__half, false>(p, sched, stream);
   }
 }
 

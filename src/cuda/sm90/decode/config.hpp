@@ -45,6 +45,10 @@ constexpr size_t kSm90SmemOptin = 232448;
 // 32 KB slots already cover the ~1 us latency at one SM's share of HBM bandwidth (~23 GB/s);
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
 constexpr int kMinStages = 4;
+// setmaxnreg split when a producer warpgroup and two consumer warpgroups share the 64K
+// registers: 24 * 128 + 2 * 240 * 128 = 64512 <= 65536.
+constexpr int kProducerRegs = 24;
+constexpr int kConsumerRegs = 240;
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)

@@ -46,14 +46,14 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   __syncthreads();
 
   if (role == 0) {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<Tr::kProducerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<Tr::kConsumerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<kConsumerRegs>();
     const int warpgroup = role - 1;
     const int first_row =
         blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);

@@ -52,13 +52,11 @@ struct Traits {
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
-  // Register split (setmaxnreg) when three warpgroups share the 64K registers: each consumer
-  // holds a 64 x D f32 output tile (128 registers at D = 256) plus S, P and P's rounding rest;
-  // the producer only walks the schedule. 24 * 128 + 2 * 240 * 128 = 64512 <= 65536. With
-  // one consumer warpgroup every thread may already use 255, so nothing is redistributed.
+  // Register split (setmaxnreg: kProducerRegs / kConsumerRegs) when three warpgroups share the
+  // registers: each consumer holds a 64 x D f32 output tile (128 registers at D = 256) plus S,
+  // P and P's rounding rest; the producer only walks the schedule. With one consumer
+  // warpgroup every thread may already use 255, so nothing is redistributed.
   static constexpr bool kSplitRegisters = WARPGROUPS == 2;
-  static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
 };
 
 // The device view of SmemPlan: .shared addresses of its pieces.

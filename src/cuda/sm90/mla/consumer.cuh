@@ -41,8 +41,6 @@ struct MlaTraits {
   static constexpr int kReadersPerSlot = kWarpgroups * kWarpsPerWarpgroup;
   static constexpr SmemPlan kPlan = mla_plan();
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * kMlaDk * kElemBytes;
-  static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
   static_assert(kPlan.launch_bytes() <= kSm90SmemOptin, "MLA plan exceeds shared memory");
   static_assert(kPlan.stats - kPlan.xchg == kPvSteps * 4 * kWarpgroupThreads * sizeof(uint32_t),
                 "xchg holds one P tile in A-fragment order");
@@ -91,8 +89,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   }
 
   // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
-  // it. (The caller has waited for that tile's slot itself, so that the TMA bytes are visible
-  // to its own wgmma too.)
+  // it.
   __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
                        float (&alpha)[kRowsPerThread]) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
@@ -136,34 +133,19 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
                            Out& o, OnlineSoftmax& softmax) const {
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    auto take_prev = [&] {
-      wait_slot(prev);
-      take(a_prev, softmax, alpha);
-      scale(softmax, alpha);
-    };
-    auto issue_prev = [&] {
-      scale(o, alpha);
-      issue_pv<T, Tr::kOutAtoms>(o, a_prev, v_half(prev));
-    };
-    float s[kAccRegs];
-    auto issue_s = [&] {
-      if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
-        wait_slot(pos);
-        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
-        fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
-        sync_own();
-      }
-      // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
-      issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
-        mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
-        wgmma_fence();
-      });
-    };
-    if (has_prev) {
-      take_prev();
-      issue_prev();
+    if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
+      wait_slot(pos);
+      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+      fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
+      sync_own();
     }
-    issue_s();
+    float s[kAccRegs];
+    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
+    issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
+      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      wgmma_fence();
+    });
     if (has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
@@ -185,15 +167,23 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     release(pos);
   }
 
-  // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
-  __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
-    uint32_t a[kPvSteps][4];
-    float alpha[kRowsPerThread];
+  // Issues O += P V for the other warpgroup's tile at `pos`: waits for its slot (so that the
+  // TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this warpgroup's
+  // O and row-sum share by its alpha. `a` holds P until the product completes.
+  __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
+                            OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread]) const {
     wait_slot(pos);
     take(a, softmax, alpha);
     scale(softmax, alpha);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+  }
+
+  // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
+  __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
+    uint32_t a[kPvSteps][4];
+    float alpha[kRowsPerThread];
+    add_other(pos, a, o, softmax, alpha);
     wgmma_wait<0>();
     fence_acc(o);
     release(pos);
