@@ -56,12 +56,44 @@ struct Variant {
 const std::vector<Variant>& supported_variants();
 bool is_supported(const Variant& v);
 
+using Stream = void*;  // a cudaStream_t; nullptr is the default stream; ignored on the CPU
+
+// How the cached rows are stored; read from k_cache's dtype (and, for MLA, its row width).
+//
+//   native   rows of d_k (d_v) values in q's dtype.
+//   fp8_mla  FlashMLA's FP8 MLA row, byte-compatible: k_cache [num_pages, page_size, h_kv, 656]
+//            of f8_e4m3 (or u8) holding, per token, 512 e4m3 latent values, then 4 f32 scales
+//            (scale g applies to values [128 g, 128 g + 128)), then the 64 RoPE values in q's
+//            16-bit dtype (bf16 in FlashMLA). Latent value d reads as e4m3 * scale[d / 128].
+//   fp8_row  every other variant: k_cache (and v_cache) rows of d e4m3 values, with one f32
+//            scale per row in k_scale (and v_scale) [num_pages, page_size, h_kv]; a value reads
+//            as e4m3 * scale. Scales sit beside the cache so that rows stay d bytes (16-byte
+//            aligned, TMA- and cp.async-friendly) and the e4m3 rows can feed fp8 MMAs as they
+//            are.
+// e4m3 is the OCP "e4m3fn" format (largest finite 448, no infinities). append_kv writes rows in
+// any format (scale = amax / 448 per group).
+enum class CacheFormat : uint8_t { native, fp8_mla, fp8_row };
+const char* cache_format_name(CacheFormat f) noexcept;
+
+// FlashMLA's 656-byte FP8 MLA row (CacheFormat::fp8_mla), in bytes.
+struct MlaFp8Row {
+  static constexpr int kLatent = 512;       // e4m3 values, bytes [0, 512)
+  static constexpr int kGroup = 128;        // values per scale
+  static constexpr int kScales = kLatent / kGroup;
+  static constexpr int kScaleOffset = 512;  // kScales f32, bytes [512, 528)
+  static constexpr int kRope = 64;          // 16-bit values, bytes [528, 656)
+  static constexpr int kRopeOffset = kScaleOffset + 4 * kScales;
+  static constexpr int kBytes = kRopeOffset + 2 * kRope;  // 656
+};
+
 // The arguments of one decode call. Shapes in comments; strides are free except that the last
 // dimension of every tensor must be contiguous. All tensors live on the same device.
 struct DecodeArgs {
   TensorView q;            // [b, s_q, h_q, d_k]                  bf16 | f16
-  TensorView k_cache;      // [num_pages, page_size, h_kv, d_k]   q's dtype
-  TensorView v_cache;      // [num_pages, page_size, h_kv, d_v]   q's dtype; absent: V aliases K
+  TensorView k_cache;      // [num_pages, page_size, h_kv, d_k]   q's dtype, or FP8 (CacheFormat)
+  TensorView v_cache;      // [num_pages, page_size, h_kv, d_v]   as k_cache; absent: V aliases K
+  TensorView k_scale;      // [num_pages, page_size, h_kv]        f32; fp8_row caches only
+  TensorView v_scale;      // [num_pages, page_size, h_kv]        f32; fp8_row with a v_cache only
   TensorView block_table;  // [b, max_pages_per_seq]              i32
   TensorView seqlens_k;    // [b]                                 i32
   TensorView out;          // [b, s_q, h_q, d_v]                  q's dtype (written)
@@ -80,14 +112,33 @@ struct DecodeArgs {
   Variant variant() const;
 };
 
+// Writes the rows of s_new new tokens per sequence into their pages, in the cache's format
+// (FP8 caches: quantized, with their scales computed). What an engine calls once per layer and
+// step, before decode. Token t of sequence i lands at position seqlens_k[i] - s_new + t, in page
+// block_table[i, pos / page_size], slot pos % page_size. The caches take the same views as in
+// DecodeArgs; k_new's d_k is the variant's row width (MLA: 576, latent then RoPE).
+struct AppendArgs {
+  TensorView k_new;        // [b, s_new, h_kv, d_k]                 bf16 | f16
+  TensorView v_new;        // [b, s_new, h_kv, d_v]                 k_new's dtype; absent: no V cache
+  TensorView k_cache;      // as DecodeArgs::k_cache, in k_new's dtype or FP8 (written)
+  TensorView v_cache;      // as DecodeArgs::v_cache (written)
+  TensorView k_scale;      // as DecodeArgs::k_scale (written; fp8_row only)
+  TensorView v_scale;      // as DecodeArgs::v_scale (written; fp8_row with a v_cache only)
+  TensorView block_table;  // [b, max_pages_per_seq]                i32
+  TensorView seqlens_k;    // [b]                                   i32, lengths after the append
+};
+
+// Validates args (including every position and page index it would write: a bad one raises,
+// naming it, before anything is written) and writes the rows. CPU tensors in this release; on
+// CUDA tensors it raises Status::unsupported.
+void append_kv(const AppendArgs& args, Stream stream = nullptr);
+
 // Device-side problems a run met and skipped (bit flags; see check_errors).
 enum ErrorFlag : uint32_t {
   kFlagPageOutOfRange = 1u << 0,   // a block-table entry outside [0, num_pages) was skipped
   kFlagSeqlenTooLong = 1u << 1,    // seqlens_k[i] > max_pages_per_seq * page_size: clamped
   kFlagSeqlenNegative = 1u << 2,   // seqlens_k[i] < 0: treated as 0
 };
-
-using Stream = void*;  // a cudaStream_t; nullptr is the default stream; ignored on the CPU
 
 // The shape a plan was made for (run checks its args against it).
 struct PlanKey {
@@ -97,6 +148,7 @@ struct PlanKey {
   int64_t batch = 0, s_q = 0, h_q = 0, h_kv = 0, page_size = 0, max_pages = 0;
   bool causal = false;
   DecodeArgs::Path path = DecodeArgs::Path::automatic;
+  CacheFormat cache = CacheFormat::native;
   friend bool operator==(const PlanKey&, const PlanKey&) = default;
 };
 

@@ -34,6 +34,15 @@ std::string Variant::name() const {
   return s.append(v_aliases_k ? ", V aliases K)" : ", separate V)");
 }
 
+const char* cache_format_name(CacheFormat f) noexcept {
+  switch (f) {
+    case CacheFormat::native: return "native";
+    case CacheFormat::fp8_mla: return "fp8_mla";
+    case CacheFormat::fp8_row: return "fp8_row";
+  }
+  return "?";
+}
+
 Variant DecodeArgs::variant() const {
   return {q.ndim == 4 ? static_cast<int>(q.shape[3]) : 0,
           out.ndim == 4 ? static_cast<int>(out.shape[3]) : 0, !v_cache.present()};
@@ -49,10 +58,19 @@ void require_cuda(Device dev) {
                                                          : " (no CUDA device visible)"));
 }
 
+// FP8 caches run on the CPU backend in this release (the CUDA kernels read 16-bit rows).
+void require_native_cache_on_cuda(Device dev, CacheFormat format) {
+  if (dev.type == DeviceType::cuda && format != CacheFormat::native)
+    fail_arg(Status::unsupported, "k_cache.dtype",
+             "bf16 or f16 for CUDA tensors (FP8 caches run on the CPU backend in this release)",
+             std::string("an FP8 cache (") + cache_format_name(format) + ")");
+}
+
 // Fills the backend-independent part of a plan and the backend's cut of the work.
 Plan configure(const detail::DecodeParams& p, const DecodeArgs& args) {
   const Device dev = args.q.device;
   require_cuda(dev);
+  require_native_cache_on_cuda(dev, p.kv_format);
   Plan plan;
   plan.key = detail::plan_key(p, dev, args.path);
   if (dev.type == DeviceType::cuda) cuda::configure(p, dev.id, plan);
@@ -121,6 +139,18 @@ void decode_reference(const DecodeArgs& args) {
              "cuda:" + std::to_string(args.q.device.id));
   detail::validate_host_indices(p);
   cpu::decode_reference(p);
+}
+
+void append_kv(const AppendArgs& args, Stream stream) {
+  (void)stream;  // CPU only in this release
+  const detail::AppendParams p = detail::validate_append(args);
+  const Device dev = args.k_new.device;
+  if (dev.type != DeviceType::cpu)
+    fail_arg(Status::unsupported, "k_new.device",
+             "cpu (append_kv runs on the CPU backend in this release)",
+             "cuda:" + std::to_string(dev.id));
+  detail::validate_append_indices(p);
+  cpu::append_kv(p);
 }
 
 uint32_t read_error_flags(const Plan& plan, Stream stream) {

@@ -2,6 +2,7 @@
 #include "core/validate.hpp"
 
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -135,7 +136,65 @@ bool overlaps(const TensorView& a, const TensorView& b) {
   return alo < bhi && blo < ahi;
 }
 
+// The scale array of an fp8_row cache: [num_pages, page_size, h_kv] f32 beside `cache`.
+void check_scales(const TensorView& s, const char* arg, const TensorView& cache, Device dev) {
+  check_present(s, arg);
+  check_rank(s, arg, 3, {"num_pages", "page_size", "h_kv"});
+  check_dtype(s, arg, DType::f32);
+  check_device(s, arg, dev);
+  check_dim(s, arg, 0, "num_pages", cache.shape[0]);
+  check_dim(s, arg, 1, "page_size", cache.shape[1]);
+  check_dim(s, arg, 2, "h_kv", cache.shape[2]);
+  for (int i = 0; i < 3; ++i)
+    if (s.strides[i] < 0)
+      fail_arg(Status::invalid_argument, arg, "non-negative strides",
+               "stride " + std::to_string(s.strides[i]) + " in dimension " + std::to_string(i));
+  check_extent(s, arg);
+}
+
+void check_absent(const TensorView& t, const char* arg, const char* why) {
+  if (t.present()) fail_arg(Status::invalid_argument, arg, why, "a tensor " + t.shape_str());
+}
+
 }  // namespace
+
+CacheFormat check_caches(const CacheViews& c, DType dtype, Device dev, int64_t d_k,
+                         int64_t d_v) {
+  const bool has_v = c.v.present();
+  const bool fp8 = c.k.dtype == DType::f8_e4m3 || c.k.dtype == DType::u8;
+  if (c.k.dtype != dtype && !fp8)
+    fail_arg(Status::invalid_dtype, "k_cache.dtype",
+             std::string(dtype_name(dtype)) + " (q's dtype) or f8_e4m3 / u8 (an FP8 cache)",
+             dtype_name(c.k.dtype));
+  if (has_v && c.v.dtype != c.k.dtype)
+    check_dtype(c.v, "v_cache", c.k.dtype, "must match k_cache");
+  const Variant mla = Variant::mla();
+  const CacheFormat format = !fp8 ? CacheFormat::native
+                             : (d_k == mla.d_k && d_v == mla.d_v && !has_v) ? CacheFormat::fp8_mla
+                                                                            : CacheFormat::fp8_row;
+  check_dim(c.k, "k_cache", 3, format == CacheFormat::fp8_mla ? "656-byte FP8 MLA row" : "d_k",
+            format == CacheFormat::fp8_mla ? MlaFp8Row::kBytes : d_k);
+  if (has_v) {
+    check_dim(c.v, "v_cache", 0, "num_pages", c.k.shape[0]);
+    check_dim(c.v, "v_cache", 1, "page_size", c.k.shape[1]);
+    check_dim(c.v, "v_cache", 2, "h_kv", c.k.shape[2]);
+    check_dim(c.v, "v_cache", 3, "d_v", d_v);
+  }
+  if (format == CacheFormat::fp8_row) {
+    check_scales(c.k_scale, "k_scale", c.k, dev);
+    if (has_v)
+      check_scales(c.v_scale, "v_scale", c.v, dev);
+    else
+      check_absent(c.v_scale, "v_scale", "absent when V aliases K (k_scale serves both)");
+  } else {
+    const char* why = format == CacheFormat::native
+                          ? "absent for a bf16/f16 cache (scales belong to FP8 row caches)"
+                          : "absent for FlashMLA's FP8 MLA row (its scales are inline)";
+    check_absent(c.k_scale, "k_scale", why);
+    check_absent(c.v_scale, "v_scale", why);
+  }
+  return format;
+}
 
 DecodeParams validate(const DecodeArgs& a) {
   // Presence and ranks first, so that later messages can quote shapes.
@@ -159,8 +218,6 @@ DecodeParams validate(const DecodeArgs& a) {
   // Dtypes.
   if (a.q.dtype != DType::bf16 && a.q.dtype != DType::f16)
     fail_arg(Status::invalid_dtype, "q.dtype", "bf16 or f16", dtype_name(a.q.dtype));
-  check_dtype(a.k_cache, "k_cache", a.q.dtype, "must match q");
-  if (has_v) check_dtype(a.v_cache, "v_cache", a.q.dtype, "must match q");
   check_dtype(a.out, "out", a.q.dtype, "must match q");
   check_dtype(a.lse, "lse", DType::f32);
   check_dtype(a.block_table, "block_table", DType::i32);
@@ -186,7 +243,7 @@ DecodeParams validate(const DecodeArgs& a) {
   const std::pair<const TensorView*, const char*> all[] = {
       {&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.block_table, "block_table"},
       {&a.seqlens_k, "seqlens_k"}, {&a.out, "out"}, {&a.lse, "lse"}};
-  for (auto [t, name] : all) check_extent(*t, name);
+  for (auto [t, name] : all) check_extent(*t, name);  // the scales: check_caches
   check_no_self_overlap(a.out, "out");
   check_no_self_overlap(a.lse, "lse");
 
@@ -204,13 +261,7 @@ DecodeParams validate(const DecodeArgs& a) {
   if (page_size < 1 || page_size > 256 || (page_size & (page_size - 1)) != 0)
     fail_arg(Status::invalid_argument, "k_cache.shape[1] (page_size)",
              "a power of two in [1, 256]", page_size);
-  check_dim(a.k_cache, "k_cache", 3, "d_k", d_k);
-  if (has_v) {
-    check_dim(a.v_cache, "v_cache", 0, "num_pages", num_pages);
-    check_dim(a.v_cache, "v_cache", 1, "page_size", page_size);
-    check_dim(a.v_cache, "v_cache", 2, "h_kv", h_kv);
-    check_dim(a.v_cache, "v_cache", 3, "d_v", d_v);
-  } else if (d_v > d_k) {
+  if (!has_v && d_v > d_k) {
     fail_arg(Status::invalid_argument, "out.shape[3] (d_v)",
              "<= d_k = " + std::to_string(d_k) + " when V aliases K (no v_cache)", d_v);
   }
@@ -230,6 +281,9 @@ DecodeParams validate(const DecodeArgs& a) {
     fail_arg(Status::unsupported, "(d_k, d_v, V aliases K)", "one of " + list, var.name());
   }
 
+  const CacheFormat format =
+      check_caches({a.k_cache, a.v_cache, a.k_scale, a.v_scale}, a.q.dtype, dev, d_k, d_v);
+
   float scale = a.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(d_k)));
   if (!std::isfinite(scale) || scale <= 0.0f)
     fail_arg(Status::invalid_argument, "softmax_scale", "a finite value > 0", scale);
@@ -237,7 +291,8 @@ DecodeParams validate(const DecodeArgs& a) {
   // Outputs must not overlap inputs or each other (a kernel would read what it writes).
   const std::pair<const TensorView*, const char*> inputs[] = {
       {&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
-      {&a.block_table, "block_table"}, {&a.seqlens_k, "seqlens_k"}};
+      {&a.block_table, "block_table"}, {&a.seqlens_k, "seqlens_k"}, {&a.k_scale, "k_scale"},
+      {&a.v_scale, "v_scale"}};
   for (auto [in, name] : inputs) {
     if (overlaps(a.out, *in))
       fail_arg(Status::invalid_argument, "out", std::string("memory disjoint from ") + name,
@@ -251,6 +306,7 @@ DecodeParams validate(const DecodeArgs& a) {
 
   DecodeParams p{};
   p.dtype = a.q.dtype;
+  p.kv_format = format;
   p.b = narrow(b, "q.shape[0] (b)");
   p.s_q = narrow(s_q, "q.shape[1] (s_q)");
   p.h_q = narrow(h_q, "q.shape[2] (h_q)");
@@ -278,6 +334,11 @@ DecodeParams validate(const DecodeArgs& a) {
   const TensorView& v = has_v ? a.v_cache : a.k_cache;
   p.v = v.data;
   p.v_sp = v.strides[0], p.v_st = v.strides[1], p.v_sh = v.strides[2];
+  const TensorView& vs = has_v ? a.v_scale : a.k_scale;
+  p.k_scale = static_cast<const float*>(a.k_scale.data);
+  p.ks_sp = a.k_scale.strides[0], p.ks_st = a.k_scale.strides[1], p.ks_sh = a.k_scale.strides[2];
+  p.v_scale = static_cast<const float*>(vs.data);
+  p.vs_sp = vs.strides[0], p.vs_st = vs.strides[1], p.vs_sh = vs.strides[2];
   p.block_table = static_cast<const int32_t*>(a.block_table.data);
   p.bt_sb = a.block_table.strides[0];
   p.seqlens = static_cast<const int32_t*>(a.seqlens_k.data);
@@ -320,7 +381,156 @@ PlanKey plan_key(const DecodeParams& p, Device device, DecodeArgs::Path path) {
   k.page_size = p.page_size, k.max_pages = p.max_pages;
   k.causal = p.causal;
   k.path = path;
+  k.cache = p.kv_format;
   return k;
+}
+
+}  // namespace flashmfa::detail
+
+namespace flashmfa::detail {
+
+AppendParams validate_append(const AppendArgs& a) {
+  const bool has_v = a.v_new.present() || a.v_cache.present();
+  check_present(a.k_new, "k_new");
+  check_present(a.k_cache, "k_cache");
+  check_present(a.block_table, "block_table");
+  check_present(a.seqlens_k, "seqlens_k");
+  if (has_v) {
+    check_present(a.v_new, "v_new");  // one without the other: name the missing one
+    check_present(a.v_cache, "v_cache");
+  }
+  check_rank(a.k_new, "k_new", 4, {"b", "s_new", "h_kv", "d_k"});
+  check_rank(a.k_cache, "k_cache", 4, {"num_pages", "page_size", "h_kv", "d_k"});
+  if (has_v) {
+    check_rank(a.v_new, "v_new", 4, {"b", "s_new", "h_kv", "d_v"});
+    check_rank(a.v_cache, "v_cache", 4, {"num_pages", "page_size", "h_kv", "d_v"});
+  }
+  check_rank(a.block_table, "block_table", 2, {"b", "max_pages_per_seq"});
+  check_rank(a.seqlens_k, "seqlens_k", 1, {"b"});
+
+  if (a.k_new.dtype != DType::bf16 && a.k_new.dtype != DType::f16)
+    fail_arg(Status::invalid_dtype, "k_new.dtype", "bf16 or f16", dtype_name(a.k_new.dtype));
+  if (has_v) check_dtype(a.v_new, "v_new", a.k_new.dtype, "must match k_new");
+  check_dtype(a.block_table, "block_table", DType::i32);
+  check_dtype(a.seqlens_k, "seqlens_k", DType::i32);
+
+  const Device dev = a.k_new.device;
+  const std::pair<const TensorView*, const char*> all[] = {
+      {&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"},
+      {&a.v_cache, "v_cache"}, {&a.block_table, "block_table"}, {&a.seqlens_k, "seqlens_k"}};
+  for (auto [t, name] : all) {
+    if (!t->present()) continue;
+    check_device(*t, name, dev);
+    check_last_contiguous(*t, name);
+    check_extent(*t, name);
+  }
+
+  const int64_t b = a.k_new.shape[0], s_new = a.k_new.shape[1], h_kv = a.k_new.shape[2];
+  const int64_t d_k = a.k_new.shape[3];
+  check_dim(a.k_cache, "k_cache", 2, "h_kv", h_kv);
+  if (has_v) {
+    check_dim(a.v_new, "v_new", 0, "b", b);
+    check_dim(a.v_new, "v_new", 1, "s_new", s_new);
+    check_dim(a.v_new, "v_new", 2, "h_kv", h_kv);
+  }
+  check_dim(a.block_table, "block_table", 0, "b", b);
+  check_dim(a.seqlens_k, "seqlens_k", 0, "b", b);
+  const int64_t page_size = a.k_cache.shape[1];
+  if (page_size < 1 || page_size > 256 || (page_size & (page_size - 1)) != 0)
+    fail_arg(Status::invalid_argument, "k_cache.shape[1] (page_size)",
+             "a power of two in [1, 256]", page_size);
+
+  // The variant: d_v from v_new, or (V aliases K) the supported variant for this d_k.
+  int64_t d_v = has_v ? a.v_new.shape[3] : d_k;
+  if (!has_v)
+    for (const Variant& s : supported_variants())
+      if (s.v_aliases_k && s.d_k == d_k) d_v = s.d_v;
+  const Variant var{narrow(d_k, "k_new.shape[3] (d_k)"), narrow(d_v, "v_new.shape[3] (d_v)"),
+                    !has_v};
+  if (!is_supported(var)) {
+    std::string list;
+    for (const Variant& s : supported_variants()) list += (list.empty() ? "" : ", ") + s.name();
+    fail_arg(Status::unsupported, "(d_k, d_v, V aliases K)", "one of " + list, var.name());
+  }
+  const CacheFormat format =
+      check_caches({a.k_cache, a.v_cache, a.k_scale, a.v_scale}, a.k_new.dtype, dev, d_k, d_v);
+
+  // Written tensors: disjoint from what is read and from each other.
+  const std::pair<const TensorView*, const char*> written[] = {
+      {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.k_scale, "k_scale"},
+      {&a.v_scale, "v_scale"}};
+  const std::pair<const TensorView*, const char*> read[] = {
+      {&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.block_table, "block_table"},
+      {&a.seqlens_k, "seqlens_k"}};
+  for (size_t w = 0; w < std::size(written); ++w) {
+    for (auto [in, name] : read)
+      if (overlaps(*written[w].first, *in))
+        fail_arg(Status::invalid_argument, written[w].second,
+                 std::string("memory disjoint from ") + name, "overlapping memory");
+    for (size_t o = w + 1; o < std::size(written); ++o)
+      if (overlaps(*written[w].first, *written[o].first))
+        fail_arg(Status::invalid_argument, written[o].second,
+                 std::string("memory disjoint from ") + written[w].second, "overlapping memory");
+  }
+
+  AppendParams p{};
+  p.dtype = a.k_new.dtype;
+  p.kv_format = format;
+  p.b = narrow(b, "k_new.shape[0] (b)");
+  p.s_new = narrow(s_new, "k_new.shape[1] (s_new)");
+  p.h_kv = narrow(h_kv, "k_new.shape[2] (h_kv)");
+  p.d_k = var.d_k;
+  p.d_v = has_v ? var.d_v : 0;
+  p.page_size = static_cast<int>(page_size);
+  while ((1 << p.log2_page_size) < p.page_size) ++p.log2_page_size;
+  p.max_pages = narrow(a.block_table.shape[1], "block_table.shape[1] (max_pages_per_seq)");
+  p.num_pages = narrow(a.k_cache.shape[0], "k_cache.shape[0] (num_pages)");
+  if (int64_t(p.max_pages) * p.page_size > std::numeric_limits<int>::max())
+    fail_arg(Status::invalid_argument, "block_table.shape[1] * page_size", "below 2^31 tokens",
+             int64_t(p.max_pages) * p.page_size);
+  p.k_new = a.k_new.data;
+  p.kn_sb = a.k_new.strides[0], p.kn_ss = a.k_new.strides[1], p.kn_sh = a.k_new.strides[2];
+  p.k = a.k_cache.data;
+  p.k_sp = a.k_cache.strides[0], p.k_st = a.k_cache.strides[1], p.k_sh = a.k_cache.strides[2];
+  if (has_v) {
+    p.v_new = a.v_new.data;
+    p.vn_sb = a.v_new.strides[0], p.vn_ss = a.v_new.strides[1], p.vn_sh = a.v_new.strides[2];
+    p.v = a.v_cache.data;
+    p.v_sp = a.v_cache.strides[0], p.v_st = a.v_cache.strides[1], p.v_sh = a.v_cache.strides[2];
+  }
+  p.k_scale = static_cast<float*>(a.k_scale.data);
+  p.ks_sp = a.k_scale.strides[0], p.ks_st = a.k_scale.strides[1], p.ks_sh = a.k_scale.strides[2];
+  p.v_scale = static_cast<float*>(a.v_scale.data);
+  p.vs_sp = a.v_scale.strides[0], p.vs_st = a.v_scale.strides[1], p.vs_sh = a.v_scale.strides[2];
+  p.block_table = static_cast<const int32_t*>(a.block_table.data);
+  p.bt_sb = a.block_table.strides[0];
+  p.seqlens = static_cast<const int32_t*>(a.seqlens_k.data);
+  if (p.b > 1 && a.seqlens_k.strides[0] != 1)
+    fail_arg(Status::invalid_argument, "seqlens_k.strides[0]", 1, a.seqlens_k.strides[0]);
+  return p;
+}
+
+void validate_append_indices(const AppendParams& p) {
+  const int64_t capacity = int64_t(p.max_pages) * p.page_size;
+  for (int i = 0; i < p.b; ++i) {
+    const int32_t len = p.seqlens[i];
+    const std::string arg = "seqlens_k[" + std::to_string(i) + "]";
+    if (len < p.s_new)
+      fail_arg(Status::bad_seqlen, arg.c_str(),
+               ">= s_new = " + std::to_string(p.s_new) + " (the length after the append)", len);
+    if (len > capacity)
+      fail_arg(Status::bad_seqlen, arg.c_str(),
+               "<= max_pages_per_seq * page_size = " + std::to_string(capacity), len);
+    if (p.s_new == 0) continue;
+    for (int j = (len - p.s_new) >> p.log2_page_size; j <= (len - 1) >> p.log2_page_size; ++j) {
+      const int32_t page = p.block_table[i * p.bt_sb + j];
+      if (page < 0 || page >= p.num_pages) {
+        const std::string bt = "block_table[" + std::to_string(i) + ", " + std::to_string(j) + "]";
+        fail_arg(Status::bad_page_index, bt.c_str(),
+                 "a page index in [0, " + std::to_string(p.num_pages) + ")", page);
+      }
+    }
+  }
 }
 
 }  // namespace flashmfa::detail

@@ -24,4 +24,7 @@ void decode_reference(const detail::DecodeParams& p, const ReferenceScales* scal
 // num_threads <= 0 means std::thread::hardware_concurrency().
 void decode_fast(const detail::DecodeParams& p, int num_threads = 0);
 
+// Writes the new rows of an append (validate_append and validate_append_indices passed).
+void append_kv(const detail::AppendParams& p);
+
 }  // namespace flashmfa::cpu

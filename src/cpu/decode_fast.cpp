@@ -42,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/cache_rows.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "flashmfa/error.hpp"
 #include "flashmfa/half.hpp"
@@ -346,14 +347,27 @@ FLASHMFA_INLINE int64_t cache_offset(const DecodeParams& p, const int32_t* bt_ro
   return page * sp + int64_t(j & (p.page_size - 1)) * st + int64_t(kv) * sh;
 }
 
+// Cached row (K, or V with v) of token j, KV head kv, as float: native rows through the
+// vectorized converters, FP8 rows dequantized (cache_rows.hpp).
+FLASHMFA_INLINE void load_cached_row(const DecodeParams& p, const int32_t* bt_row, int j, int kv,
+                                     bool v, float* dst, int n) {
+  const int64_t off = v ? cache_offset(p, bt_row, j, kv, p.v_sp, p.v_st, p.v_sh)
+                        : cache_offset(p, bt_row, j, kv, p.k_sp, p.k_st, p.k_sh);
+  const void* base = v ? p.v : p.k;
+  if (p.kv_format == CacheFormat::native) {
+    load_row(p.dtype, static_cast<const uint16_t*>(base) + off, dst, n);
+  } else {
+    const float scale = p.kv_format == CacheFormat::fp8_row ? row_scale(p, bt_row, j, kv, v) : 0.f;
+    read_cache_row(p, base, off, scale, dst, n);
+  }
+}
+
 // Computes acc, m, l of one task's rows over KV tokens [begin, end).
 FLASHMFA_CPU_CLONES
 void run_task(const DecodeParams& p, const Group& g, int begin, int end, Scratch& w) {
   const int rows = g.rows, d_k = p.d_k, d_v = p.d_v;
   const int len = p.seqlens[g.seq];
   const auto* q_base = static_cast<const uint16_t*>(p.q);
-  const auto* k_base = static_cast<const uint16_t*>(p.k);
-  const auto* v_base = static_cast<const uint16_t*>(p.v);
   const int32_t* bt_row = p.block_table + int64_t(g.seq) * p.bt_sb;
   const float q_scale = p.scale * kLog2e;  // scores in base 2: 2^(s log2 e) = e^s
 
@@ -378,12 +392,9 @@ void run_task(const DecodeParams& p, const Group& g, int begin, int end, Scratch
     while (w.vis[r0] <= j0) ++r0;  // terminates: end <= g.len = vis[rows - 1]
 
     for (int jj = 0; jj < n; ++jj) {
-      load_row(p.dtype, k_base + cache_offset(p, bt_row, j0 + jj, g.kv, p.k_sp, p.k_st, p.k_sh),
-               w.kt.data() + size_t(jj) * d_k, d_k);
+      load_cached_row(p, bt_row, j0 + jj, g.kv, false, w.kt.data() + size_t(jj) * d_k, d_k);
       if (!p.v_aliases_k)
-        load_row(p.dtype,
-                 v_base + cache_offset(p, bt_row, j0 + jj, g.kv, p.v_sp, p.v_st, p.v_sh),
-                 w.vt.data() + size_t(jj) * d_v, d_v);
+        load_cached_row(p, bt_row, j0 + jj, g.kv, true, w.vt.data() + size_t(jj) * d_v, d_v);
     }
 
     float* s = w.s.data() + size_t(r0) * kBlockN;  // [rows - r0, kBlockN]

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/cache_rows.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "flashmfa/half.hpp"
 
@@ -31,8 +32,19 @@ int64_t row_offset(const DecodeParams& p, int i, int j, int h, int64_t sp, int64
 
 // One output row (sequence i, query token t, head h); `work` holds its scratch vectors.
 struct RowWork {
-  std::vector<double> score, abs_score, acc, acc_abs;
+  std::vector<double> score, abs_score, acc, acc_abs, row;
 };
+
+// Cached row (K: v = false, V: v = true) of token j of sequence i, KV head kv, dequantized.
+void cache_row(const DecodeParams& p, int i, int j, int kv, bool v, std::vector<double>& row) {
+  const int n = v ? p.d_v : p.d_k;
+  row.resize(n);
+  const int32_t* bt_row = p.block_table + i * p.bt_sb;
+  const float scale = p.kv_format == CacheFormat::fp8_row ? row_scale(p, bt_row, j, kv, v) : 0.f;
+  const int64_t off = v ? row_offset(p, i, j, kv, p.v_sp, p.v_st, p.v_sh)
+                        : row_offset(p, i, j, kv, p.k_sp, p.k_st, p.k_sh);
+  read_cache_row(p, v ? p.v : p.k, off, scale, row.data(), n);
+}
 
 void reference_row(const DecodeParams& p, const ReferenceScales* scales, int i, int t, int h,
                    RowWork& work) {
@@ -49,10 +61,10 @@ void reference_row(const DecodeParams& p, const ReferenceScales* scales, int i, 
   abs_score.assign(visible, 0.0);
   double max_s = -std::numeric_limits<double>::infinity();
   for (int j = 0; j < visible; ++j) {
-    const int64_t k_off = row_offset(p, i, j, kv, p.k_sp, p.k_st, p.k_sh);
+    cache_row(p, i, j, kv, false, work.row);
     double dot = 0.0, abs_dot = 0.0;
     for (int d = 0; d < p.d_k; ++d) {
-      const double term = load(p.dtype, p.q, q_off + d) * load(p.dtype, p.k, k_off + d);
+      const double term = load(p.dtype, p.q, q_off + d) * work.row[d];
       dot += term;
       abs_dot += std::fabs(term);
     }
@@ -67,9 +79,9 @@ void reference_row(const DecodeParams& p, const ReferenceScales* scales, int i, 
     const double w = std::exp(score[j] - max_s);
     sum += w;
     lse_scale += w * abs_score[j];
-    const int64_t v_off = row_offset(p, i, j, kv, p.v_sp, p.v_st, p.v_sh);
+    cache_row(p, i, j, kv, !p.v_aliases_k, work.row);  // aliased: K's first d_v columns
     for (int d = 0; d < p.d_v; ++d) {
-      const double v = load(p.dtype, p.v, v_off + d);
+      const double v = work.row[d];
       acc[d] += w * v;
       acc_abs[d] += w * std::fabs(v);
     }

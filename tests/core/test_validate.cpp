@@ -101,7 +101,7 @@ const BadCase kCases[] = {
     {"QDtype", kMfa, [](P&, A& a) { a.q.dtype = DType::f32; }, kDtype,
      {"q.dtype", "expected bf16 or f16", "got f32"}},
     {"KCacheDtype", kMfa, [](P&, A& a) { a.k_cache.dtype = DType::f16; }, kDtype,
-     {"k_cache.dtype", "expected bf16", "got f16", "must match q"}},
+     {"k_cache.dtype", "expected bf16 (q's dtype) or f8_e4m3", "got f16"}},
     {"VCacheDtype", kMfa, [](P&, A& a) { a.v_cache.dtype = DType::f16; }, kDtype,
      {"v_cache.dtype", "expected bf16", "got f16"}},
     {"OutDtype", kMfa, [](P&, A& a) { a.out.dtype = DType::f16; }, kDtype,
