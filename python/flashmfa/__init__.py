@@ -15,13 +15,20 @@ Shapes and dtypes (the C++ API's; see include/flashmfa/flashmfa.hpp):
 argument      shape                                 dtype
 ============  ====================================  =========================================
 q             [b, s_q, h_q, d_k]                    bf16 or f16
-k_cache       [num_pages, page_size, h_kv, d_k]     q's
-v_cache       [num_pages, page_size, h_kv, d_v]     q's; None: V is the first d_v columns of K
+k_cache       [num_pages, page_size, h_kv, d_k]     q's, or FP8 (float8_e4m3fn / uint8, below)
+v_cache       [num_pages, page_size, h_kv, d_v]     k_cache's; None: V is the first d_v columns
+k_scale       [num_pages, page_size, h_kv]          float32; FP8 row caches only (``k_scale=``)
+v_scale       [num_pages, page_size, h_kv]          float32; FP8 row caches with a V cache
 block_table   [b, max_pages_per_seq]                int32
 seqlens_k     [b]                                   int32
 out           [b, s_q, h_q, d_v]                    q's (returned)
 lse           [b, h_q, s_q]                         float32, natural log (returned)
 ============  ====================================  =========================================
+
+FP8 caches (CPU in this release): FlashMLA's MLA row of 656 bytes per token (512 e4m3 latent
+values, four float32 scales, 64 RoPE values in q's dtype), or for the other variants e4m3 rows
+of d values with one float32 scale per row in ``k_scale`` / ``v_scale``; a value reads as
+e4m3 * scale. :func:`append_kv` writes new tokens in any format.
 
 Arrays are anything that exports DLPack or the buffer protocol (torch tensors on CPU or CUDA,
 numpy arrays, CuPy, JAX); only the last dimension must be contiguous. numpy has no bfloat16:
@@ -73,6 +80,7 @@ __all__ = [
     "FLAG_SEQLEN_TOO_LONG",
     "Plan",
     "Variant",
+    "append_kv",
     "build_info",
     "check_errors",
     "cuda_available",
@@ -98,6 +106,8 @@ def workspace_size(
     *,
     head_dim_v: Optional[int] = None,
     softmax_scale: Optional[float] = None,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
     causal: bool = False,
     path: str = "automatic",
 ) -> int:
@@ -112,7 +122,7 @@ def workspace_size(
     c = _Caller(q)
     return _core.workspace_size(
         c.arg(q), c.arg(k_cache), c.arg(v_cache), block_table, seqlens_k,
-        head_dim_v, softmax_scale, causal, path, c.u16_is_bf16,
+        head_dim_v, softmax_scale, causal, path, c.u16_is_bf16, k_scale=k_scale, v_scale=v_scale,
     )
 
 
@@ -125,6 +135,8 @@ def plan(
     *,
     head_dim_v: Optional[int] = None,
     softmax_scale: Optional[float] = None,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
     causal: bool = False,
     path: str = "automatic",
     workspace: Optional[Array] = None,
@@ -143,6 +155,7 @@ def plan(
     return _core.plan(
         c.arg(q), c.arg(k_cache), c.arg(v_cache), block_table, seqlens_k, head_dim_v,
         softmax_scale, causal, path, workspace, c.alloc, c.stream(stream), c.u16_is_bf16,
+        k_scale=k_scale, v_scale=v_scale,
     )
 
 
@@ -156,6 +169,8 @@ def run(
     *,
     out: Optional[Array] = None,
     lse: Optional[Array] = None,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
     softmax_scale: Optional[float] = None,
     stream: Any = None,
     checked: bool = False,
@@ -170,6 +185,7 @@ def run(
     o, l = _core.run(
         plan, c.arg(q), c.arg(k_cache), c.arg(v_cache), block_table, seqlens_k,
         c.arg(out), lse, softmax_scale, c.alloc, checked, c.stream(stream), c.u16_is_bf16,
+        k_scale=k_scale, v_scale=v_scale,
     )
     return (out if out is not None else c.result(o)), l
 
@@ -185,6 +201,8 @@ def decode(
     lse: Optional[Array] = None,
     head_dim_v: Optional[int] = None,
     softmax_scale: Optional[float] = None,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
     causal: bool = False,
     path: str = "automatic",
     workspace: Optional[Array] = None,
@@ -203,7 +221,7 @@ def decode(
     o, l = _core.decode(
         c.arg(q), c.arg(k_cache), c.arg(v_cache), block_table, seqlens_k, c.arg(out), lse,
         head_dim_v, softmax_scale, causal, path, checked, workspace, c.alloc, c.stream(stream),
-        c.u16_is_bf16,
+        c.u16_is_bf16, k_scale=k_scale, v_scale=v_scale,
     )
     return (out if out is not None else c.result(o)), l
 
@@ -219,15 +237,47 @@ def reference(
     lse: Optional[Array] = None,
     head_dim_v: Optional[int] = None,
     softmax_scale: Optional[float] = None,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
     causal: bool = False,
 ) -> Tuple[Array, Array]:
     """The float64 reference (CPU arrays only; slow by design): what the tests compare to."""
     c = _Caller(q)
     o, l = _core.reference(
         c.arg(q), c.arg(k_cache), c.arg(v_cache), block_table, seqlens_k, c.arg(out), lse,
-        head_dim_v, softmax_scale, causal, c.alloc, c.u16_is_bf16,
+        head_dim_v, softmax_scale, causal, c.alloc, c.u16_is_bf16, k_scale=k_scale,
+        v_scale=v_scale,
     )
     return (out if out is not None else c.result(o)), l
+
+
+def append_kv(
+    k_new: Array,
+    v_new: Optional[Array],
+    k_cache: Array,
+    v_cache: Optional[Array],
+    block_table: Array,
+    seqlens_k: Array,
+    *,
+    k_scale: Optional[Array] = None,
+    v_scale: Optional[Array] = None,
+    stream: Any = None,
+) -> None:
+    """Writes the rows of ``s_new`` new tokens per sequence into their pages, in the cache's
+    format (what an engine calls once per layer and step, before :func:`decode`).
+
+    ``k_new`` [b, s_new, h_kv, d_k] (and ``v_new`` [b, s_new, h_kv, d_v], or None when V
+    aliases K) in bf16/f16; token t of sequence i lands at position
+    ``seqlens_k[i] - s_new + t`` (``seqlens_k``: the lengths after the append). 16-bit caches
+    get the rows as they are; FP8 caches (float8_e4m3fn or uint8) get them quantized with
+    scale = amax / 448: FlashMLA's 656-byte MLA row (k_cache [.., 656], four scales inline), or
+    e4m3 rows with one float32 scale per row written to ``k_scale`` / ``v_scale``
+    [num_pages, page_size, h_kv]. A length below s_new or a bad page index raises before
+    anything is written. CPU arrays in this release.
+    """
+    c = _Caller(k_new)
+    _core.append_kv(c.arg(k_new), c.arg(v_new), c.arg(k_cache), c.arg(v_cache), k_scale, v_scale,
+                    block_table, seqlens_k, c.stream(stream), c.u16_is_bf16)
 
 
 def _plan_stream(plan: Plan, stream: Any) -> int:

@@ -64,6 +64,8 @@ class Plan:
     @property
     def path(self) -> str: ...
     @property
+    def cache_format(self) -> str: ...
+    @property
     def kernel(self) -> int: ...
     @property
     def num_parts(self) -> int: ...
@@ -85,29 +87,37 @@ def cuda_available() -> bool: ...
 def workspace_size(
     q: Array, k_cache: Array, v_cache: Optional[Array], block_table: Array, seqlens_k: Array,
     head_dim_v: Optional[int], softmax_scale: Optional[float], causal: bool, path: str,
-    u16_is_bf16: bool,
+    u16_is_bf16: bool, k_scale: Optional[Array] = None, v_scale: Optional[Array] = None,
 ) -> int: ...
 def plan(
     q: Array, k_cache: Array, v_cache: Optional[Array], block_table: Array, seqlens_k: Array,
     head_dim_v: Optional[int], softmax_scale: Optional[float], causal: bool, path: str,
     workspace: Optional[Array], alloc: Optional[Alloc], stream: int, u16_is_bf16: bool,
+    k_scale: Optional[Array] = None, v_scale: Optional[Array] = None,
 ) -> Plan: ...
 def run(
     plan: Plan, q: Array, k_cache: Array, v_cache: Optional[Array], block_table: Array,
     seqlens_k: Array, out: Optional[Array], lse: Optional[Array],
     softmax_scale: Optional[float], alloc: Optional[Alloc], checked: bool, stream: int,
-    u16_is_bf16: bool,
+    u16_is_bf16: bool, k_scale: Optional[Array] = None, v_scale: Optional[Array] = None,
 ) -> Tuple[Array, Array]: ...
 def decode(
     q: Array, k_cache: Array, v_cache: Optional[Array], block_table: Array, seqlens_k: Array,
     out: Optional[Array], lse: Optional[Array], head_dim_v: Optional[int],
     softmax_scale: Optional[float], causal: bool, path: str, checked: bool,
     workspace: Optional[Array], alloc: Optional[Alloc], stream: int, u16_is_bf16: bool,
+    k_scale: Optional[Array] = None, v_scale: Optional[Array] = None,
 ) -> Tuple[Array, Array]: ...
 def reference(
     q: Array, k_cache: Array, v_cache: Optional[Array], block_table: Array, seqlens_k: Array,
     out: Optional[Array], lse: Optional[Array], head_dim_v: Optional[int],
     softmax_scale: Optional[float], causal: bool, alloc: Optional[Alloc], u16_is_bf16: bool,
+    k_scale: Optional[Array] = None, v_scale: Optional[Array] = None,
 ) -> Tuple[Array, Array]: ...
+def append_kv(
+    k_new: Array, v_new: Optional[Array], k_cache: Array, v_cache: Optional[Array],
+    k_scale: Optional[Array], v_scale: Optional[Array], block_table: Array, seqlens_k: Array,
+    stream: int, u16_is_bf16: bool,
+) -> None: ...
 def read_error_flags(plan: Plan, stream: int) -> int: ...
 def check_errors(plan: Plan, stream: int) -> None: ...

@@ -31,7 +31,12 @@ Both of FlashMLA's calling conventions work:
   object reuse that plan, which FlashMLA allows while shapes and ``cache_seqlens`` values stay
   the same (all layers of one step).
 
-Not supported (``NotImplementedError``): the FP8 KV cache and sparse attention (``indices``,
+``is_fp8_kvcache=True`` takes FlashMLA's FP8 cache for dense decoding: k_cache [num_blocks,
+page_size, h_kv, 656] of float8_e4m3fn (or uint8), each row 512 e4m3 latent values, four
+float32 scales and 64 bf16 RoPE values (``flashmfa.append_kv`` writes it). In this release
+FP8 caches run on the CPU; CUDA tensors raise :class:`~flashmfa.ArgumentError`.
+
+Not supported (``NotImplementedError``): sparse attention (``indices``,
 ``attn_sink``, ``extra_k_cache`` and friends). Errors are flashmfa's: :class:`~flashmfa.\
 ArgumentError` (a ValueError) and :class:`~flashmfa.DTypeError` (a TypeError) where FlashMLA
 asserts.
@@ -147,9 +152,26 @@ def get_mla_metadata(
     return tile_md, num_splits
 
 
-def _refuse_unsupported(is_fp8_kvcache: bool, **sparse: Any) -> None:
-    if is_fp8_kvcache:
-        raise NotImplementedError("flashmfa.flash_mla: the FP8 KV cache is not supported")
+def _itemsize(x: Any) -> int:
+    if hasattr(x, "element_size"):  # torch
+        return int(x.element_size())
+    return int(getattr(x, "itemsize", 0) or getattr(getattr(x, "dtype", None), "itemsize", 0))
+
+
+def _check_fp8_flag(is_fp8_kvcache: bool, k_cache: Any) -> None:
+    """FlashMLA's FP8 cache (656-byte rows of float8_e4m3fn / uint8) iff is_fp8_kvcache."""
+    one_byte = _itemsize(k_cache) == 1
+    if is_fp8_kvcache and not one_byte:
+        err = _core.DTypeError(
+            "flashmfa: k_cache.dtype: expected float8_e4m3fn or uint8 (is_fp8_kvcache=True: "
+            f"FlashMLA's 656-byte FP8 rows), got {getattr(k_cache, 'dtype', type(k_cache))}")
+        err.status = "invalid_dtype"
+        raise err
+    if one_byte and not is_fp8_kvcache:
+        raise _argument_error("is_fp8_kvcache", "True for a 1-byte (FP8) k_cache", False)
+
+
+def _refuse_unsupported(**sparse: Any) -> None:
     given = sorted(name for name, value in sparse.items() if value is not None)
     if given:
         raise NotImplementedError(
@@ -159,7 +181,7 @@ def _refuse_unsupported(is_fp8_kvcache: bool, **sparse: Any) -> None:
 def _config(q: Any, k_cache: Any, causal: bool) -> FlashMLASchedMeta.Config:
     return FlashMLASchedMeta.Config(
         b=q.shape[0], s_q=q.shape[1], h_q=q.shape[2], page_block_size=k_cache.shape[1],
-        h_k=k_cache.shape[2], causal=causal, is_fp8_kvcache=False, topk=None,
+        h_k=k_cache.shape[2], causal=causal, is_fp8_kvcache=_itemsize(k_cache) == 1, topk=None,
         extra_page_block_size=None, extra_topk=None)
 
 
@@ -216,7 +238,8 @@ def flash_mla_with_kvcache(
 
     Arguments:
         q: [b, s_q, h_q, d] bf16/fp16.
-        k_cache: [num_blocks, page_block_size, h_kv, d], q's dtype.
+        k_cache: [num_blocks, page_block_size, h_kv, d], q's dtype; with is_fp8_kvcache
+            [.., 656] float8_e4m3fn / uint8 (FlashMLA's FP8 MLA row).
         block_table: [b, max_num_blocks_per_seq] int32.
         cache_seqlens: [b] int32.
         head_dim_v: d_v; V is the first d_v columns of each cached row (512 for MLA).
@@ -229,7 +252,8 @@ def flash_mla_with_kvcache(
         a row has nothing to attend). GPU work runs on torch's current stream.
     """
     del num_splits  # the plan lives in the workspace (see the module docstring)
-    _refuse_unsupported(is_fp8_kvcache, indices=indices, attn_sink=attn_sink,
+    _check_fp8_flag(is_fp8_kvcache, k_cache)
+    _refuse_unsupported(indices=indices, attn_sink=attn_sink,
                         extra_k_cache=extra_k_cache,
                         extra_indices_in_kvcache=extra_indices_in_kvcache,
                         topk_length=topk_length, extra_topk_length=extra_topk_length)

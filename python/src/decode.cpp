@@ -62,12 +62,15 @@ struct Call {
   DecodeArgs args;
   bool out_missing = false, lse_missing = false;
 
-  void inputs(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::handle sl) {
+  void inputs(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::handle sl,
+              nb::handle k_scale, nb::handle v_scale) {
     args.q = arrays.input(q, "q");
     args.k_cache = arrays.input(k, "k_cache");
     args.v_cache = arrays.optional_input(v, "v_cache");
     args.block_table = arrays.input(bt, "block_table");
     args.seqlens_k = arrays.input(sl, "seqlens_k");
+    args.k_scale = arrays.optional_input(k_scale, "k_scale");
+    args.v_scale = arrays.optional_input(v_scale, "v_scale");
   }
 
   // d_v: from out if given, else head_dim_v, else the V cache, else the one supported
@@ -135,9 +138,10 @@ struct Call {
 
 size_t py_workspace_size(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::handle sl,
                          std::optional<int64_t> head_dim_v, std::optional<float> softmax_scale,
-                         bool causal, const std::string& path, bool u16_is_bf16) {
+                         bool causal, const std::string& path, bool u16_is_bf16,
+    nb::handle k_scale, nb::handle v_scale) {
   Call c(u16_is_bf16);
-  c.inputs(q, k, v, bt, sl);
+  c.inputs(q, k, v, bt, sl, k_scale, v_scale);
   c.outputs(nb::none(), nb::none(), head_dim_v);
   c.args.softmax_scale = softmax_scale;
   c.args.causal = causal;
@@ -148,9 +152,10 @@ size_t py_workspace_size(nb::handle q, nb::handle k, nb::handle v, nb::handle bt
 PyPlan py_plan(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::handle sl,
                std::optional<int64_t> head_dim_v, std::optional<float> softmax_scale,
                bool causal, const std::string& path, nb::handle workspace, nb::handle alloc,
-               uintptr_t stream, bool u16_is_bf16) {
+               uintptr_t stream, bool u16_is_bf16,
+    nb::handle k_scale, nb::handle v_scale) {
   Call c(u16_is_bf16);
-  c.inputs(q, k, v, bt, sl);
+  c.inputs(q, k, v, bt, sl, k_scale, v_scale);
   c.outputs(nb::none(), nb::none(), head_dim_v);
   c.args.softmax_scale = softmax_scale;
   c.args.causal = causal;
@@ -168,9 +173,10 @@ PyPlan py_plan(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::hand
 // softmax_scale: None uses the plan's (the scale does not change the schedule).
 nb::tuple py_run(const PyPlan& p, nb::handle q, nb::handle k, nb::handle v, nb::handle bt,
                  nb::handle sl, nb::handle out, nb::handle lse, std::optional<float> softmax_scale,
-                 nb::handle alloc, bool checked, uintptr_t stream, bool u16_is_bf16) {
+                 nb::handle alloc, bool checked, uintptr_t stream, bool u16_is_bf16,
+    nb::handle k_scale, nb::handle v_scale) {
   Call c(u16_is_bf16);
-  c.inputs(q, k, v, bt, sl);
+  c.inputs(q, k, v, bt, sl, k_scale, v_scale);
   c.outputs(out, lse, p.plan.key.variant.d_v);
   c.args.softmax_scale = softmax_scale ? softmax_scale : p.softmax_scale;
   c.args.causal = p.plan.key.causal;
@@ -187,9 +193,10 @@ nb::tuple py_decode(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb:
                     nb::handle out, nb::handle lse, std::optional<int64_t> head_dim_v,
                     std::optional<float> softmax_scale, bool causal, const std::string& path,
                     bool checked, nb::handle workspace, nb::handle alloc, uintptr_t stream,
-                    bool u16_is_bf16) {
+                    bool u16_is_bf16,
+    nb::handle k_scale, nb::handle v_scale) {
   Call c(u16_is_bf16);
-  c.inputs(q, k, v, bt, sl);
+  c.inputs(q, k, v, bt, sl, k_scale, v_scale);
   c.outputs(out, lse, head_dim_v);
   c.args.softmax_scale = softmax_scale;
   c.args.causal = causal;
@@ -207,9 +214,10 @@ nb::tuple py_decode(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb:
 nb::tuple py_reference(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, nb::handle sl,
                        nb::handle out, nb::handle lse, std::optional<int64_t> head_dim_v,
                        std::optional<float> softmax_scale, bool causal, nb::handle alloc,
-                       bool u16_is_bf16) {
+                       bool u16_is_bf16,
+    nb::handle k_scale, nb::handle v_scale) {
   Call c(u16_is_bf16);
-  c.inputs(q, k, v, bt, sl);
+  c.inputs(q, k, v, bt, sl, k_scale, v_scale);
   c.outputs(out, lse, head_dim_v);
   c.args.softmax_scale = softmax_scale;
   c.args.causal = causal;
@@ -222,10 +230,28 @@ nb::tuple py_reference(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, 
   return result;
 }
 
+void py_append_kv(nb::handle k_new, nb::handle v_new, nb::handle k_cache, nb::handle v_cache,
+                  nb::handle k_scale, nb::handle v_scale, nb::handle bt, nb::handle sl,
+                  uintptr_t stream, bool u16_is_bf16) {
+  ArrayImporter arrays(u16_is_bf16);
+  AppendArgs a;
+  a.k_new = arrays.input(k_new, "k_new");
+  a.v_new = arrays.optional_input(v_new, "v_new");
+  a.k_cache = arrays.output(k_cache, "k_cache");
+  if (!v_cache.is_none()) a.v_cache = arrays.output(v_cache, "v_cache");
+  if (!k_scale.is_none()) a.k_scale = arrays.output(k_scale, "k_scale");
+  if (!v_scale.is_none()) a.v_scale = arrays.output(v_scale, "v_scale");
+  a.block_table = arrays.input(bt, "block_table");
+  a.seqlens_k = arrays.input(sl, "seqlens_k");
+  nb::gil_scoped_release unlocked;
+  append_kv(a, as_stream(stream));
+}
+
 std::string plan_repr(const PyPlan& p) {
   const PlanKey& k = p.plan.key;
   return "flashmfa.Plan(device=" + device_str(k.device) + ", dtype=" + dtype_name(k.dtype) +
-         ", variant=" + k.variant.name() + ", b=" + std::to_string(k.batch) +
+         ", variant=" + k.variant.name() + ", cache=" + cache_format_name(k.cache) +
+         ", b=" + std::to_string(k.batch) +
          ", s_q=" + std::to_string(k.s_q) + ", h_q=" + std::to_string(k.h_q) +
          ", h_kv=" + std::to_string(k.h_kv) + ", page_size=" + std::to_string(k.page_size) +
          ", max_pages_per_seq=" + std::to_string(k.max_pages) +
@@ -251,6 +277,8 @@ void bind_decode(nb::module_& m) {
       .def_prop_ro("causal", [](const PyPlan& p) { return p.plan.key.causal; })
       .def_prop_ro("softmax_scale", [](const PyPlan& p) { return p.softmax_scale; })
       .def_prop_ro("path", [](const PyPlan& p) { return path_name(p.plan.key.path); })
+      .def_prop_ro("cache_format",
+                   [](const PyPlan& p) { return cache_format_name(p.plan.key.cache); })
       .def_prop_ro("kernel", [](const PyPlan& p) { return p.plan.kernel; })
       .def_prop_ro("num_parts", [](const PyPlan& p) { return p.plan.num_parts; })
       .def_prop_ro("block_m", [](const PyPlan& p) { return p.plan.block_m; })
@@ -262,20 +290,28 @@ void bind_decode(nb::module_& m) {
 
   m.def("workspace_size", &py_workspace_size, "q"_a, "k_cache"_a, "v_cache"_a.none(),
         "block_table"_a, "seqlens_k"_a, "head_dim_v"_a.none(), "softmax_scale"_a.none(),
-        "causal"_a, "path"_a, "u16_is_bf16"_a);
+        "causal"_a, "path"_a, "u16_is_bf16"_a,
+        "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
   m.def("plan", &py_plan, "q"_a, "k_cache"_a, "v_cache"_a.none(), "block_table"_a,
         "seqlens_k"_a, "head_dim_v"_a.none(), "softmax_scale"_a.none(), "causal"_a, "path"_a,
-        "workspace"_a.none(), "alloc"_a.none(), "stream"_a, "u16_is_bf16"_a);
+        "workspace"_a.none(), "alloc"_a.none(), "stream"_a, "u16_is_bf16"_a,
+        "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
   m.def("run", &py_run, "plan"_a, "q"_a, "k_cache"_a, "v_cache"_a.none(), "block_table"_a,
         "seqlens_k"_a, "out"_a.none(), "lse"_a.none(), "softmax_scale"_a.none(),
-        "alloc"_a.none(), "checked"_a, "stream"_a, "u16_is_bf16"_a);
+        "alloc"_a.none(), "checked"_a, "stream"_a, "u16_is_bf16"_a,
+        "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
   m.def("decode", &py_decode, "q"_a, "k_cache"_a, "v_cache"_a.none(), "block_table"_a,
         "seqlens_k"_a, "out"_a.none(), "lse"_a.none(), "head_dim_v"_a.none(),
         "softmax_scale"_a.none(), "causal"_a, "path"_a, "checked"_a, "workspace"_a.none(),
-        "alloc"_a.none(), "stream"_a, "u16_is_bf16"_a);
+        "alloc"_a.none(), "stream"_a, "u16_is_bf16"_a,
+        "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
   m.def("reference", &py_reference, "q"_a, "k_cache"_a, "v_cache"_a.none(), "block_table"_a,
         "seqlens_k"_a, "out"_a.none(), "lse"_a.none(), "head_dim_v"_a.none(),
-        "softmax_scale"_a.none(), "causal"_a, "alloc"_a.none(), "u16_is_bf16"_a);
+        "softmax_scale"_a.none(), "causal"_a, "alloc"_a.none(), "u16_is_bf16"_a,
+        "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
+  m.def("append_kv", &py_append_kv, "k_new"_a, "v_new"_a.none(), "k_cache"_a,
+        "v_cache"_a.none(), "k_scale"_a.none(), "v_scale"_a.none(), "block_table"_a,
+        "seqlens_k"_a, "stream"_a, "u16_is_bf16"_a);
   m.def(
       "read_error_flags",
       [](const PyPlan& p, uintptr_t stream) {
