@@ -156,6 +156,16 @@ void check_absent(const TensorView& t, const char* arg, const char* why) {
   if (t.present()) fail_arg(Status::invalid_argument, arg, why, "a tensor " + t.shape_str());
 }
 
+// block_table[i, j] must name a page in [0, num_pages) (host check of CPU tensors).
+void check_page_index(const int32_t* block_table, int64_t bt_sb, int num_pages, int i, int j) {
+  const int32_t page = block_table[i * bt_sb + j];
+  if (page < 0 || page >= num_pages) {
+    const std::string bt = "block_table[" + std::to_string(i) + ", " + std::to_string(j) + "]";
+    fail_arg(Status::bad_page_index, bt.c_str(),
+             "a page index in [0, " + std::to_string(num_pages) + ")", page);
+  }
+}
+
 }  // namespace
 
 CacheFormat check_caches(const CacheViews& c, DType dtype, Device dev, int64_t d_k,
@@ -362,12 +372,7 @@ void validate_host_indices(const DecodeParams& p) {
                "<= max_pages_per_seq * page_size = " + std::to_string(capacity), len);
     const int pages = (len + p.page_size - 1) / p.page_size;
     for (int j = 0; j < pages; ++j) {
-      const int32_t page = p.block_table[i * p.bt_sb + j];
-      if (page < 0 || page >= p.num_pages) {
-        const std::string bt = "block_table[" + std::to_string(i) + ", " + std::to_string(j) + "]";
-        fail_arg(Status::bad_page_index, bt.c_str(),
-                 "a page index in [0, " + std::to_string(p.num_pages) + ")", page);
-      }
+      check_page_index(p.block_table, p.bt_sb, p.num_pages, i, j);
     }
   }
 }
@@ -523,12 +528,7 @@ void validate_append_indices(const AppendParams& p) {
                "<= max_pages_per_seq * page_size = " + std::to_string(capacity), len);
     if (p.s_new == 0) continue;
     for (int j = (len - p.s_new) >> p.log2_page_size; j <= (len - 1) >> p.log2_page_size; ++j) {
-      const int32_t page = p.block_table[i * p.bt_sb + j];
-      if (page < 0 || page >= p.num_pages) {
-        const std::string bt = "block_table[" + std::to_string(i) + ", " + std::to_string(j) + "]";
-        fail_arg(Status::bad_page_index, bt.c_str(),
-                 "a page index in [0, " + std::to_string(p.num_pages) + ")", page);
-      }
+      check_page_index(p.block_table, p.bt_sb, p.num_pages, i, j);
     }
   }
 }
