@@ -116,7 +116,8 @@ struct DecodeArgs {
 // (FP8 caches: quantized, with their scales computed). What an engine calls once per layer and
 // step, before decode. Token t of sequence i lands at position seqlens_k[i] - s_new + t, in page
 // block_table[i, pos / page_size], slot pos % page_size. The caches take the same views as in
-// DecodeArgs; k_new's d_k is the variant's row width (MLA: 576, latent then RoPE).
+// DecodeArgs; k_new's d_k is the variant's row width (MLA: 576, latent then RoPE). The slots
+// written must be distinct (on CUDA, two rows aimed at one slot leave either one there).
 struct AppendArgs {
   TensorView k_new;        // [b, s_new, h_kv, d_k]                 bf16 | f16
   TensorView v_new;        // [b, s_new, h_kv, d_v]                 k_new's dtype; absent: no V cache
@@ -126,18 +127,30 @@ struct AppendArgs {
   TensorView v_scale;      // as DecodeArgs::v_scale (written; fp8_row with a v_cache only)
   TensorView block_table;  // [b, max_pages_per_seq]                i32
   TensorView seqlens_k;    // [b]                                   i32, lengths after the append
+  TensorView error_flags;  // [1]                                   i32; optional (CUDA sets flags)
 };
 
-// Validates args (including every position and page index it would write: a bad one raises,
-// naming it, before anything is written) and writes the rows. CPU tensors in this release; on
-// CUDA tensors it raises Status::unsupported.
+// Validates args and writes the rows, on either device, in the same bytes (FP8: scale =
+// amax / 448 per group, e4m3 rounded to nearest even and saturated, as on the CPU).
+//   CPU tensors: every position and page index is checked before anything is written (a bad
+//     one raises, naming it); error_flags, if given, is left as it is.
+//   CUDA tensors: kernels on `stream`, no allocation, no host synchronization (capturable in a
+//     CUDA graph, replayed with new seqlens_k and block_table values). The host cannot read the
+//     lengths and page indices, so the kernel checks them and writes nothing outside the
+//     caches: a sequence with seqlens_k[i] < s_new (kFlagSeqlenNegative) or beyond
+//     max_pages_per_seq * page_size (kFlagSeqlenTooLong) is skipped whole, a row whose page
+//     index is outside [0, num_pages) is skipped (kFlagPageOutOfRange); the bits are or-ed into
+//     error_flags where given (the caller reads and clears it).
 void append_kv(const AppendArgs& args, Stream stream = nullptr);
 
-// Device-side problems a run met and skipped (bit flags; see check_errors).
+// Device-side problems a run (see check_errors) or a CUDA append_kv (AppendArgs::error_flags)
+// met and skipped (bit flags).
 enum ErrorFlag : uint32_t {
   kFlagPageOutOfRange = 1u << 0,   // a block-table entry outside [0, num_pages) was skipped
   kFlagSeqlenTooLong = 1u << 1,    // seqlens_k[i] > max_pages_per_seq * page_size: clamped
-  kFlagSeqlenNegative = 1u << 2,   // seqlens_k[i] < 0: treated as 0
+                                   // (append_kv: the sequence was skipped)
+  kFlagSeqlenNegative = 1u << 2,   // seqlens_k[i] < 0: treated as 0 (append_kv: seqlens_k[i]
+                                   // < s_new, a negative position: the sequence was skipped)
 };
 
 // The shape a plan was made for (run checks its args against it).

@@ -28,7 +28,7 @@ lse           [b, h_q, s_q]                         float32, natural log (return
 FP8 caches (CPU in this release): FlashMLA's MLA row of 656 bytes per token (512 e4m3 latent
 values, four float32 scales, 64 RoPE values in q's dtype), or for the other variants e4m3 rows
 of d values with one float32 scale per row in ``k_scale`` / ``v_scale``; a value reads as
-e4m3 * scale. :func:`append_kv` writes new tokens in any format.
+e4m3 * scale. :func:`append_kv` writes new tokens in any format, on the CPU and on CUDA.
 
 Arrays are anything that exports DLPack or the buffer protocol (torch tensors on CPU or CUDA,
 numpy arrays, CuPy, JAX); only the last dimension must be contiguous. numpy has no bfloat16:
@@ -261,6 +261,7 @@ def append_kv(
     *,
     k_scale: Optional[Array] = None,
     v_scale: Optional[Array] = None,
+    error_flags: Optional[Array] = None,
     stream: Any = None,
 ) -> None:
     """Writes the rows of ``s_new`` new tokens per sequence into their pages, in the cache's
@@ -272,12 +273,20 @@ def append_kv(
     get the rows as they are; FP8 caches (float8_e4m3fn or uint8) get them quantized with
     scale = amax / 448: FlashMLA's 656-byte MLA row (k_cache [.., 656], four scales inline), or
     e4m3 rows with one float32 scale per row written to ``k_scale`` / ``v_scale``
-    [num_pages, page_size, h_kv]. A length below s_new or a bad page index raises before
-    anything is written. CPU arrays in this release.
+    [num_pages, page_size, h_kv]. CPU and CUDA arrays write the same bytes.
+
+    On the CPU a length below s_new or a bad page index raises before anything is written. On
+    CUDA the work runs on ``stream`` without allocating or synchronizing (it can be captured in
+    a CUDA graph), and the kernel checks lengths and page indices itself: it skips a sequence
+    whose length is below s_new or beyond the block table and a row whose page index is outside
+    the cache, writes nothing out of place, and ors the ``FLAG_*`` bits into ``error_flags``
+    (an int32 array of shape [1] on the same device, which the caller reads and clears) when
+    one is given. The CPU leaves ``error_flags`` as it is.
     """
     c = _Caller(k_new)
     _core.append_kv(c.arg(k_new), c.arg(v_new), c.arg(k_cache), c.arg(v_cache), k_scale, v_scale,
-                    block_table, seqlens_k, c.stream(stream), c.u16_is_bf16)
+                    block_table, seqlens_k, c.stream(stream), c.u16_is_bf16,
+                    error_flags=error_flags)
 
 
 def _plan_stream(plan: Plan, stream: Any) -> int:

@@ -232,7 +232,7 @@ nb::tuple py_reference(nb::handle q, nb::handle k, nb::handle v, nb::handle bt, 
 
 void py_append_kv(nb::handle k_new, nb::handle v_new, nb::handle k_cache, nb::handle v_cache,
                   nb::handle k_scale, nb::handle v_scale, nb::handle bt, nb::handle sl,
-                  uintptr_t stream, bool u16_is_bf16) {
+                  uintptr_t stream, bool u16_is_bf16, nb::handle error_flags) {
   ArrayImporter arrays(u16_is_bf16);
   AppendArgs a;
   a.k_new = arrays.input(k_new, "k_new");
@@ -243,6 +243,7 @@ void py_append_kv(nb::handle k_new, nb::handle v_new, nb::handle k_cache, nb::ha
   if (!v_scale.is_none()) a.v_scale = arrays.output(v_scale, "v_scale");
   a.block_table = arrays.input(bt, "block_table");
   a.seqlens_k = arrays.input(sl, "seqlens_k");
+  if (!error_flags.is_none()) a.error_flags = arrays.output(error_flags, "error_flags");
   nb::gil_scoped_release unlocked;
   append_kv(a, as_stream(stream));
 }
@@ -311,7 +312,7 @@ void bind_decode(nb::module_& m) {
         "k_scale"_a.none() = nb::none(), "v_scale"_a.none() = nb::none());
   m.def("append_kv", &py_append_kv, "k_new"_a, "v_new"_a.none(), "k_cache"_a,
         "v_cache"_a.none(), "k_scale"_a.none(), "v_scale"_a.none(), "block_table"_a,
-        "seqlens_k"_a, "stream"_a, "u16_is_bf16"_a);
+        "seqlens_k"_a, "stream"_a, "u16_is_bf16"_a, "error_flags"_a.none() = nb::none());
   m.def(
       "read_error_flags",
       [](const PyPlan& p, uintptr_t stream) {

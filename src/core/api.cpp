@@ -50,26 +50,29 @@ Variant DecodeArgs::variant() const {
 
 namespace {
 
-void require_cuda(Device dev) {
+// `arg`: the tensor whose device names the call's device in the error.
+void require_cuda(Device dev, const char* arg) {
   if (dev.type == DeviceType::cuda && !cuda::available())
-    fail_arg(Status::no_device, "q.device", "a device this build can drive",
+    fail_arg(Status::no_device, arg, "a device this build can drive",
              "cuda:" + std::to_string(dev.id) +
                  (std::string(cuda::arch_list()).empty() ? " (built without CUDA)"
                                                          : " (no CUDA device visible)"));
 }
 
-// FP8 caches run on the CPU backend in this release (the CUDA kernels read 16-bit rows).
+// FP8 caches: the CUDA decode kernels read 16-bit rows in this release (the portable kernel's
+// FP8 tiles are on a branch until they are measured on the GPU: docs/perf-notes.md D).
 void require_native_cache_on_cuda(Device dev, CacheFormat format) {
   if (dev.type == DeviceType::cuda && format != CacheFormat::native)
     fail_arg(Status::unsupported, "k_cache.dtype",
-             "bf16 or f16 for CUDA tensors (FP8 caches run on the CPU backend in this release)",
+             "bf16 or f16 for CUDA tensors (FP8 caches decode on the CPU backend in this "
+             "release)",
              std::string("an FP8 cache (") + cache_format_name(format) + ")");
 }
 
 // Fills the backend-independent part of a plan and the backend's cut of the work.
 Plan configure(const detail::DecodeParams& p, const DecodeArgs& args) {
   const Device dev = args.q.device;
-  require_cuda(dev);
+  require_cuda(dev, "q.device");
   require_native_cache_on_cuda(dev, p.kv_format);
   Plan plan;
   plan.key = detail::plan_key(p, dev, args.path);
@@ -142,15 +145,16 @@ void decode_reference(const DecodeArgs& args) {
 }
 
 void append_kv(const AppendArgs& args, Stream stream) {
-  (void)stream;  // CPU only in this release
   const detail::AppendParams p = detail::validate_append(args);
   const Device dev = args.k_new.device;
-  if (dev.type != DeviceType::cpu)
-    fail_arg(Status::unsupported, "k_new.device",
-             "cpu (append_kv runs on the CPU backend in this release)",
-             "cuda:" + std::to_string(dev.id));
-  detail::validate_append_indices(p);
-  cpu::append_kv(p);
+  if (dev.type == DeviceType::cpu) {
+    detail::validate_append_indices(p);  // raises before anything is written
+    cpu::append_kv(p);
+    return;
+  }
+  require_cuda(dev, "k_new.device");
+  // Lengths and page indices stay on the device: the kernel checks each row (flashmfa.hpp).
+  cuda::append_kv(p, dev.id, stream);
 }
 
 uint32_t read_error_flags(const Plan& plan, Stream stream) {

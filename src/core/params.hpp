@@ -69,6 +69,7 @@ struct AppendParams {
   const int32_t* block_table;
   int64_t bt_sb;
   const int32_t* seqlens;  // lengths after the append
+  uint32_t* error_flags;   // [1] or null: ErrorFlag bits of rows the CUDA kernel skipped
 };
 
 // Rows of one KV head's query tile: s_q tokens x q_per_kv heads, row r = t * q_per_kv + h.

@@ -412,17 +412,34 @@ AppendParams validate_append(const AppendArgs& a) {
   }
   check_rank(a.block_table, "block_table", 2, {"b", "max_pages_per_seq"});
   check_rank(a.seqlens_k, "seqlens_k", 1, {"b"});
+  const bool has_flags = a.error_flags.present();
+  if (has_flags) {
+    check_present(a.error_flags, "error_flags");
+    check_rank(a.error_flags, "error_flags", 1, {"1"});
+  }
 
   if (a.k_new.dtype != DType::bf16 && a.k_new.dtype != DType::f16)
     fail_arg(Status::invalid_dtype, "k_new.dtype", "bf16 or f16", dtype_name(a.k_new.dtype));
   if (has_v) check_dtype(a.v_new, "v_new", a.k_new.dtype, "must match k_new");
   check_dtype(a.block_table, "block_table", DType::i32);
   check_dtype(a.seqlens_k, "seqlens_k", DType::i32);
+  if (has_flags) {
+    check_dtype(a.error_flags, "error_flags", DType::i32, "ErrorFlag bits are or-ed into it");
+    check_dim(a.error_flags, "error_flags", 0, "one word", 1);
+    // The kernel ors into it atomically: a misaligned word would fault.
+    if (reinterpret_cast<uintptr_t>(a.error_flags.data) % sizeof(int32_t) != 0)
+      fail_arg(Status::invalid_argument, "error_flags", "a 4-byte aligned pointer",
+               "an address " +
+                   std::to_string(reinterpret_cast<uintptr_t>(a.error_flags.data) %
+                                  sizeof(int32_t)) +
+                   " bytes past a 4-byte boundary");
+  }
 
   const Device dev = a.k_new.device;
   const std::pair<const TensorView*, const char*> all[] = {
       {&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"},
-      {&a.v_cache, "v_cache"}, {&a.block_table, "block_table"}, {&a.seqlens_k, "seqlens_k"}};
+      {&a.v_cache, "v_cache"}, {&a.block_table, "block_table"}, {&a.seqlens_k, "seqlens_k"},
+      {&a.error_flags, "error_flags"}};
   for (auto [t, name] : all) {
     if (!t->present()) continue;
     check_device(*t, name, dev);
@@ -463,7 +480,7 @@ AppendParams validate_append(const AppendArgs& a) {
   // Written tensors: disjoint from what is read and from each other.
   const std::pair<const TensorView*, const char*> written[] = {
       {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.k_scale, "k_scale"},
-      {&a.v_scale, "v_scale"}};
+      {&a.v_scale, "v_scale"}, {&a.error_flags, "error_flags"}};
   const std::pair<const TensorView*, const char*> read[] = {
       {&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.block_table, "block_table"},
       {&a.seqlens_k, "seqlens_k"}};
@@ -512,6 +529,7 @@ AppendParams validate_append(const AppendArgs& a) {
   p.seqlens = static_cast<const int32_t*>(a.seqlens_k.data);
   if (p.b > 1 && a.seqlens_k.strides[0] != 1)
     fail_arg(Status::invalid_argument, "seqlens_k.strides[0]", 1, a.seqlens_k.strides[0]);
+  p.error_flags = static_cast<uint32_t*>(a.error_flags.data);
   return p;
 }
 

@@ -18,5 +18,6 @@ size_t workspace_bytes(const detail::DecodeParams&, const Plan&) { unavailable()
 void plan(const detail::DecodeParams&, const Plan&, Stream) { unavailable(); }
 void run(const detail::DecodeParams&, const Plan&, Stream) { unavailable(); }
 uint32_t read_error_flags(const Plan&, Stream) { unavailable(); }
+void append_kv(const detail::AppendParams&, int, Stream) { unavailable(); }
 
 }  // namespace flashmfa::cuda

@@ -17,6 +17,7 @@
 #include "cpu_check.hpp"
 #include "flashmfa/flashmfa.hpp"
 #include "flashmfa/half.hpp"
+#include "problem/fp8.hpp"
 #include "problem/problem.hpp"
 
 namespace flashmfa {
@@ -24,6 +25,7 @@ namespace {
 
 using detail::e4m3_to_float;
 using detail::float_to_e4m3;
+using testing::Fp8Problem;
 using testing::HostProblem;
 using testing::ProblemSpec;
 
@@ -196,66 +198,31 @@ TEST(AppendKv, NativeCacheGetsTheBits) {
   EXPECT_EQ(cache[(4 + 2) * 576], 0x7e00);
 }
 
+// The CPU checks lengths and page indices on the host and raises instead of flagging: a given
+// error_flags word is accepted and left as it is, both on success and on a refused call.
+TEST(AppendKv, CpuLeavesErrorFlagsAlone) {
+  const DType dtype = DType::bf16;
+  std::vector<uint16_t> cache(size_t(2) * 4 * 64, 0x7fc0), expected = cache;
+  const std::vector<uint16_t> k_new = random_rows(dtype, 64, 6);
+  std::vector<int32_t> bt = {1, 0}, lens = {2};
+  int32_t flags = 12345;
+  AppendArgs a;
+  a.k_new = make_view(const_cast<uint16_t*>(k_new.data()), dtype, {1, 1, 1, 64});
+  a.k_cache = make_view(cache.data(), dtype, {2, 4, 1, 64});
+  a.block_table = make_view(bt.data(), DType::i32, {1, 2});
+  a.seqlens_k = make_view(lens.data(), DType::i32, {1});
+  a.error_flags = make_view(&flags, DType::i32, {1});
+  append_kv(a);  // position 1: page 1, slot 1
+  std::memcpy(&expected[(4 + 1) * 64], k_new.data(), 64 * 2);
+  EXPECT_EQ(cache, expected);
+  EXPECT_EQ(flags, 12345);
+  lens = {0};
+  EXPECT_THROW(append_kv(a), Error);
+  EXPECT_EQ(flags, 12345);
+  EXPECT_EQ(cache, expected);
+}
+
 // ---- decode on FP8 caches ----
-
-// spec's problem with its cache quantized by append_kv (unused rows: e4m3 NaN bytes, NaN
-// scales), and views of both forms.
-struct Fp8Problem {
-  HostProblem h;             // the unquantized problem; out / lse are shared by both forms
-  std::vector<uint8_t> k8, v8;
-  std::vector<float> ks, vs;
-  int row_bytes = 0;
-  bool mla = false;
-
-  explicit Fp8Problem(const ProblemSpec& spec) : h(testing::make_problem(spec)) {
-    const Variant var = spec.variant;
-    mla = var == Variant::mla();
-    row_bytes = mla ? MlaFp8Row::kBytes : var.d_k;
-    const size_t rows = size_t(h.num_pages) * spec.page_size * spec.h_kv;
-    k8.assign(rows * row_bytes, 0xff);
-    if (!var.v_aliases_k) v8.assign(rows * var.d_v, 0xff);
-    if (!mla) ks.assign(rows, std::nanf(""));
-    if (!mla && !var.v_aliases_k) vs.assign(rows, std::nanf(""));
-    for (int i = 0; i < spec.b; ++i) {
-      const int len = spec.seqlens[i];
-      if (len == 0) continue;
-      std::vector<uint16_t> k_new(size_t(len) * spec.h_kv * var.d_k);
-      std::vector<uint16_t> v_new(var.v_aliases_k ? 0 : size_t(len) * spec.h_kv * var.d_v);
-      for (int j = 0; j < len; ++j)
-        for (int kv = 0; kv < spec.h_kv; ++kv) {
-          const size_t row = (size_t(h.block_table[size_t(i) * h.max_pages + j / spec.page_size]) *
-                                  spec.page_size + j % spec.page_size) * spec.h_kv + kv;
-          std::memcpy(&k_new[(size_t(j) * spec.h_kv + kv) * var.d_k], &h.k_cache[row * var.d_k],
-                      size_t(var.d_k) * 2);
-          if (!var.v_aliases_k)
-            std::memcpy(&v_new[(size_t(j) * spec.h_kv + kv) * var.d_v],
-                        &h.v_cache[row * var.d_v], size_t(var.d_v) * 2);
-        }
-      DecodeArgs d = fp8_args();
-      AppendArgs a;
-      a.k_new = make_view(k_new.data(), spec.dtype, {1, len, spec.h_kv, var.d_k});
-      if (!var.v_aliases_k)
-        a.v_new = make_view(v_new.data(), spec.dtype, {1, len, spec.h_kv, var.d_v});
-      a.k_cache = d.k_cache, a.v_cache = d.v_cache, a.k_scale = d.k_scale, a.v_scale = d.v_scale;
-      a.block_table = make_view(h.block_table.data() + size_t(i) * h.max_pages, DType::i32,
-                                {1, h.max_pages});
-      a.seqlens_k = make_view(h.seqlens.data() + i, DType::i32, {1});
-      append_kv(a);
-    }
-  }
-
-  DecodeArgs fp8_args() {
-    const ProblemSpec& s = h.spec;
-    DecodeArgs a = h.args();
-    a.k_cache = make_view(k8.data(), DType::f8_e4m3, {h.num_pages, s.page_size, s.h_kv, row_bytes});
-    a.v_cache = v8.empty() ? TensorView{}
-                           : make_view(v8.data(), DType::f8_e4m3,
-                                       {h.num_pages, s.page_size, s.h_kv, s.variant.d_v});
-    if (!ks.empty()) a.k_scale = make_view(ks.data(), DType::f32, {h.num_pages, s.page_size, s.h_kv});
-    if (!vs.empty()) a.v_scale = make_view(vs.data(), DType::f32, {h.num_pages, s.page_size, s.h_kv});
-    return a;
-  }
-};
 
 // Cosine similarity of two output arrays (finite entries).
 double cosine(DType dtype, const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
@@ -389,11 +356,29 @@ TEST(Fp8Errors, AppendRefusesBeforeWriting) {
   a = args();
   a.v_cache = {};
   expect_error([&] { append_kv(a); }, Status::invalid_argument, {"v_cache", "nullptr"});
-  a = args();
-  a.k_new.device = {DeviceType::cuda, 0};
-  a.v_new.device = a.k_cache.device = a.v_cache.device = a.k_scale.device = a.v_scale.device =
-      a.block_table.device = a.seqlens_k.device = a.k_new.device;
-  expect_error([&] { append_kv(a); }, Status::unsupported, {"k_new.device", "cpu"});
+  // error_flags: one aligned i32 word on the tensors' device, apart from what is written.
+  int32_t flags[2] = {0, 0};
+  const std::vector<std::pair<TensorView, std::vector<std::string>>> bad_flags = {
+      {make_view(flags, DType::f32, {1}), {"error_flags.dtype", "i32"}},
+      {make_view(flags, DType::i32, {2}), {"error_flags.shape[0]", "1"}},
+      {make_view(flags, DType::i32, {1, 1}), {"error_flags", "1 dimensions"}},
+      {make_view(flags, DType::i32, {1}, {DeviceType::cuda, 0}), {"error_flags.device", "cpu"}},
+      {make_view(reinterpret_cast<char*>(flags) + 1, DType::i32, {1}), {"4-byte aligned"}},
+      {make_view(p.ks.data(), DType::i32, {1}), {"error_flags", "disjoint from k_scale"}}};
+  for (const auto& [view, parts] : bad_flags) {
+    a = args();
+    a.error_flags = view;
+    expect_error([&] { append_kv(a); },
+                 parts[0] == "error_flags.dtype" ? Status::invalid_dtype : Status::invalid_argument,
+                 parts);
+  }
+  if (!cuda_available()) {  // CUDA tensors need a device (tests/cuda/test_append.cpp has them)
+    a = args();
+    a.k_new.device = {DeviceType::cuda, 0};
+    a.v_new.device = a.k_cache.device = a.v_cache.device = a.k_scale.device = a.v_scale.device =
+        a.block_table.device = a.seqlens_k.device = a.k_new.device;
+    expect_error([&] { append_kv(a); }, Status::no_device, {"k_new.device", "cuda:0"});
+  }
   EXPECT_EQ(p.k8, k_before) << "a refused append wrote to the cache";
   EXPECT_EQ(0, std::memcmp(p.ks.data(), ks_before.data(), ks_before.size() * 4))
       << "a refused append wrote to the scales";

@@ -140,3 +140,19 @@ def test_append_refuses_bad_lengths_before_writing():
     with pytest.raises(flashmfa.ArgumentError, match=r"seqlens_k\[0\]"):
         flashmfa.append_kv(k_new, None, k8, None, p.block_table, p.seqlens_k)  # 3 < s_new 4
     assert np.all(k8 == 0xAB)
+
+
+def test_append_accepts_error_flags_and_leaves_them_on_the_cpu():
+    p = make_problem(np.random.default_rng(5), b=1, h_q=16, d_k=576, d_v=512, page_size=16,
+                     lengths=[4])
+    k8 = np.full(p.k_cache.shape[:3] + (656,), 0xAB, np.uint8)
+    k_new = gather_rows(p, p.k_cache, 0)[None]
+    flags = np.array([7], np.int32)  # the CPU raises instead of flagging: left as it is
+    flashmfa.append_kv(k_new, None, k8, None, p.block_table, p.seqlens_k, error_flags=flags)
+    assert flags[0] == 7 and not np.all(k8 == 0xAB)
+    with pytest.raises(flashmfa.DTypeError, match=r"error_flags\.dtype"):
+        flashmfa.append_kv(k_new, None, k8, None, p.block_table, p.seqlens_k,
+                           error_flags=np.zeros(1, np.float32))
+    with pytest.raises(flashmfa.ArgumentError, match=r"error_flags\.shape\[0\]"):
+        flashmfa.append_kv(k_new, None, k8, None, p.block_table, p.seqlens_k,
+                           error_flags=np.zeros(2, np.int32))

@@ -1,0 +1,32 @@
+// flashmfa test problems on FP8 caches: a HostProblem's cache quantized through append_kv
+// (FlashMLA's 656-byte rows for MLA, e4m3 rows with per-row f32 scales for the others), for
+// the tests of every backend and flashmfa-bench's --cache fp8.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "flashmfa/flashmfa.hpp"
+#include "problem/problem.hpp"
+
+namespace flashmfa::testing {
+
+struct Fp8Problem {
+  HostProblem h;                 // the unquantized problem; out / lse serve both forms
+  std::vector<uint8_t> k8, v8;   // the FP8 caches (v8 empty when V aliases K)
+  std::vector<float> ks, vs;     // fp8_row: the rows' scales (empty for MLA, vs when aliased)
+  int row_bytes = 0;             // bytes of one K row: 656 (MLA) or d_k
+  bool mla = false;
+
+  // Quantizes every visible row of make_problem(spec)'s cache. Rows no sequence uses keep
+  // e4m3 NaN bytes and NaN scales, so a kernel that reads them shows it.
+  explicit Fp8Problem(const ProblemSpec& spec);
+
+  // Views of the FP8 form over other buffers (device copies), as HostProblem::args_on.
+  DecodeArgs args_on(Device dev, void* q, void* k8, void* v8, void* ks, void* vs,
+                     void* block_table, void* seqlens, void* out, void* lse) const;
+  // CPU views of the FP8 form.
+  DecodeArgs fp8_args();
+};
+
+}  // namespace flashmfa::testing
