@@ -10,7 +10,8 @@
 # Steps: build, test, sanitize, python, bench, ptxas. Each step's log is $OUT/<step>.log; the
 # summary of all steps is printed last (the device tool returns the end of the output).
 # The device tool copies the tree without .git: pass FLASHMFA_COMMIT=<hash> so that the
-# benchmark JSON records the commit it measured.
+# benchmark JSON records the commit it measured. It also returns only a few files from $OUT:
+# PACK=1 packs everything the steps wrote into $OUT/device-out.tgz (and removes the rest).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -98,3 +99,7 @@ for step in "${steps[@]}"; do
 done
 echo "== summary (commit $commit)"
 printf '%s\n' "${summary[@]}"
+if [ "${PACK:-0}" = 1 ]; then
+  (cd "$OUT" && find . -type f ! -name device-out.tgz -print0 |
+     tar czf device-out.tgz --null -T - --remove-files)
+fi
