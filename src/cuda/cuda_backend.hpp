@@ -32,8 +32,9 @@ void run(const detail::DecodeParams& p, const Plan& plan, Stream stream);
 uint32_t read_error_flags(const Plan& plan, Stream stream);
 
 // Launches the append kernel on `device`: checks every row's position and page index on the
-// device (skipping and flagging bad ones into p.error_flags), writes the rest. No allocation,
-// no host synchronization.
+// device (skipping and flagging bad ones into p.error_flags), writes the rest, byte for byte
+// what the CPU backend writes. The grid depends on shapes only, so a captured launch replays
+// with new lengths and block tables. No allocation, no host synchronization.
 void append_kv(const detail::AppendParams& p, int device, Stream stream);
 
 }  // namespace flashmfa::cuda

@@ -59,8 +59,7 @@ DecodeArgs Fp8Problem::args_on(Device dev, void* q, void* k8_data, void* v8_data
 }
 
 DecodeArgs Fp8Problem::fp8_args() {
-  HostProblem& p = h;
-  DecodeArgs a = p.args();
+  const DecodeArgs a = h.args();
   return args_on(a.q.device, a.q.data, k8.data(), v8.data(), ks.data(), vs.data(),
                  a.block_table.data, a.seqlens_k.data, a.out.data, a.lse.data);
 }

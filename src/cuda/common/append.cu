@@ -1,4 +1,5 @@
-// flashmfa CUDA: the append kernel (see append.hpp) and the backend's append_kv entry.
+// flashmfa CUDA: append_kv (cuda_backend.hpp), new tokens' K / V rows into a paged cache in
+// every cache format (flashmfa.hpp: AppendArgs, CacheFormat).
 //
 // One warp per row: (sequence, token, KV head) of k_new in blockIdx.y 0, of v_new in blockIdx.y
 // 1; 8 warps per CTA. A warp first works out where its row goes, from the length and the
@@ -26,7 +27,6 @@
 #include <string>
 
 #include "core/fp8.hpp"
-#include "cuda/common/append.hpp"
 #include "cuda/common/device.hpp"
 #include "cuda/cuda_backend.hpp"
 
@@ -243,10 +243,6 @@ __global__ void __launch_bounds__(kThreads) append_kernel(const __grid_constant_
   }
 }
 
-bool aligned(const void* ptr, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
-}
-
 // A stride that moves whole vectors of `elems` elements, or never moves (a dimension of one).
 bool stride_moves(int64_t stride, int extent, int64_t elems) {
   return extent <= 1 || stride % elems == 0;
@@ -274,7 +270,7 @@ bool vector_layout(const AppendParams& p) {
 
 }  // namespace
 
-void launch_append(const AppendParams& p, cudaStream_t stream) {
+void append_kv(const detail::AppendParams& p, int device, Stream stream) {
   const int64_t rows = int64_t(p.b) * p.s_new * p.h_kv;
   if (rows == 0) return;
   if (p.d_k > kMaxRow || p.d_v > kMaxRow)  // every supported variant's rows fit
@@ -286,16 +282,13 @@ void launch_append(const AppendParams& p, cudaStream_t stream) {
                      "at most " + std::to_string(kMaxGridX * kWarpsPerCta) + " rows on CUDA",
                      rows);
   const dim3 grid(static_cast<unsigned>(ctas), p.d_v > 0 ? 2 : 1);
-  if (vector_layout(p))
-    append_kernel<kVecValues><<<grid, kThreads, 0, stream>>>(p);
-  else
-    append_kernel<1><<<grid, kThreads, 0, stream>>>(p);
-  FLASHMFA_CUDA_CHECK(cudaGetLastError());
-}
-
-void append_kv(const detail::AppendParams& p, int device, Stream stream) {
   DeviceGuard guard(device);
-  launch_append(p, static_cast<cudaStream_t>(stream));
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (vector_layout(p))
+    append_kernel<kVecValues><<<grid, kThreads, 0, s>>>(p);
+  else
+    append_kernel<1><<<grid, kThreads, 0, s>>>(p);
+  FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace flashmfa::cuda

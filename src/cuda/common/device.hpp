@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "flashmfa/error.hpp"
@@ -18,6 +19,11 @@ struct DeviceInfo {
   size_t l2_bytes = 0;
   std::string name;
 };
+
+// Whether a pointer sits on a multiple of `bytes` (the vector, cp.async and TMA paths' test).
+inline bool aligned(const void* ptr, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+}
 
 // Cached properties of device `id` (thread-safe; the first call per device queries CUDA).
 const DeviceInfo& device_info(int id);

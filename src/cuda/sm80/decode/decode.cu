@@ -43,9 +43,6 @@ int block_m_for(int rows) {
   return kBlockMs[std::size(kBlockMs) - 1];
 }
 
-bool aligned(const void* ptr, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
-}
 bool strides_multiple_of(int64_t n, int64_t a, int64_t b, int64_t c) {
   return a % n == 0 && b % n == 0 && c % n == 0;
 }

@@ -27,7 +27,6 @@ constexpr int kTmaAlignBytes = 16;   // TMA global address and stride granularit
 constexpr uint64_t kTmaMaxStride = uint64_t(1) << 40;
 constexpr int kTensorRank = 4;       // (d, h_kv, page_size, num_pages)
 
-bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 bool stride_ok(int64_t elems, int bytes) {
   return elems >= 0 && (elems * kElemBytes) % bytes == 0 &&
          uint64_t(elems) * kElemBytes < kTmaMaxStride;
