@@ -49,6 +49,21 @@ SampleResult check_one(const Shape& s, const SeqSample& x, int stride) {
   if (!s.variant.v_aliases_k)
     a.v_cache = make_view(v, s.dtype, {n_pages, s.page_size, s.h_kv, d_v},
                           {page_v, int64_t(s.h_kv) * d_v, d_v, 1}, cpu);
+  if (s.fp8) {
+    const int64_t row = int64_t(x.k8.size()) / (int64_t(n_pages) * s.page_size * s.h_kv);
+    auto* k8 = const_cast<uint8_t*>(x.k8.data());
+    a.k_cache = make_view(k8, DType::f8_e4m3, {n_pages, s.page_size, s.h_kv, row}, cpu);
+    a.v_cache = TensorView{};
+    if (!x.v8.empty())
+      a.v_cache = make_view(const_cast<uint8_t*>(x.v8.data()), DType::f8_e4m3,
+                            {n_pages, s.page_size, s.h_kv, d_v}, cpu);
+    if (!x.ks.empty())
+      a.k_scale = make_view(const_cast<float*>(x.ks.data()), DType::f32,
+                            {n_pages, s.page_size, s.h_kv}, cpu);
+    if (!x.vs.empty())
+      a.v_scale = make_view(const_cast<float*>(x.vs.data()), DType::f32,
+                            {n_pages, s.page_size, s.h_kv}, cpu);
+  }
   a.block_table = make_view(table.data(), DType::i32, {1, n_pages}, cpu);
   a.seqlens_k = make_view(&len, DType::i32, {1}, cpu);
   a.out = make_view(ref_out.data(), s.dtype, {1, s.s_q, h_sub, d_v}, cpu);

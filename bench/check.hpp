@@ -21,6 +21,10 @@ struct SeqSample {
   std::vector<uint16_t> q;     // [s_q, h_q, d_k]      dtype bits
   std::vector<uint16_t> k;     // [n_pages, page_size, h_kv, d_k], page j = the sequence's j-th
   std::vector<uint16_t> v;     // [n_pages, page_size, h_kv, d_v]; empty when V aliases K
+  // FP8 caches (Shape::fp8) instead of k / v: rows as stored, and fp8_row's scales.
+  std::vector<uint8_t> k8;     // [n_pages, page_size, h_kv, row bytes (656 or d_k)]
+  std::vector<uint8_t> v8;     // [n_pages, page_size, h_kv, d_v]; empty when V aliases K
+  std::vector<float> ks, vs;   // [n_pages, page_size, h_kv]; empty for MLA (vs: aliased V)
   std::vector<uint16_t> out;   // [s_q, h_q, d_v]      what the timed path wrote
   std::vector<float> lse;      // [h_q, s_q]
 };

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "check.hpp"
+#include "problem/fp8.hpp"
 #include "problem/problem.hpp"
 #include "runner.hpp"
 
@@ -177,6 +178,11 @@ void preflight(const Shape& s) {
   spec.seqlens = {s.s_q};
   spec.causal = s.causal;
   spec.seed = s.seed;
+  if (s.fp8) {
+    testing::Fp8Problem f(spec);
+    (void)workspace_size(f.fp8_args());
+    return;
+  }
   testing::HostProblem p = testing::make_problem(spec);
   (void)workspace_size(p.args());
 }
@@ -261,6 +267,9 @@ Ceilings measure_cpu_ceilings(const CpuInfo& cpu) {
 }
 
 Row run_cpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const CpuInfo& cpu) {
+  if (s.fp8)
+    throw std::runtime_error("--cache fp8 is benchmarked on the GPU only (the CPU backend's FP8 "
+                             "decode is covered by its tests)");
   Row row;
   row.shape = s;
   row.backend = "cpu";

@@ -78,11 +78,46 @@ Layout make_layout(const Shape& s, const std::vector<int>& lens) {
   return l;
 }
 
-// One copy of the inputs that replays rotate among.
+// One copy of the inputs that replays rotate among. 16-bit caches live in k / v; FP8 caches
+// in k8 / v8 (rows as stored) and ks / vs (fp8_row's scales).
 struct Copy {
   Buffer q, k, v;
+  Buffer k8, v8, ks, vs;
   DecodeArgs args;
 };
+
+// Bytes of one FP8 K row as stored: MLA's 656-byte row, or d_k e4m3 bytes.
+int64_t fp8_row_bytes(const Shape& s) {
+  return s.variant == Variant::mla() ? MlaFp8Row::kBytes : s.variant.d_k;
+}
+
+// The FP8 form of x's filled 16-bit cache, written by flashmfa::append_kv on the device: every
+// page is one "sequence" of page_size new tokens (k_new = the 16-bit cache itself, block table
+// row i = page i), so the rows land where they were. Rows no sequence uses held NaN and are
+// never read.
+void quantize_cache(const Shape& s, const Layout& l, Copy& x, const Buffer& identity,
+                    const Buffer& page_lens, Device dev, cudaStream_t st) {
+  const int d_k = s.variant.d_k, d_v = s.variant.d_v;
+  const bool mla = s.variant == Variant::mla(), separate_v = !s.variant.v_aliases_k;
+  const int64_t rows = int64_t(l.num_pages) * s.page_size * s.h_kv;
+  x.k8 = Buffer(size_t(rows * fp8_row_bytes(s)));
+  if (separate_v) x.v8 = Buffer(size_t(rows * d_v));
+  if (!mla) x.ks = Buffer(size_t(rows) * sizeof(float));
+  if (!mla && separate_v) x.vs = Buffer(size_t(rows) * sizeof(float));
+  AppendArgs a;
+  a.k_new = make_view(x.k.get(), s.dtype, {l.num_pages, s.page_size, s.h_kv, d_k}, dev);
+  if (separate_v) a.v_new = make_view(x.v.get(), s.dtype, {l.num_pages, s.page_size, s.h_kv, d_v}, dev);
+  a.k_cache = make_view(x.k8.get(), DType::f8_e4m3, {l.num_pages, s.page_size, s.h_kv, fp8_row_bytes(s)}, dev);
+  if (separate_v) a.v_cache = make_view(x.v8.get(), DType::f8_e4m3, {l.num_pages, s.page_size, s.h_kv, d_v}, dev);
+  if (!mla) a.k_scale = make_view(x.ks.get(), DType::f32, {l.num_pages, s.page_size, s.h_kv}, dev);
+  if (!mla && separate_v) a.v_scale = make_view(x.vs.get(), DType::f32, {l.num_pages, s.page_size, s.h_kv}, dev);
+  a.block_table = make_view(identity.get(), DType::i32, {l.num_pages, 1}, dev);
+  a.seqlens_k = make_view(page_lens.get(), DType::i32, {l.num_pages}, dev);
+  append_kv(a, st);
+  BENCH_CUDA(cudaStreamSynchronize(st));
+  x.k = Buffer();  // the 16-bit form is not timed; give its memory back
+  x.v = Buffer();
+}
 
 // Copies sequence i's inputs and outputs back to the host, pages renumbered in order.
 SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Buffer& out,
@@ -94,10 +129,34 @@ SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Bu
   const size_t page_k = size_t(s.page_size) * s.h_kv * d_k, page_v = size_t(s.page_size) * s.h_kv * d_v;
   const int n_pages = pages_for(len, s.page_size);
   const int used = (len + s.page_size - 1) / s.page_size;
+  if (s.fp8) {
+    // Rows as stored; NaN bytes (e4m3) and NaN scales where the sample's pages hold no token.
+    constexpr uint8_t kNanByte = 0xff;
+    const size_t slots = size_t(s.page_size) * s.h_kv;
+    const size_t page_k8 = slots * size_t(fp8_row_bytes(s)), page_v8 = slots * size_t(d_v);
+    x.k8.assign(page_k8 * n_pages, kNanByte);
+    if (!s.variant.v_aliases_k) x.v8.assign(page_v8 * n_pages, kNanByte);
+    if (c.ks.get()) x.ks.assign(slots * n_pages, std::nanf(""));
+    if (c.vs.get()) x.vs.assign(slots * n_pages, std::nanf(""));
+    for (int j = 0; j < used; ++j) {
+      const size_t page = size_t(l.block_table[size_t(i) * l.max_pages + j]);
+      BENCH_CUDA(cudaMemcpy(x.k8.data() + j * page_k8, c.k8.as<uint8_t>() + page * page_k8,
+                            page_k8, cudaMemcpyDeviceToHost));
+      if (!x.v8.empty())
+        BENCH_CUDA(cudaMemcpy(x.v8.data() + j * page_v8, c.v8.as<uint8_t>() + page * page_v8,
+                              page_v8, cudaMemcpyDeviceToHost));
+      if (!x.ks.empty())
+        BENCH_CUDA(cudaMemcpy(x.ks.data() + j * slots, c.ks.as<float>() + page * slots,
+                              slots * sizeof(float), cudaMemcpyDeviceToHost));
+      if (!x.vs.empty())
+        BENCH_CUDA(cudaMemcpy(x.vs.data() + j * slots, c.vs.as<float>() + page * slots,
+                              slots * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+  }
   const uint16_t nan = testing::nan_bits(s.dtype);
-  x.k.assign(page_k * n_pages, nan);
-  if (!s.variant.v_aliases_k) x.v.assign(page_v * n_pages, nan);
-  for (int j = 0; j < used; ++j) {
+  if (!s.fp8) x.k.assign(page_k * n_pages, nan);
+  if (!s.fp8 && !s.variant.v_aliases_k) x.v.assign(page_v * n_pages, nan);
+  for (int j = 0; j < used && !s.fp8; ++j) {
     const size_t page = size_t(l.block_table[size_t(i) * l.max_pages + j]);
     BENCH_CUDA(cudaMemcpy(x.k.data() + j * page_k, c.k.as<uint16_t>() + page * page_k,
                           page_k * sizeof(uint16_t), cudaMemcpyDeviceToHost));
@@ -162,7 +221,11 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
   const size_t v_elems = s.variant.v_aliases_k ? 0 : size_t(lay.num_pages) * s.page_size * row_v;
   const size_t q_elems = size_t(s.b) * s.s_q * s.h_q * d_k;
   const size_t out_elems = size_t(s.b) * s.s_q * s.h_q * d_v, lse_elems = size_t(s.b) * s.h_q * s.s_q;
-  const size_t copy_bytes = (k_elems + v_elems + q_elems) * elem;
+  // FP8: only the quantized cache stays (the 16-bit one it is made from is freed).
+  const size_t cache_bytes =
+      s.fp8 ? size_t(lay.num_pages) * s.page_size * size_t(cache_bytes_per_token(s))
+            : (k_elems + v_elems) * elem;
+  const size_t copy_bytes = cache_bytes + q_elems * elem;
 
   // Rotate among copies when one copy would stay in L2, as far as memory allows.
   size_t free_b = 0, total_b = 0;
@@ -196,6 +259,16 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   BENCH_CUDA(cudaMemcpy(seqlens.get(), lens32.data(), seqlens.bytes(), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(valid_rows.get(), lay.valid_rows.data(), valid_rows.bytes(), cudaMemcpyHostToDevice));
+  // FP8: append_kv's block table (page i -> page i) and lengths (a full page each).
+  Buffer identity, page_lens;
+  if (s.fp8) {
+    std::vector<int32_t> ids(lay.num_pages), full(lay.num_pages, s.page_size);
+    std::iota(ids.begin(), ids.end(), 0);
+    identity = Buffer(ids.size() * sizeof(int32_t));
+    page_lens = Buffer(full.size() * sizeof(int32_t));
+    BENCH_CUDA(cudaMemcpy(identity.get(), ids.data(), identity.bytes(), cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMemcpy(page_lens.get(), full.data(), page_lens.bytes(), cudaMemcpyHostToDevice));
+  }
   // A cudaMemcpy from pageable memory may return before its DMA lands, and `st` does not wait
   // for the legacy stream: without this, the fill kernels below can read stale page tables.
   BENCH_CUDA(cudaDeviceSynchronize());
@@ -217,8 +290,17 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
     }
     DecodeArgs& a = x.args;
     a.q = make_view(x.q.get(), s.dtype, {s.b, s.s_q, s.h_q, d_k}, dev);             // [b, s_q, h_q, d_k]
-    a.k_cache = make_view(x.k.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_k}, dev);
-    if (v_elems) a.v_cache = make_view(x.v.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_v}, dev);
+    if (s.fp8) {
+      quantize_cache(s, lay, x, identity, page_lens, dev, st);
+      const int64_t np = lay.num_pages;
+      a.k_cache = make_view(x.k8.get(), DType::f8_e4m3, {np, s.page_size, s.h_kv, fp8_row_bytes(s)}, dev);
+      if (x.v8.get()) a.v_cache = make_view(x.v8.get(), DType::f8_e4m3, {np, s.page_size, s.h_kv, d_v}, dev);
+      if (x.ks.get()) a.k_scale = make_view(x.ks.get(), DType::f32, {np, s.page_size, s.h_kv}, dev);
+      if (x.vs.get()) a.v_scale = make_view(x.vs.get(), DType::f32, {np, s.page_size, s.h_kv}, dev);
+    } else {
+      a.k_cache = make_view(x.k.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_k}, dev);
+      if (v_elems) a.v_cache = make_view(x.v.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_v}, dev);
+    }
     a.block_table = make_view(block_table.get(), DType::i32, {s.b, lay.max_pages}, dev);
     a.seqlens_k = make_view(seqlens.get(), DType::i32, {s.b}, dev);
     a.out = make_view(out.get(), s.dtype, {s.b, s.s_q, s.h_q, d_v}, dev);           // [b, s_q, h_q, d_v]

@@ -224,6 +224,11 @@ Options parse_args(int argc, const char* const* argv) {
       if (v == "bf16") o.over.dtype = DType::bf16;
       else if (v == "fp16" || v == "f16") o.over.dtype = DType::f16;
       else usage("--dtype: expected bf16 or fp16, got '" + v + "'");
+    } else if (arg == "--cache") {
+      const std::string v = next();
+      if (v == "fp8") o.over.fp8 = true;
+      else if (v == "native" || v == "bf16" || v == "fp16") o.over.fp8 = false;
+      else usage("--cache: expected native or fp8, got '" + v + "'");
     } else if (arg == "--path") {
       o.paths.clear();
       std::string v = next(), item;
@@ -260,7 +265,8 @@ Options parse_args(int argc, const char* const* argv) {
     if (!find_preset(name))
       usage("unknown preset '" + name + "' (flashmfa-bench --list shows the presets)");
   if (o.sweep && o.over.any_geometry())
-    usage("--sweep runs the preset's grid; only --dtype, --seed and --page-size apply to it");
+    usage("--sweep runs the preset's grid; only --dtype, --cache, --seed and --page-size apply "
+          "to it");
   return o;
 }
 
@@ -287,6 +293,7 @@ std::vector<Shape> resolve_shapes(const Options& o, bool on_gpu) {
     if (v.causal) s.causal = *v.causal;
     if (v.seed) s.seed = *v.seed;
     if (v.dtype) s.dtype = *v.dtype;
+    if (v.fp8) s.fp8 = *v.fp8;
     // A new d_k alone keeps the preset's d_v relation: equal widths stay equal (d 128 GQA),
     // MLA's 576/512 takes both flags.
     if (v.d_k) {
@@ -328,7 +335,7 @@ workload:
                           flags below override their fields
   --list                  list the presets, their shapes and their sweep grids, and exit
   --sweep                 run the preset's standard grid (progress on stderr, one line a point);
-                          only --dtype, --seed and --page-size apply to every point
+                          only --dtype, --cache, --seed and --page-size apply to every point
   --b N                   batch size (sequences)
   --s-q N                 query tokens per sequence (s_q > 1: multi-token prediction)
   --s-k N                 cached tokens per sequence, or their mean with --varlen
@@ -343,6 +350,9 @@ workload:
   --separate-v            V has its own cache
   --page-size N           tokens per cache page
   --dtype bf16|fp16       q, cache and out dtype
+  --cache native|fp8      the cache as stored: native (dtype), or FP8 (MLA: FlashMLA's
+                          656-byte rows; others: e4m3 rows + one f32 scale per row), made from
+                          the same random cache by flashmfa::append_kv on the device
   --causal, --no-causal   causal masking of the s_q new tokens
 
 execution:

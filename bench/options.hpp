@@ -53,7 +53,8 @@ struct ShapeOverrides {
   std::optional<bool> varlen, causal, v_aliases_k;
   std::optional<uint64_t> seed;
   std::optional<DType> dtype;
-  bool any_geometry() const;  // anything beyond dtype, seed and page size
+  std::optional<bool> fp8;     // --cache fp8 / --cache native
+  bool any_geometry() const;  // anything beyond dtype, cache, seed and page size
 };
 
 struct Options {

@@ -29,12 +29,19 @@ std::string describe(const Shape& s) {
      << (s.variant.v_aliases_k ? " V=K" : "") << " b=" << s.b << " s_q=" << s.s_q
      << " s_k=" << s.s_k << (s.varlen ? " varlen" : " fixed") << (s.causal ? " causal" : "")
      << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size << ' '
-     << dtype_name(s.dtype);
+     << dtype_name(s.dtype) << (s.fp8 ? " fp8-cache" : "");
   return os.str();
 }
 
 int64_t cache_bytes_per_token(const Shape& s) {
-  const int64_t width = s.variant.d_k + (s.variant.v_aliases_k ? 0 : s.variant.d_v);
+  const bool separate_v = !s.variant.v_aliases_k;
+  if (s.fp8) {
+    if (s.variant == Variant::mla()) return int64_t(s.h_kv) * MlaFp8Row::kBytes;
+    constexpr int64_t kScaleBytes = sizeof(float);
+    return int64_t(s.h_kv) * (s.variant.d_k + kScaleBytes +
+                              (separate_v ? s.variant.d_v + kScaleBytes : 0));
+  }
+  const int64_t width = s.variant.d_k + (separate_v ? s.variant.d_v : 0);
   return int64_t(s.h_kv) * width * int64_t(dtype_size(s.dtype));
 }
 

@@ -24,6 +24,9 @@ struct Shape {
   int page_size = 64;
   bool varlen = false;
   bool causal = false;
+  // The cache in FP8 (flashmfa::CacheFormat): MLA's 656-byte rows, e4m3 rows with one f32
+  // scale each otherwise. q and out stay in dtype.
+  bool fp8 = false;
   uint64_t seed = 0;
 
   friend bool operator==(const Shape&, const Shape&) = default;
@@ -52,7 +55,8 @@ struct Work {
 // total_len = sum of the sequences' lengths (L).
 Work decode_work(const Shape& s, int64_t total_len);
 
-// Bytes of one cached token (all KV heads): the K row, plus the V row when V is separate.
+// Bytes of one cached token (all KV heads) as stored: the K row, plus the V row when V is
+// separate (FP8: MLA's 656-byte row, or d e4m3 bytes + a 4-byte scale per row).
 int64_t cache_bytes_per_token(const Shape& s);
 
 // max(bytes / copy bandwidth, flops / matmul rate) in microseconds. The matmul term is left

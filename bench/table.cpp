@@ -59,7 +59,7 @@ std::string format_table(const RunInfo& info, const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     const Shape& s = r.shape;
     os << fmt("%-16s %-4s %4d %3d %7d %-6s %7.0f %4d %4d %4d | ", shape_cell(s).c_str(),
-              dtype_name(s.dtype), s.b, s.s_q, s.s_k,
+              s.fp8 ? "fp8" : dtype_name(s.dtype), s.b, s.s_q, s.s_k,
               (std::string(s.varlen ? "var" : "fix") + (s.causal ? ",c" : "")).c_str(),
               r.mean_len, s.h_q, s.h_kv, s.page_size);
     if (r.check_ok && r.timing.samples > 0)

@@ -33,8 +33,9 @@ Both of FlashMLA's calling conventions work:
 
 ``is_fp8_kvcache=True`` takes FlashMLA's FP8 cache for dense decoding: k_cache [num_blocks,
 page_size, h_kv, 656] of float8_e4m3fn (or uint8), each row 512 e4m3 latent values, four
-float32 scales and 64 bf16 RoPE values (``flashmfa.append_kv`` writes it). In this release
-FP8 caches run on the CPU; CUDA tensors raise :class:`~flashmfa.ArgumentError`.
+float32 scales and 64 bf16 RoPE values (``flashmfa.append_kv`` writes it). On CUDA the
+portable kernel reads it (dequantizing to bf16 in shared memory); the Hopper kernels read
+16-bit caches only.
 
 Not supported (``NotImplementedError``): sparse attention (``indices``,
 ``attn_sink``, ``extra_k_cache`` and friends). Errors are flashmfa's: :class:`~flashmfa.\

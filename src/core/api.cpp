@@ -59,21 +59,10 @@ void require_cuda(Device dev, const char* arg) {
                                                          : " (no CUDA device visible)"));
 }
 
-// FP8 caches: the CUDA decode kernels read 16-bit rows in this release (the portable kernel's
-// FP8 tiles are on a branch until they are measured on the GPU: docs/perf-notes.md D).
-void require_native_cache_on_cuda(Device dev, CacheFormat format) {
-  if (dev.type == DeviceType::cuda && format != CacheFormat::native)
-    fail_arg(Status::unsupported, "k_cache.dtype",
-             "bf16 or f16 for CUDA tensors (FP8 caches decode on the CPU backend in this "
-             "release)",
-             std::string("an FP8 cache (") + cache_format_name(format) + ")");
-}
-
 // Fills the backend-independent part of a plan and the backend's cut of the work.
 Plan configure(const detail::DecodeParams& p, const DecodeArgs& args) {
   const Device dev = args.q.device;
   require_cuda(dev, "q.device");
-  require_native_cache_on_cuda(dev, p.kv_format);
   Plan plan;
   plan.key = detail::plan_key(p, dev, args.path);
   if (dev.type == DeviceType::cuda) cuda::configure(p, dev.id, plan);

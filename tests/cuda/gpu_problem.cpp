@@ -1,6 +1,7 @@
 // flashmfa GPU tests: shared comparison helpers (see gpu_problem.hpp).
 #include "gpu_problem.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -71,6 +72,67 @@ Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
   d.lse.download(lse);
   const std::string why = compare_with_reference(h, out, lse);
   EXPECT_TRUE(why.empty()) << label << " (parts " << p.num_parts << "): " << why;
+  return p;
+}
+
+namespace {
+
+// Rows of row_elems elements copied into rows pad_elems longer (the gap zero).
+template <class E>
+std::vector<E> padded(const std::vector<E>& rows, size_t row_elems, size_t pad_elems) {
+  const size_t n = rows.size() / row_elems;
+  std::vector<E> out(n * (row_elems + pad_elems), E(0));
+  for (size_t r = 0; r < n; ++r)
+    std::copy(rows.begin() + r * row_elems, rows.begin() + (r + 1) * row_elems,
+              out.begin() + r * (row_elems + pad_elems));
+  return out;
+}
+
+// A view of [num_pages, page_size, h_kv, row] over rows `pitch` elements apart.
+TensorView pitched(const TensorView& v, int64_t pitch) {
+  return make_view(v.data, v.dtype, {v.shape[0], v.shape[1], v.shape[2], v.shape[3]},
+                   {v.shape[1] * v.shape[2] * pitch, v.shape[2] * pitch, pitch, 1}, v.device);
+}
+
+}  // namespace
+
+Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
+                       DecodeArgs::Path path, bool pad_rows) {
+  testing::Fp8Problem f(spec);
+  testing::HostProblem& h = f.h;
+  constexpr size_t kPad = 8;  // bytes: row strides stop being multiples of 16
+  const size_t pad = pad_rows ? kPad : 0;
+  DeviceBuffer q, k8, v8, ks, vs, block_table, seqlens, out, lse, workspace;
+  q.upload(h.q);
+  k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
+  if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
+  if (!f.ks.empty()) ks.upload(f.ks);
+  if (!f.vs.empty()) vs.upload(f.vs);
+  block_table.upload(h.block_table);
+  seqlens.upload(h.seqlens);
+  out.upload(h.out);
+  lse.upload(h.lse);
+  DecodeArgs a = f.args_on({DeviceType::cuda, 0}, q.get(), k8.get(), v8.get(), ks.get(),
+                           vs.get(), block_table.get(), seqlens.get(), out.get(), lse.get());
+  if (pad_rows) {
+    a.k_cache = pitched(a.k_cache, f.row_bytes + int64_t(pad));
+    if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, spec.variant.d_v + int64_t(pad));
+  }
+  a.path = path;
+  workspace.resize(std::max<size_t>(1, workspace_size(a)));
+  cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
+  cudaMemset(lse.get(), 0xff, lse.bytes());
+  const Plan p = plan(a, workspace.get(), workspace.bytes());
+  EXPECT_EQ(p.key.cache, f.mla ? CacheFormat::fp8_mla : CacheFormat::fp8_row) << label;
+  run(p, a);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
+  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
+  std::vector<uint16_t> got;
+  std::vector<float> got_lse;
+  out.download(got);
+  lse.download(got_lse);
+  const std::string why = compare_sequences(h, f.fp8_args(), got, got_lse, 0, spec.b);
+  EXPECT_TRUE(why.empty()) << label << " fp8 (parts " << p.num_parts << "): " << why;
   return p;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "flashmfa/flashmfa.hpp"
+#include "problem/fp8.hpp"
 #include "problem/problem.hpp"
 
 namespace flashmfa::gputest {
@@ -108,5 +109,13 @@ std::string describe(const testing::ProblemSpec& s);
 // (its part count, for tests of the scheduler).
 Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
                    DecodeArgs::Path path = DecodeArgs::Path::automatic);
+
+// run_and_check on the FP8 form of spec's cache (testing::Fp8Problem: MLA's 656-byte rows,
+// e4m3 rows with per-row scales otherwise), against the reference on the same FP8 cache.
+// pad_rows: the cache rows get an 8-byte gap after each row (strides not multiples of 16
+// bytes), which takes the kernel's element-wise load path.
+Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
+                       DecodeArgs::Path path = DecodeArgs::Path::automatic,
+                       bool pad_rows = false);
 
 }  // namespace flashmfa::gputest

@@ -49,6 +49,76 @@ INSTANTIATE_TEST_SUITE_P(Grid, CudaDecodeGrid,
                                             ::testing::Values(1, 2, 4), ::testing::Bool(),
                                             ::testing::Values(1, 2, 8)));
 
+// FP8 caches (CacheFormat fp8_mla / fp8_row) on the portable kernel, which dequantizes them in
+// shared memory: the same grid against the reference on the same FP8 cache (rows quantized
+// by append_kv on the host; unused rows hold e4m3 NaN bytes and NaN scales).
+using Fp8Param = std::tuple<int /*variant*/, DType, int /*page*/, int /*s_q*/, int /*h_kv*/>;
+
+class CudaFp8Grid : public ::testing::TestWithParam<Fp8Param> {};
+
+TEST_P(CudaFp8Grid, MatchesReferenceOnTheFp8Cache) {
+  SKIP_WITHOUT_GPU();
+  const auto [vi, dtype, page, s_q, h_kv] = GetParam();
+  ProblemSpec s;
+  s.variant = kVariants[vi];
+  s.dtype = dtype;
+  s.page_size = page;
+  s.s_q = s_q;
+  s.causal = s_q > 1;
+  s.h_kv = h_kv;
+  s.h_q = h_kv == 1 ? 16 : h_kv * 4;
+  s.b = 3;
+  s.seqlens = {1, 77, 300};
+  s.seed = 5000 + vi * 97 + page * 13 + s_q * 7 + h_kv * 3;
+  run_and_check_fp8(s, describe(s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, CudaFp8Grid,
+                         ::testing::Combine(::testing::Range(0, 7),
+                                            ::testing::Values(DType::bf16, DType::f16),
+                                            ::testing::Values(1, 16, 64, 256),
+                                            ::testing::Values(1, 2, 4), ::testing::Values(1, 2)));
+
+// The wide tiles (64 query rows per KV head: MLA h_q 128, MFA h_q 64), long split sequences,
+// zero lengths, and rows whose strides are not multiples of 16 bytes (element-wise loads).
+TEST(CudaFp8, WideTilesLongSequencesAndPaddedRows) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mla(), Variant::mfa(), Variant::mfa_kr(256), Variant::mqa(128)}) {
+    for (bool pad : {false, true}) {
+      ProblemSpec s;
+      s.variant = v;
+      s.h_kv = 1;
+      s.h_q = v == Variant::mla() ? 128 : 64;
+      s.s_q = 2;
+      s.causal = true;
+      s.b = 4;
+      s.seqlens = {0, 3000, 129, 64};
+      s.seed = 77 + pad;
+      run_and_check_fp8(s, describe(s) + (pad ? " padded rows" : ""),
+                        DecodeArgs::Path::automatic, pad);
+    }
+  }
+}
+
+// The Hopper kernels read 16-bit rows only: asking for them on an FP8 cache is refused by
+// name, and the automatic choice takes the portable kernel.
+TEST(CudaFp8, HopperPathRefusesFp8Caches) {
+  SKIP_WITHOUT_GPU();
+  ProblemSpec s;
+  s.variant = Variant::mla();
+  s.b = 1;
+  s.seqlens = {100};
+  const Plan p = run_and_check_fp8(s, "automatic");
+  EXPECT_EQ(p.kernel, 0) << "FP8 caches run on the portable kernel";
+  try {
+    run_and_check_fp8(s, "hopper", DecodeArgs::Path::hopper);
+    ADD_FAILURE() << "path hopper accepted an FP8 cache";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find("path"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CudaDecode, OddShapes) {
   SKIP_WITHOUT_GPU();
   for (int h_q : {1, 3, 9, 63, 126, 128}) {

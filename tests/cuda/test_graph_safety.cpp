@@ -153,7 +153,7 @@ TEST(CudaSafety, WorkspaceTooSmallIsRefused) {
 }
 
 // The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
-// unsplit sequences, aliasing and separate V, small pages and a lying block table. One test per
+// unsplit sequences, aliasing and separate V, FP8 caches, small pages and a lying block table. One test per
 // kernel family, so that each can be sanitized on its own (scripts/device.sh sanitize).
 void sanitizer_suite(DecodeArgs::Path path) {
   for (Variant v : {Variant::mla(), Variant::mfa(), Variant::mfa_kr(128), Variant::mqa(64)}) {
@@ -170,6 +170,9 @@ void sanitizer_suite(DecodeArgs::Path path) {
       s.b = 3;
       s.seqlens = {0, 70, 700};
       run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
+      // FP8 caches: raw stages, the dequantizing pass and its barrier (portable kernel).
+      if (v == Variant::mla() || v == Variant::mfa())
+        run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page));
     }
   }
   LyingProblem lp(Variant::mla());

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "flashmfa/flashmfa.hpp"
 #include "flashmfa/tensor.hpp"
 
 // Callable from host and device code (the kernel lays out shared memory with SmemPlan too).
@@ -15,24 +16,40 @@
 #define FLASHMFA_SM80_HD
 #endif
 
-// Every (D_K, D_V, BLOCK_M, BLOCK_N) the kernel is compiled for, per head-dim family; each
-// entry is instantiated for bf16 and f16 (instantiate.cuh), one .cu file per family so the
-// build runs them in parallel. "V aliases K" is a run-time flag of the same kernel, so
+// Every (D_K, D_V, BLOCK_M, BLOCK_N, cache format) the kernel is compiled for, per head-dim
+// family; each entry is instantiated for bf16 and f16 (instantiate.cuh), one .cu file per family
+// so the build runs them in parallel. "V aliases K" is a run-time flag of the same kernel, so
 // (256, 256) covers MFA and MFA-KR, (128, 128) and (64, 64) both GQA forms.
 //
 // BLOCK_N = 64 is the default tile; BLOCK_N = 32 exists only where a 64-token tile leaves no
 // room for two pipeline stages on an sm_80-class part (163 KB of shared memory per CTA):
-// MLA at every BLOCK_M, and MFA with a separate V at BLOCK_M = 64.
+// MLA at every BLOCK_M, and MFA with a separate V at BLOCK_M = 64. FP8 caches (CacheFormat
+// fp8_mla for MLA's 656-byte rows, fp8_row for the others) have tiles of their own: their
+// stages hold raw FP8 rows, dequantized into one 16-bit K (and V) tile per step (SmemPlan).
 #define FLASHMFA_SM80_TILES_576(X) \
-  X(576, 512, 16, 64) X(576, 512, 32, 64) X(576, 512, 64, 64) \
-  X(576, 512, 16, 32) X(576, 512, 32, 32) X(576, 512, 64, 32)
+  X(576, 512, 16, 64, native) X(576, 512, 32, 64, native) X(576, 512, 64, 64, native) \
+  X(576, 512, 16, 32, native) X(576, 512, 32, 32, native) X(576, 512, 64, 32, native)
+#define FLASHMFA_SM80_TILES_576_fp8(X) \
+  X(576, 512, 16, 64, fp8_mla) X(576, 512, 32, 64, fp8_mla) \
+  X(576, 512, 16, 32, fp8_mla) X(576, 512, 32, 32, fp8_mla) X(576, 512, 64, 32, fp8_mla)
 #define FLASHMFA_SM80_TILES_256(X) \
-  X(256, 256, 16, 64) X(256, 256, 32, 64) X(256, 256, 64, 64) X(256, 256, 64, 32)
-#define FLASHMFA_SM80_TILES_128(X) X(128, 128, 16, 64) X(128, 128, 32, 64) X(128, 128, 64, 64)
-#define FLASHMFA_SM80_TILES_64(X) X(64, 64, 16, 64) X(64, 64, 32, 64) X(64, 64, 64, 64)
+  X(256, 256, 16, 64, native) X(256, 256, 32, 64, native) X(256, 256, 64, 64, native) \
+  X(256, 256, 64, 32, native)
+#define FLASHMFA_SM80_TILES_256_fp8(X) \
+  X(256, 256, 16, 64, fp8_row) X(256, 256, 32, 64, fp8_row) X(256, 256, 64, 64, fp8_row) \
+  X(256, 256, 64, 32, fp8_row)
+#define FLASHMFA_SM80_TILES_128(X) \
+  X(128, 128, 16, 64, native) X(128, 128, 32, 64, native) X(128, 128, 64, 64, native)
+#define FLASHMFA_SM80_TILES_128_fp8(X) \
+  X(128, 128, 16, 64, fp8_row) X(128, 128, 32, 64, fp8_row) X(128, 128, 64, 64, fp8_row)
+#define FLASHMFA_SM80_TILES_64(X) \
+  X(64, 64, 16, 64, native) X(64, 64, 32, 64, native) X(64, 64, 64, 64, native)
+#define FLASHMFA_SM80_TILES_64_fp8(X) \
+  X(64, 64, 16, 64, fp8_row) X(64, 64, 32, 64, fp8_row) X(64, 64, 64, 64, fp8_row)
 
-// The head-dim families, one instantiation file each (decode_d<D_K>.cu).
-#define FLASHMFA_SM80_FAMILIES(X) X(576) X(256) X(128) X(64)
+// The families, one instantiation file each (decode_d<D_K>.cu, decode_d<D_K>_fp8.cu).
+#define FLASHMFA_SM80_FAMILIES(X) \
+  X(576) X(256) X(128) X(64) X(576_fp8) X(256_fp8) X(128_fp8) X(64_fp8)
 
 namespace flashmfa::cuda::sm80 {
 
@@ -79,6 +96,12 @@ FLASHMFA_SM80_HD constexpr SWarpGrid s_warp_grid(int d_k, int block_m, int block
 
 FLASHMFA_SM80_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// Bytes of one cached row as stored (the raw rows FP8 stages hold): MLA's 656-byte row, or
+// `d` e4m3 bytes (fp8_row; the scale sits in its own array).
+FLASHMFA_SM80_HD constexpr int raw_row_bytes(CacheFormat fmt, int d) {
+  return fmt == CacheFormat::fp8_mla ? MlaFp8Row::kBytes : d;
+}
+
 // Byte offsets of the dynamic shared memory of one CTA.
 //
 //   q    (BLOCK_M, D_K)              T, swizzled      the query tile of the current work item
@@ -92,29 +115,55 @@ FLASHMFA_SM80_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //                                                     PV product brings P to ~16 bits)
 //   red  (WN, BLOCK_M)               f32              row max, then row sum, across S warps
 //   bad  (STAGES, BLOCK_N)           u8               1: the row's page was skipped
+//
+// FP8 caches: the stages hold the rows as stored and k / v hold ONE dequantized tile each:
+//
+//   k, v    (1, BLOCK_N, D_K)        T, swizzled      the tile being computed, dequantized
+//   raw_k   (STAGES, BLOCK_N, RAW_K) u8, row-major    K rows as cached (RAW_K: raw_row_bytes)
+//   raw_v   (STAGES, BLOCK_N, D_V)   u8, row-major    separate V rows as cached
+//   k_sc    (STAGES, BLOCK_N)        f32              fp8_row: the K rows' scales
+//   v_sc    (STAGES, BLOCK_N)        f32              fp8_row, separate V: the V rows' scales
 struct SmemPlan {
   size_t q = 0, k = 0, v = 0, p = 0, p_lo = 0, red = 0, bad = 0, total = 0;
-  size_t k_stage = 0, v_stage = 0;  // bytes per stage
+  size_t raw_k = 0, raw_v = 0, k_sc = 0, v_sc = 0;
+  size_t k_stage = 0, v_stage = 0;          // bytes per stage of k / v (0 for FP8: one tile)
+  size_t raw_k_stage = 0, raw_v_stage = 0;  // bytes per stage of raw_k / raw_v (FP8 only)
 
-  FLASHMFA_SM80_HD constexpr SmemPlan(int d_k, int block_m, int block_n, int stages,
-                                       bool v_separate, bool split_p) {
-    k_stage = size_t(block_n) * d_k * kElemBytes;
-    v_stage = v_separate ? k_stage : 0;
+  FLASHMFA_SM80_HD constexpr SmemPlan(int d_k, int d_v, int block_m, int block_n, int stages,
+                                       bool v_separate, bool split_p, CacheFormat fmt) {
+    const bool fp8 = fmt != CacheFormat::native;
+    const size_t tile = size_t(block_n) * d_k * kElemBytes;  // one 16-bit K or V tile
+    const int k_tiles = fp8 ? 1 : stages;
+    k_stage = fp8 ? 0 : tile;
+    v_stage = fp8 || !v_separate ? 0 : tile;
     q = 0;
     k = align_up(q + size_t(block_m) * d_k * kElemBytes, kSmemAlign);
-    v = align_up(k + k_stage * stages, kSmemAlign);
-    p = align_up(v + v_stage * stages, kSmemAlign);
+    v = align_up(k + tile * k_tiles, kSmemAlign);
+    p = align_up(v + (v_separate ? tile * k_tiles : 0), kSmemAlign);
     const size_t p_tile = size_t(block_m) * block_n * kElemBytes;
     p_lo = p + p_tile;
     red = align_up(p + p_tile * (split_p ? 2 : 1), kSmemAlign);
     bad = align_up(red + sizeof(float) * s_warp_grid(d_k, block_m, block_n).wn * block_m, kSmemAlign);
-    total = align_up(bad + size_t(stages) * block_n, kSmemAlign);
+    size_t end = align_up(bad + size_t(stages) * block_n, kSmemAlign);
+    if (fp8) {
+      raw_k_stage = size_t(block_n) * raw_row_bytes(fmt, d_k);
+      raw_v_stage = v_separate ? size_t(block_n) * raw_row_bytes(fmt, d_v) : 0;
+      const bool row_scales = fmt == CacheFormat::fp8_row;
+      raw_k = end;
+      raw_v = align_up(raw_k + raw_k_stage * stages, kSmemAlign);
+      k_sc = align_up(raw_v + raw_v_stage * stages, kSmemAlign);
+      v_sc = align_up(k_sc + (row_scales ? sizeof(float) * stages * block_n : 0), kSmemAlign);
+      end = align_up(v_sc + (row_scales && v_separate ? sizeof(float) * stages * block_n : 0),
+                     kSmemAlign);
+    }
+    total = end;
   }
 };
 
 // One compiled tile shape, as the dispatch table lists it.
 struct TileKey {
   DType dtype;
+  CacheFormat fmt;
   int d_k, d_v, block_m, block_n;
   friend constexpr bool operator==(const TileKey&, const TileKey&) = default;
 };

@@ -123,12 +123,12 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
   for (int bm : kBlockMs) {
     if (bm < want_m) continue;
     for (int bn : kBlockNs) {
-      const KernelEntry* e = find({p.dtype, p.d_k, p.d_v, bm, bn});
+      const KernelEntry* e = find({p.dtype, p.kv_format, p.d_k, p.d_v, bm, bn});
       if (e == nullptr) continue;
       // The deepest pipeline that fits: more tiles in flight per SM hide more DRAM latency;
       // the decode tiles are memory-bound everywhere except MLA at 64+ rows per KV head.
       for (int stages = kMaxStages; stages >= kMinStages; --stages) {
-        const SmemPlan plan(p.d_k, bm, bn, stages, v_separate, split_p);
+        const SmemPlan plan(p.d_k, p.d_v, bm, bn, stages, v_separate, split_p, p.kv_format);
         if (plan.total > dev.smem_per_block_optin) continue;
         KernelConfig cfg;
         cfg.block_m = bm;
@@ -145,7 +145,9 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
   }
   throw Error(Status::unsupported,
               "flashmfa: no sm80 decode tile for d_k " + std::to_string(p.d_k) + ", d_v " +
-                  std::to_string(p.d_v) + " fits " + std::to_string(dev.smem_per_block_optin) +
+                  std::to_string(p.d_v) + (v_separate ? " (separate V)" : "") + ", cache " +
+                  cache_format_name(p.kv_format) + " fits " +
+                  std::to_string(dev.smem_per_block_optin) +
                   " bytes of shared memory per block on " + dev.name);
 }
 
@@ -153,7 +155,7 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
             cudaStream_t stream) {
   const int rows = detail::rows_per_kv_head(p);
   if (sched.num_parts == 0 || rows == 0 || p.h_kv == 0) return;
-  const KernelEntry* e = find({p.dtype, p.d_k, p.d_v, cfg.block_m, cfg.block_n});
+  const KernelEntry* e = find({p.dtype, p.kv_format, p.d_k, p.d_v, cfg.block_m, cfg.block_n});
   if (e == nullptr || cfg.block_n != sched.block_n)
     throw Error(Status::invalid_argument, "flashmfa: sm80 launch with a config choose() did not make");
 
@@ -164,8 +166,11 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
   kp.scale_log2 = p.scale * kLog2e;
   kp.split_p = cfg.split_p;
   constexpr int64_t kVecElems = kChunkBytes / kElemBytes;  // 16-byte rows: 8-element strides
-  kp.kv_vec = aligned(p.k, kChunkBytes) && strides_multiple_of(kVecElems, p.k_sp, p.k_st, p.k_sh) &&
-              aligned(p.v, kChunkBytes) && strides_multiple_of(kVecElems, p.v_sp, p.v_st, p.v_sh);
+  // Cache strides count elements of the cache's dtype: 2 bytes, or 1 for the FP8 formats.
+  const int64_t kv_vec_elems = p.kv_format == CacheFormat::native ? kVecElems : kChunkBytes;
+  kp.kv_vec =
+      aligned(p.k, kChunkBytes) && strides_multiple_of(kv_vec_elems, p.k_sp, p.k_st, p.k_sh) &&
+      aligned(p.v, kChunkBytes) && strides_multiple_of(kv_vec_elems, p.v_sp, p.v_st, p.v_sh);
   kp.q_vec = aligned(p.q, kChunkBytes) && strides_multiple_of(kVecElems, p.q_sb, p.q_ss, p.q_sh);
   kp.out_vec = aligned(p.out, 2 * kElemBytes) && strides_multiple_of(2, p.o_sb, p.o_ss, p.o_sh);
 

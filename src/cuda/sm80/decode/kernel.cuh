@@ -19,10 +19,15 @@
 //
 // V is K's stage buffer when p.v_aliases_k (each K tile is loaded once and feeds both
 // products), else a stage buffer of its own filled from p.v through the same pages.
+//
+// FP8 caches (Tr::FP8): the stages hold raw rows, and right after barrier A the CTA
+// dequantizes stage i into the single K (and V) tile (dequant.cuh), then meets at barrier D
+// before S. Barrier A also ends the previous tile's reads of that tile.
 #pragma once
 
 #include <cstdint>
 
+#include "cuda/sm80/decode/dequant.cuh"
 #include "cuda/sm80/decode/epilogue.cuh"
 #include "cuda/sm80/decode/loader.cuh"
 #include "cuda/sm80/decode/mainloop.cuh"
@@ -48,17 +53,29 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 
   const detail::DecodeParams& p = kp.p;
   const int stages = kp.stages;
-  const SmemPlan plan(Tr::D_K, BLOCK_M, BLOCK_N, stages, !p.v_aliases_k, kp.split_p);
+  const SmemPlan plan(Tr::D_K, Tr::D_V, BLOCK_M, BLOCK_N, stages, !p.v_aliases_k, kp.split_p,
+                      Tr::FMT);
   const uint32_t smem_base = smem_addr(smem);
   const uint32_t q_tile = smem_base + uint32_t(plan.q);
   const uint32_t p_tile = smem_base + uint32_t(plan.p);
   const uint32_t p_lo_tile = smem_base + uint32_t(plan.p_lo);  // split_p only
   float* red = reinterpret_cast<float*>(smem + plan.red);  // (WN, BLOCK_M)
   uint8_t* bad = smem + plan.bad;                            // (STAGES, BLOCK_N)
+  // The 16-bit tiles the products read (FP8: k_stage is 0, one tile for every stage).
   auto k_stage = [&](int s) { return smem_base + uint32_t(plan.k + s * plan.k_stage); };
   // V aliases K: V tile = the K tile's first D_V columns, with K's pitch.
   auto v_stage = [&](int s) {
     return p.v_aliases_k ? k_stage(s) : smem_base + uint32_t(plan.v + s * plan.v_stage);
+  };
+  // Where the loads of stage s land: the tiles themselves, or (FP8) the stage's raw rows.
+  auto stage_dst = [&](int s) {
+    if constexpr (Tr::FP8)
+      return StageDst{smem_base + uint32_t(plan.raw_k + s * plan.raw_k_stage),
+                      smem_base + uint32_t(plan.raw_v + s * plan.raw_v_stage),
+                      smem_base + uint32_t(plan.k_sc + s * BLOCK_N * sizeof(float)),
+                      smem_base + uint32_t(plan.v_sc + s * BLOCK_N * sizeof(float))};
+    else
+      return StageDst{k_stage(s), v_stage(s), 0u, 0u};
   };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -103,8 +120,8 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
       for (int s = 0; s < stages - 1; ++s) {
         const int tile = it.block_begin + s;
         if (tile < it.block_end) {
-          const bool saw_bad = loader.issue_kv(it, tile, pages, k_stage(write_stage),
-                                               v_stage(write_stage), bad + write_stage * BLOCK_N);
+          const bool saw_bad =
+              loader.issue_kv(it, tile, pages, stage_dst(write_stage), bad + write_stage * BLOCK_N);
           bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
           loader.fetch_pages(it, tile + 1, pages);
         }
@@ -132,13 +149,18 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 
       const int ahead = tile + stages - 1;
       if (ahead < it.block_end) {
-        const bool saw_bad = loader.issue_kv(it, ahead, pages, k_stage(write_stage),
-                                             v_stage(write_stage), bad + write_stage * BLOCK_N);
+        const bool saw_bad =
+            loader.issue_kv(it, ahead, pages, stage_dst(write_stage), bad + write_stage * BLOCK_N);
         bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
         loader.fetch_pages(it, ahead + 1, pages);
       }
       cp_async_commit();  // possibly empty: keeps the group count the wait relies on
       write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
+
+      if constexpr (Tr::FP8) {
+        dequantize_stage<Tr>(stage_dst(read_stage), k_stage(0), v_stage(0), !p.v_aliases_k);
+        __syncthreads();  // D: the dequantized K (and V) tile is complete
+      }
 
       float acc[Tr::S_MT][Tr::S_NT][4];
       if (s_warp) {

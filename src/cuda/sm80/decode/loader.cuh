@@ -35,6 +35,31 @@ __device__ __forceinline__ void copy_chunk(uint32_t dst, const uint16_t* src, bo
                : "memory");
 }
 
+// copy_chunk for byte-addressed rows (FP8 caches): cp.async, or sixteen 1-byte loads for rows
+// that are not 16-byte aligned.
+__device__ __forceinline__ void copy_chunk_u8(uint32_t dst, const uint8_t* src, bool valid,
+                                              bool vec) {
+  if (vec) {
+    cp_async_16(dst, src, valid);
+    return;
+  }
+  uint32_t w[4] = {0u, 0u, 0u, 0u};
+  if (valid) {
+#pragma unroll
+    for (int e = 0; e < 16; ++e) w[e / 4] |= uint32_t(src[e]) << (8 * (e % 4));
+  }
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(w[0]), "r"(w[1]),
+               "r"(w[2]), "r"(w[3])
+               : "memory");
+}
+
+// Where one pipeline stage of K/V rows lands. 16-bit caches: k / v are the stage's swizzled
+// tiles. FP8 caches: k / v are the stage's raw rows (row-major, rows as stored) and k_sc / v_sc
+// its rows' f32 scales (fp8_row).
+struct StageDst {
+  uint32_t k, v, k_sc, v_sc;
+};
+
 template <class Tr>
 class Loader {
  public:
@@ -62,10 +87,8 @@ class Loader {
   // marked in `bad` (1 byte per row) for the mask and flagged in the schedule header. Returns
   // whether this thread skipped a page.
   __device__ bool issue_kv(const WorkItem& it, int tile, const int (&pages)[LOAD_ROWS],
-                           uint32_t k_stage, uint32_t v_stage, uint8_t* bad) const {
+                           const StageDst& dst, uint8_t* bad) const {
     const detail::DecodeParams& p = kp_.p;
-    const uint16_t* k = static_cast<const uint16_t*>(p.k);
-    const uint16_t* v = static_cast<const uint16_t*>(p.v);
     const bool v_separate = !p.v_aliases_k;
     bool saw_bad = false;
 #pragma unroll
@@ -82,18 +105,35 @@ class Loader {
       // 64-bit offsets: page * k_sp alone can pass 2^31 elements in a large cache.
       const int64_t page = ok ? pages[i] : 0;
       const int64_t slot = j & (p.page_size - 1);
-      const uint16_t* k_row = k + (page * p.k_sp + slot * p.k_st + int64_t(kv_) * p.k_sh);
-      const uint32_t dst = uint32_t(row * Tr::KV_ROW_BYTES + ((chunk_lane_ ^ (row & 7)) << 4));
+      const int64_t k_off = page * p.k_sp + slot * p.k_st + int64_t(kv_) * p.k_sh;
+      const int64_t v_off = page * p.v_sp + slot * p.v_st + int64_t(kv_) * p.v_sh;
+      if constexpr (Tr::FP8) {
+        issue_raw_row<Tr::RAW_K_ROW_BYTES, Tr::RAW_K_PASSES>(
+            dst.k, row, static_cast<const uint8_t*>(p.k) + k_off, ok);
+        if (v_separate)
+          issue_raw_row<Tr::RAW_V_ROW_BYTES, Tr::RAW_V_PASSES>(
+              dst.v, row, static_cast<const uint8_t*>(p.v) + v_off, ok);
+        if constexpr (Tr::FMT == CacheFormat::fp8_row) {
+          const int64_t ks = page * p.ks_sp + slot * p.ks_st + int64_t(kv_) * p.ks_sh;
+          const int64_t vs = page * p.vs_sp + slot * p.vs_st + int64_t(kv_) * p.vs_sh;
+          if (chunk_lane_ == 0) cp_async_4(dst.k_sc + row * sizeof(float), p.k_scale + ks, ok);
+          if (chunk_lane_ == 1 && v_separate)
+            cp_async_4(dst.v_sc + row * sizeof(float), p.v_scale + vs, ok);
+        }
+      } else {
+        const uint16_t* k_row = static_cast<const uint16_t*>(p.k) + k_off;
+        const uint32_t off = uint32_t(row * Tr::KV_ROW_BYTES + ((chunk_lane_ ^ (row & 7)) << 4));
 #pragma unroll
-      for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c)
-        copy_chunk(k_stage + dst + c * 128, k_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
+        for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c)
+          copy_chunk(dst.k + off + c * 128, k_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
                                                         kChunkElems, ok, kp_.kv_vec);
-      if (v_separate) {
-        const uint16_t* v_row = v + (page * p.v_sp + slot * p.v_st + int64_t(kv_) * p.v_sh);
+        if (v_separate) {
+          const uint16_t* v_row = static_cast<const uint16_t*>(p.v) + v_off;
 #pragma unroll
-        for (int c = 0; c < Tr::V_CHUNKS_PER_THREAD; ++c)
-          copy_chunk(v_stage + dst + c * 128, v_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
+          for (int c = 0; c < Tr::V_CHUNKS_PER_THREAD; ++c)
+            copy_chunk(dst.v + off + c * 128, v_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
                                                           kChunkElems, ok, kp_.kv_vec);
+        }
       }
     }
     return saw_bad;
@@ -124,6 +164,19 @@ class Loader {
   }
 
  private:
+  // One FP8 row as stored (ROW_BYTES: whole 16-byte chunks) into row `row` of a raw stage;
+  // the row's 8 threads take chunks chunk_lane + 8 c.
+  template <int ROW_BYTES, int PASSES>
+  __device__ void issue_raw_row(uint32_t stage, int row, const uint8_t* src, bool ok) const {
+#pragma unroll
+    for (int c = 0; c < PASSES; ++c) {
+      const int chunk = chunk_lane_ + kLoadThreadsPerRow * c;
+      if (chunk * kChunkBytes < ROW_BYTES)
+        copy_chunk_u8(stage + row * ROW_BYTES + chunk * kChunkBytes, src + chunk * kChunkBytes,
+                      ok, kp_.kv_vec);
+    }
+  }
+
   const KernelParams& kp_;
   int kv_, row_lane_, chunk_lane_;
 };

@@ -46,10 +46,22 @@ __device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
     return uint32_t(row * ROW_BYTES + ((chunk ^ (row & 7)) << 4));
 }
 
-template <class T_, int D_K_, int D_V_, int BLOCK_M_, int BLOCK_N_>
+template <class T_, int D_K_, int D_V_, int BLOCK_M_, int BLOCK_N_, CacheFormat FMT_>
 struct Traits {
   using T = T_;
   static constexpr int D_K = D_K_, D_V = D_V_, BLOCK_M = BLOCK_M_, BLOCK_N = BLOCK_N_;
+
+  // How cached rows are stored (flashmfa.hpp, CacheFormat). FP8 rows land in shared memory as
+  // stored (raw stages) and are dequantized to T once per tile (dequant.cuh).
+  static constexpr CacheFormat FMT = FMT_;
+  static constexpr bool FP8 = FMT != CacheFormat::native;
+  static constexpr int RAW_K_ROW_BYTES = raw_row_bytes(FMT, D_K);
+  static constexpr int RAW_V_ROW_BYTES = raw_row_bytes(FMT, D_V);
+  static constexpr int RAW_K_CHUNKS = RAW_K_ROW_BYTES / kChunkBytes;
+  static constexpr int RAW_V_CHUNKS = RAW_V_ROW_BYTES / kChunkBytes;
+  // 16-byte chunks of a raw row each of a row's 8 loader threads covers (the last pass partly).
+  static constexpr int RAW_K_PASSES = (RAW_K_CHUNKS + kLoadThreadsPerRow - 1) / kLoadThreadsPerRow;
+  static constexpr int RAW_V_PASSES = (RAW_V_CHUNKS + kLoadThreadsPerRow - 1) / kLoadThreadsPerRow;
 
   // S = Q K^T: warp (wm, wn) owns rows [S_ROWS wm, +S_ROWS) x columns [S_COLS wn, +S_COLS).
   static constexpr SWarpGrid kGrid = s_warp_grid(D_K, BLOCK_M, BLOCK_N);
@@ -97,6 +109,11 @@ struct Traits {
   static_assert(D_V <= D_K, "V is read with K's row pitch");
   static_assert(KV_ROW_BYTES % 128 == 0, "swizzle groups of 8 chunks per K row");
   static_assert(P_ROW_BYTES == 64 || P_ROW_BYTES == 128, "P rows: BLOCK_N 32 or 64");
+  static_assert(RAW_K_ROW_BYTES % kChunkBytes == 0 && RAW_V_ROW_BYTES % kChunkBytes == 0,
+                "raw rows: whole 16-byte chunks");
+  static_assert(FMT != CacheFormat::fp8_mla ||
+                    (D_K == MlaFp8Row::kLatent + MlaFp8Row::kRope && D_V == MlaFp8Row::kLatent),
+                "fp8_mla: MLA's 576 / 512 rows");
 };
 
 }  // namespace flashmfa::cuda::sm80

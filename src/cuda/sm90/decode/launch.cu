@@ -132,6 +132,7 @@ bool is_mla(const detail::DecodeParams& p) {
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (dev.cc_major != kComputeMajor || dev.cc_minor != kComputeMinor) return false;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.kv_format != CacheFormat::native) return false;  // FP8 caches: the portable kernel
   const bool mla = is_mla(p);
   if (!mla && p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# FP8 caches against 16-bit caches on the same machine: issue 8's presets (MLA h_q 16/32/64/128,
+# MFA and MFA-KR h_q 64, Llama-3 GQA; b 128) on the automatic path (16-bit: the Hopper kernels
+# where they apply; FP8: the portable kernel), both cache kinds in alternation. Writes
+# $OUT/fp8-<cache>-<set>.json and one log. Usage: scripts/fp8-bench.sh [build dir] [flags...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}
+BUILD=${1:-build-device}
+shift || true
+mkdir -p "$OUT"
+B="$BUILD/bench/flashmfa-bench"
+log="$OUT/fp8-bench.log"
+: > "$log"
+run() {  # name, flags...
+  local name=$1
+  shift
+  for cache in native fp8; do
+    # shellcheck disable=SC2086
+    "$B" "$@" --cache "$cache" --json "$OUT/fp8-$cache-$name.json" >> "$log" 2>&1
+    echo "rc=$? $cache $name" >> "$log"
+  done
+}
+run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"
+run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
+run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
+grep -E "^(MLA|MFA|GQA|MQA)|^rc=" "$log"
