@@ -24,4 +24,9 @@ run() {  # name, flags...
 run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"
 run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
 run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
+# A/B of the FP8 tile on the memory-bound MLA row: BLOCK_N 32 with 2 stages (two CTAs per SM,
+# one CTA's dequant pass beside the other's products) against the default 64 x 3 stages.
+FLASHMFA_SM80_TILE=32:2 "$B" deepseek-v3-tp8 --cache fp8 "$@" \
+  --json "$OUT/fp8-fp8-mla-h16-bn32x2.json" >> "$log" 2>&1
+echo "rc=$? fp8 mla-h16 FLASHMFA_SM80_TILE=32:2" >> "$log"
 grep -E "^(MLA|MFA|GQA|MQA)|^rc=" "$log"

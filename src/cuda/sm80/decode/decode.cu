@@ -1,9 +1,13 @@
 // flashmfa CUDA, portable path: choosing the tile of the sm_80 decode kernel and launching it.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <iterator>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -112,22 +116,41 @@ bool split_p_policy(const detail::DecodeParams& p, int block_m) {
 #endif
 }
 
-}  // namespace
+// For experiments (same-machine A/B runs, docs/perf-notes.md D): FLASHMFA_SM80_TILE="N:S"
+// restricts the choice to BLOCK_N = N and at most S stages where a compiled tile fits (fewer
+// stages can buy a second CTA per SM); the normal choice where none does. Read once.
+struct TileOverride {
+  int block_n = 0;  // 0: any
+  int max_stages = kMaxStages;
+};
+const TileOverride& tile_override() {
+  static const TileOverride o = [] {
+    TileOverride t;
+    if (const char* s = std::getenv("FLASHMFA_SM80_TILE")) {
+      if (std::sscanf(s, "%d:%d", &t.block_n, &t.max_stages) != 2) t = TileOverride{};
+    }
+    return t;
+  }();
+  return o;
+}
 
-KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
-  const int rows = detail::rows_per_kv_head(p);
+// The first compiled tile that fits: BLOCK_M from the rows up, BLOCK_N in kBlockNs order (only
+// `only_bn` where non-zero), the deepest pipeline up to max_stages.
+std::optional<KernelConfig> first_fit(const detail::DecodeParams& p, const DeviceInfo& dev,
+                                      int only_bn, int max_stages) {
   const bool v_separate = !p.v_aliases_k;
   // Start at the BLOCK_M the rows ask for; a larger one only if nothing smaller fits.
-  const int want_m = block_m_for(rows);
+  const int want_m = block_m_for(detail::rows_per_kv_head(p));
   const bool split_p = split_p_policy(p, want_m);
   for (int bm : kBlockMs) {
     if (bm < want_m) continue;
     for (int bn : kBlockNs) {
+      if (only_bn != 0 && bn != only_bn) continue;
       const KernelEntry* e = find({p.dtype, p.kv_format, p.d_k, p.d_v, bm, bn});
       if (e == nullptr) continue;
       // The deepest pipeline that fits: more tiles in flight per SM hide more DRAM latency;
       // the decode tiles are memory-bound everywhere except MLA at 64+ rows per KV head.
-      for (int stages = kMaxStages; stages >= kMinStages; --stages) {
+      for (int stages = max_stages; stages >= kMinStages; --stages) {
         const SmemPlan plan(p.d_k, p.d_v, bm, bn, stages, v_separate, split_p, p.kv_format);
         if (plan.total > dev.smem_per_block_optin) continue;
         KernelConfig cfg;
@@ -143,6 +166,17 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
       }
     }
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
+  const TileOverride& ov = tile_override();
+  if (ov.block_n != 0 || ov.max_stages != kMaxStages)
+    if (auto cfg = first_fit(p, dev, ov.block_n, std::min(kMaxStages, ov.max_stages))) return *cfg;
+  if (auto cfg = first_fit(p, dev, 0, kMaxStages)) return *cfg;
+  const bool v_separate = !p.v_aliases_k;
   throw Error(Status::unsupported,
               "flashmfa: no sm80 decode tile for d_k " + std::to_string(p.d_k) + ", d_v " +
                   std::to_string(p.d_v) + (v_separate ? " (separate V)" : "") + ", cache " +
