@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FP8 caches against 16-bit caches on the same machine: issue 8's presets (MLA h_q 16/32/64/128,
-# MFA and MFA-KR h_q 64, Llama-3 GQA; b 128) on the automatic path (16-bit: the Hopper kernels
-# where they apply; FP8: the portable kernel), both cache kinds in alternation. Writes
+# MFA and MFA-KR h_q 64 at s_k 8192 and 32768, Llama-3 GQA; b 128) on the automatic path (the
+# Hopper kernels where they apply: fp8_row caches on the decode kernel's FP8 form, MLA's FP8
+# rows on the portable kernel), both cache kinds in alternation. Writes
 # $OUT/fp8-<cache>-<set>.json and one log. Usage: scripts/fp8-bench.sh [build dir] [flags...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +22,24 @@ run() {  # name, flags...
     echo "rc=$? $cache $name" >> "$log"
   done
 }
-run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"
-run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
-run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
-# A/B of the FP8 tile on the memory-bound MLA row: BLOCK_N 32 with 2 stages (two CTAs per SM,
-# one CTA's dequant pass beside the other's products) against the default 64 x 3 stages.
-FLASHMFA_SM80_TILE=32:2 "$B" deepseek-v3-tp8 --cache fp8 "$@" \
-  --json "$OUT/fp8-fp8-mla-h16-bn32x2.json" >> "$log" 2>&1
-echo "rc=$? fp8 mla-h16 FLASHMFA_SM80_TILE=32:2" >> "$log"
+# SETS picks groups (default: all): presets, long (s_k 32768 MFA / MFA-KR), mla (MLA h_q 32, 64),
+# paths (FP8 on the Hopper path and on the portable kernel side by side), tile (the A/B below).
+SETS=${SETS:-presets long mla paths tile}
+has() { [[ " $SETS " == *" $1 "* ]]; }
+has presets && run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"
+has long && run long step3-mfa,mfa-kr-256 --s-k 32768 "$@"
+has mla && run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
+has mla && run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
+if has paths; then
+  "$B" step3-mfa,mfa-kr-256 --cache fp8 --path auto,portable "$@" \
+    --json "$OUT/fp8-fp8-paths.json" >> "$log" 2>&1
+  echo "rc=$? fp8 paths" >> "$log"
+fi
+# A/B of the portable FP8 tile on the memory-bound MLA row: BLOCK_N 32 with 2 stages (two CTAs
+# per SM, one CTA's dequant pass beside the other's products) against the default 64 x 3 stages.
+if has tile; then
+  FLASHMFA_SM80_TILE=32:2 "$B" deepseek-v3-tp8 --cache fp8 "$@" \
+    --json "$OUT/fp8-fp8-mla-h16-bn32x2.json" >> "$log" 2>&1
+  echo "rc=$? fp8 mla-h16 FLASHMFA_SM80_TILE=32:2" >> "$log"
+fi
 grep -E "^(MLA|MFA|GQA|MQA)|^rc=" "$log"

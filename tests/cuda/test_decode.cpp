@@ -100,9 +100,10 @@ TEST(CudaFp8, WideTilesLongSequencesAndPaddedRows) {
   }
 }
 
-// The Hopper kernels read 16-bit rows only: asking for them on an FP8 cache is refused by
-// name, and the automatic choice takes the portable kernel.
-TEST(CudaFp8, HopperPathRefusesFp8Caches) {
+// MLA's FP8 rows (fp8_mla) run on the portable kernel only: asking for the Hopper path is
+// refused by name, and the automatic choice takes the portable kernel. (fp8_row caches have a
+// Hopper form: test_hopper.cpp.)
+TEST(CudaFp8, HopperPathRefusesMlaFp8Caches) {
   SKIP_WITHOUT_GPU();
   ProblemSpec s;
   s.variant = Variant::mla();

@@ -170,9 +170,10 @@ void sanitizer_suite(DecodeArgs::Path path) {
       s.b = 3;
       s.seqlens = {0, 70, 700};
       run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
-      // FP8 caches: raw stages, the dequantizing pass and its barrier (portable kernel).
-      if (v == Variant::mla() || v == Variant::mfa())
-        run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page));
+      // FP8 caches: the portable kernel's raw stages, dequantizing pass and its barrier; on the
+      // Hopper path (page 64, not MLA) the raw ring and the dequantizing warps.
+      if (v == Variant::mla() || v == Variant::mfa() || v == Variant::mfa_kr(128))
+        run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page), p);
     }
   }
   LyingProblem lp(Variant::mla());

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
 
 #include "gpu_problem.hpp"
@@ -67,6 +68,42 @@ TEST(HopperPath, MlaHeadsAndLongItems) {
     s.seqlens[0] = c.len - 13;
     s.seed = 5000 + n++;
     run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+  }
+}
+
+// fp8_row caches on the decode kernel's FP8 form (raw ring, dequantizing warps): MFA, MFA-KR
+// 256 and 128, GQA d 128 with 2 and 8 KV heads, against the reference on the same FP8 cache
+// (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above plus items long
+// enough to wrap the raw ring many times and to be split over parts.
+TEST(HopperPath, Fp8RowCachesMatchReference) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256), Variant::mfa_kr(128), Variant::mqa(128)})
+    for (DType dtype : {DType::bf16, DType::f16})
+      for (int s_q : {1, 2, 4})
+        for (int h_kv : v == Variant::mqa(128) ? std::initializer_list<int>{2, 8}
+                                                : std::initializer_list<int>{1}) {
+          ProblemSpec s;
+          s.variant = v;
+          s.dtype = dtype;
+          s.h_kv = h_kv;
+          s.h_q = h_kv == 1 ? (n % 2 ? 64 : 9) : h_kv * 4;
+          s.s_q = s_q;
+          s.causal = s_q > 1 && n % 3 != 1;
+          s.page_size = n % 3 == 2 ? 256 : 64;
+          s.b = 6;
+          s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
+          s.seed = 6000 + n++;
+          run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
+        }
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
+    ProblemSpec s;
+    s.variant = v;
+    s.h_q = 64;
+    s.b = 2;
+    s.seqlens = {40000, 12000 - 13};
+    s.seed = 6100 + n++;
+    run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
   }
 }
 

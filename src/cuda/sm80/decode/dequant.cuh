@@ -8,103 +8,15 @@
 // each (the loader's mapping); a 16-byte raw chunk (16 values) becomes two 16-byte T chunks.
 #pragma once
 
-#include <cuda_fp16.h>
-
 #include <cstdint>
 
+#include "cuda/common/fp8_dequant.cuh"
 #include "cuda/sm80/decode/loader.cuh"
 #include "cuda/sm80/decode/ptx.cuh"
 #include "cuda/sm80/decode/traits.cuh"
 #include "flashmfa/flashmfa.hpp"
 
 namespace flashmfa::cuda::sm80 {
-
-// Values are T(e4m3 * T(scale)): the product of a 4-bit and an (at most) 11-bit significand is
-// exact in any float, so this is one rounding to T, and the CPU backend computes the same bits
-// (cpu/cache_rows.hpp). The arithmetic stays in the 16-bit units, and the e4m3 bits are put in
-// place with integer ops: conversion instructions (cvt: e4m3 -> f16, f16 -> f32, f32 -> T)
-// issue at a quarter of the integer rate and made the first version of this pass compute-bound
-// (MLA h_q 16 ran at 48% of its FP8 roofline).
-//
-// Placement: byte S.EEEE.MMM becomes the T value with the same sign, exponent field EEEE and
-// mantissa MMM0..: an exact e4m3 value (subnormals included) times 2^(7 - T's bias), i.e.
-// 2^-8 for f16 and 2^-120 for bf16 (kPlacement); PRMT's sign-replicating selectors give each
-// 16-bit half [S x 8 | byte], one shift moves the byte into place and one AND keeps the sign,
-// exponent and mantissa bits. e4m3's NaN byte (S.1111.111) reads as +-480 * scale: append_kv
-// never writes it (it saturates to +-448).
-template <class T>
-struct E4m3Place;
-template <>
-struct E4m3Place<__half> {
-  static constexpr int kShift = 7;                 // byte bits 6..0 -> f16 bits 13..7
-  static constexpr uint32_t kMask = 0xbf80bf80u;   // sign, exponent 5 bits, mantissa 3 bits
-  static constexpr float kPlacement = 0x1p-8f;
-};
-template <>
-struct E4m3Place<__nv_bfloat16> {
-  static constexpr int kShift = 4;                 // byte bits 6..0 -> bf16 bits 10..4
-  static constexpr uint32_t kMask = 0x87f087f0u;
-  static constexpr float kPlacement = 0x1p-120f;
-};
-
-// PTX prmt.b32 (default mode) of x: result byte i is byte (sel_i & 7) of x, or, where sel_i has
-// bit 3 set, that byte's sign bit replicated 8 times. Inline PTX: CUDA's __byte_perm documents
-// 3-bit selectors only.
-__device__ __forceinline__ uint32_t prmt_sign(uint32_t x, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, 0, %2;\n" : "=r"(r) : "r"(x), "r"(sel));
-  return r;
-}
-
-// Two 16-bit lanes as one word, and back.
-template <class T2>
-__device__ __forceinline__ uint32_t bits_of(T2 v) {
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-template <class T2>
-__device__ __forceinline__ T2 from_bits(uint32_t w) {
-  return *reinterpret_cast<const T2*>(&w);
-}
-
-template <class T>
-struct Pair;
-template <>
-struct Pair<__half> {
-  using Type = __half2;
-  static __device__ __forceinline__ Type splat(float x) { return __float2half2_rn(x); }
-};
-template <>
-struct Pair<__nv_bfloat16> {
-  using Type = __nv_bfloat162;
-  static __device__ __forceinline__ Type splat(float x) { return __float2bfloat162_rn(x); }
-};
-
-// Per-row factors of dequant_chunk: 2^-kPlacement (exact in T: 2^8, 2^120), which brings a
-// placed value back to its e4m3 value exactly, then T(scale), whose product with it is rounded
-// to T once. (Folding both into one factor would overflow T for large scales.)
-template <class T>
-struct RowScale {
-  typename Pair<T>::Type unplace, mul;
-  __device__ __forceinline__ explicit RowScale(float scale)
-      : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {}
-};
-
-// 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8).
-template <class T>
-__device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const RowScale<T>& rs,
-                                              uint32_t (&out)[8]) {
-  using P = E4m3Place<T>;
-  using T2 = typename Pair<T>::Type;
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    // Bytes 0, 1 (then 2, 3) into the two halves, each above its replicated sign.
-    const uint32_t x01 = prmt_sign(raw[w], 0x9180), x23 = prmt_sign(raw[w], 0xb3a2);
-    const T2 v01 = __hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.unplace);  // exact
-    const T2 v23 = __hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.unplace);
-    out[2 * w] = bits_of(__hmul2(v01, rs.mul));  // the one rounding to T
-    out[2 * w + 1] = bits_of(__hmul2(v23, rs.mul));
-  }
-}
 
 __device__ __forceinline__ void lds_v4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"

@@ -22,6 +22,8 @@
 // warpgroup, and two warpgroups on 128 rows that both read every tile.
 #define FLASHMFA_SM90_KERNELS(X) \
   X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
+// The forms compiled for FP8 caches (fp8_row): the one choose() takes.
+#define FLASHMFA_SM90_FP8_KERNELS(X) X(256, 2, true) X(128, 2, true)
 
 namespace flashmfa::cuda::sm90 {
 
@@ -45,6 +47,18 @@ constexpr size_t kSm90SmemOptin = 232448;
 // 32 KB slots already cover the ~1 us latency at one SM's share of HBM bandwidth (~23 GB/s);
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
 constexpr int kMinStages = 4;
+// FP8 caches (fp8_row: d e4m3 bytes per row, one f32 scale per row in a side array): the raw
+// tiles land in a second ring (kRaw*), the producer warpgroup's warps 1-3 dequantize each into
+// one of kFp8Stages 16-bit slots, which the consumers read as on a 16-bit cache. A raw slot is
+// the 64 rows of d bytes, then their 64 scales (f32).
+constexpr int kFp8Stages = 4;
+constexpr int kMinRawStages = 2;
+constexpr int kMaxRawStages = 8;
+constexpr int kDequantWarps = 3;
+constexpr int kRawAlign = 128;
+FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
+  return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
+}
 // setmaxnreg split when a producer warpgroup and two consumer warpgroups share the 64K
 // registers: 24 * 128 + 2 * 240 * 128 = 64512 <= 65536.
 constexpr int kProducerRegs = 24;
@@ -66,28 +80,38 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //   xchg   (form's)                                    data one consumer warpgroup hands the
 //                                                      other (decode_plan, mla_plan)
 //   stats  (form's)                 f32                per-row softmax state handed over
+//   raw    (RAW_STAGES, raw slot)   e4m3 rows + f32    FP8 caches only: the raw ring
 //   full   (STAGES, FULL_PER_STAGE) mbarrier           TMA bytes landed in the slot (or in
-//                                                      one 64-column atom of it)
+//                                                      one 64-column atom of it); FP8: the
+//                                                      dequantizing warps wrote it
 //   empty  (STAGES)                 mbarrier           the slot's consumer warps are done
+//   raw_full, raw_empty (RAW_STAGES) mbarrier          FP8: raw tile + scales landed / the
+//                                                      dequantizing warps are done with it
 //
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {
-  size_t q = 0, kv = 0, xchg = 0, stats = 0, full = 0, empty = 0, total = 0;
-  size_t slot_bytes = 0, q_bytes = 0;
+  size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
+         raw_empty = 0, total = 0;
+  size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
   int full_per_stage = 1;
 
   FLASHMFA_SM90_HD constexpr SmemPlan(int d, int q_tiles, int stages, size_t xchg_bytes,
-                                      size_t stats_bytes, int full_barriers_per_stage = 1) {
+                                      size_t stats_bytes, int full_barriers_per_stage = 1,
+                                      int raw_stages = 0) {
     full_per_stage = full_barriers_per_stage;
     slot_bytes = size_t(kBlockN) * d * kElemBytes;
     q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
+    raw_bytes = raw_stages > 0 ? raw_slot_bytes(d) : 0;
     q = 0;
     kv = align_up(q + q_bytes * q_tiles, kTileAlign);
     xchg = kv + slot_bytes * stages;
     stats = xchg + xchg_bytes;
-    full = align_up(stats + stats_bytes, sizeof(uint64_t));
+    raw = align_up(stats + stats_bytes, kRawAlign);
+    full = align_up(raw + raw_bytes * raw_stages, sizeof(uint64_t));
     empty = full + sizeof(uint64_t) * stages * full_per_stage;
-    total = empty + sizeof(uint64_t) * stages;
+    raw_full = empty + sizeof(uint64_t) * stages;
+    raw_empty = raw_full + sizeof(uint64_t) * raw_stages;
+    total = raw_empty + sizeof(uint64_t) * raw_stages;
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
   // (dynamic shared memory is only guaranteed 16-byte alignment).
@@ -98,16 +122,30 @@ struct SmemPlan {
 // tile under a KV split, whose merge sends the other half of O through xchg one way and
 // through the (by then unused) Q tile the other way (both hold 64 x D/2 f32), with each
 // warpgroup's row max and row sum in stats (2, 64, 2).
-FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split) {
+// FP8 caches add the raw ring (raw_stages > 0).
+FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split,
+                                                int raw_stages = 0) {
   const size_t q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
   return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,
-                  kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0);
+                  kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0, 1, raw_stages);
 }
 
 // The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).
-FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split) {
+// FP8: kFp8Stages 16-bit slots and the deepest raw ring that fits beside them.
+FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split, bool fp8 = false) {
+  if (fp8)
+    return decode_plan(d, warpgroups, kFp8Stages, kv_split, kMinRawStages).launch_bytes() <=
+                   kSm90SmemOptin
+               ? kFp8Stages
+               : 0;
   for (int s = kMaxStages; s >= kMinStages; --s)
     if (decode_plan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
+  return 0;
+}
+FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_split) {
+  for (int r = kMaxRawStages; r >= kMinRawStages; --r)
+    if (decode_plan(d, warpgroups, kFp8Stages, kv_split, r).launch_bytes() <= kSm90SmemOptin)
+      return r;
   return 0;
 }
 

@@ -28,9 +28,9 @@
 
 namespace flashmfa::cuda::sm90 {
 
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8 = false>
 struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
-  using Tr = Traits<D, WARPGROUPS, KV_SPLIT>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, FP8>;
   using Base = ConsumerBase<WARPGROUPS * kWarpgroupThreads>;
   using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,

@@ -16,7 +16,7 @@
 namespace flashmfa::cuda::sm90 {
 
 // Defined in kernel_bf16.cu / kernel_f16.cu for every entry of FLASHMFA_SM90_KERNELS.
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
                   const CUtensorMap& v_map, cudaStream_t stream);
 
@@ -27,16 +27,21 @@ constexpr int kTmaAlignBytes = 16;   // TMA global address and stride granularit
 constexpr uint64_t kTmaMaxStride = uint64_t(1) << 40;
 constexpr int kTensorRank = 4;       // (d, h_kv, page_size, num_pages)
 
-bool stride_ok(int64_t elems, int bytes) {
-  return elems >= 0 && (elems * kElemBytes) % bytes == 0 &&
-         uint64_t(elems) * kElemBytes < kTmaMaxStride;
+// Bytes per cache element: 2 (bf16 / f16 rows) or 1 (e4m3 rows of an fp8_row cache).
+int cache_elem_bytes(const detail::DecodeParams& p) {
+  return p.kv_format == CacheFormat::fp8_row ? 1 : kElemBytes;
+}
+
+bool stride_ok(int64_t elems, int elem_bytes) {
+  return elems >= 0 && (elems * elem_bytes) % kTmaAlignBytes == 0 &&
+         uint64_t(elems) * elem_bytes < kTmaMaxStride;
 }
 
 // Cache strides the tensor map can express. With one KV head its stride is never used, so an
 // odd value there does not disqualify the layout.
-bool cache_ok(const void* ptr, int h_kv, int64_t sp, int64_t st, int64_t sh) {
-  return aligned(ptr, kTmaAlignBytes) && stride_ok(sp, kTmaAlignBytes) &&
-         stride_ok(st, kTmaAlignBytes) && (h_kv == 1 || stride_ok(sh, kTmaAlignBytes));
+bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st, int64_t sh) {
+  return aligned(ptr, kTmaAlignBytes) && stride_ok(sp, elem_bytes) && stride_ok(st, elem_bytes) &&
+         (h_kv == 1 || stride_ok(sh, elem_bytes));
 }
 
 // Two consumer warpgroups on the same 64 query rows of a KV head, taking alternate tiles (KV
@@ -53,10 +58,14 @@ KernelConfig default_shape(const detail::DecodeParams&) {
   return cfg;
 }
 
-bool compiled(int d, int warpgroups, bool kv_split) {
+bool compiled(int d, int warpgroups, bool kv_split, bool fp8) {
   bool found = false;
 #define FLASHMFA_SM90_HAS(D, WG, SPLIT) found |= (d == D && warpgroups == WG && kv_split == SPLIT);
-  FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_HAS)
+  if (fp8) {
+    FLASHMFA_SM90_FP8_KERNELS(FLASHMFA_SM90_HAS)
+  } else {
+    FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_HAS)
+  }
 #undef FLASHMFA_SM90_HAS
   return found;
 }
@@ -80,26 +89,30 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 }
 
 // A cache [num_pages, page_size, h_kv, d] (strides in elements) as a 4-D tensor map whose box
-// is one 64-column atom of a 64-token tile of one head, written 128B-swizzled.
+// is one 64-column atom of a 64-token tile of one head, written 128B-swizzled; for an fp8_row
+// cache, bytes, the box a whole 64-row tile of d bytes, unswizzled (the raw ring, dequant.cuh).
 CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d, int64_t sp,
                            int64_t st, int64_t sh) {
+  const bool fp8 = p.kv_format == CacheFormat::fp8_row;
+  const int eb = cache_elem_bytes(p);
   const int64_t head_stride = p.h_kv == 1 ? d : sh;  // never stepped over with one head
   // A cache with no pages still needs a valid map; no copy is issued (every index is bad).
   const cuuint64_t dims[kTensorRank] = {cuuint64_t(d), cuuint64_t(p.h_kv),
                                         cuuint64_t(p.page_size),
                                         cuuint64_t(p.num_pages > 0 ? p.num_pages : 1)};
-  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(head_stride) * kElemBytes,
-                                               cuuint64_t(st) * kElemBytes,
-                                               cuuint64_t(sp) * kElemBytes};
-  const cuuint32_t box[kTensorRank] = {kAtomCols, 1, kBlockN, 1};
+  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(head_stride) * eb,
+                                               cuuint64_t(st) * eb, cuuint64_t(sp) * eb};
+  const cuuint32_t box[kTensorRank] = {fp8 ? cuuint32_t(d) : cuuint32_t(kAtomCols), 1, kBlockN,
+                                       1};
   const cuuint32_t elem_strides[kTensorRank] = {1, 1, 1, 1};
-  const CUtensorMapDataType type = p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                          : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType type = fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8
+                                   : p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUtensorMap map{};
-  const CUresult r = encode_fn()(&map, type, kTensorRank, const_cast<void*>(ptr), dims, strides,
-                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = encode_fn()(
+      &map, type, kTensorRank, const_cast<void*>(ptr), dims, strides, box, elem_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     throw Error(Status::cuda_error,
                 "flashmfa: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
@@ -111,15 +124,21 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
 template <class T>
 void dispatch(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
               const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream) {
-#define FLASHMFA_SM90_CASE(D, WG, SPLIT)                                       \
-  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT)             \
-    return launch_typed<T, D, WG, SPLIT>(p, sched, k_map, v_map, stream);
+#define FLASHMFA_SM90_CASE(D, WG, SPLIT)                                         \
+  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT && !cfg.fp8)   \
+    return launch_typed<T, D, WG, SPLIT, false>(p, sched, k_map, v_map, stream);
+#define FLASHMFA_SM90_FP8_CASE(D, WG, SPLIT)                                     \
+  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT && cfg.fp8)    \
+    return launch_typed<T, D, WG, SPLIT, true>(p, sched, k_map, v_map, stream);
   FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_CASE)
+  FLASHMFA_SM90_FP8_KERNELS(FLASHMFA_SM90_FP8_CASE)
 #undef FLASHMFA_SM90_CASE
+#undef FLASHMFA_SM90_FP8_CASE
   throw Error(Status::unsupported, "flashmfa: no sm_90 decode kernel for d = " +
                                        std::to_string(cfg.d) + ", warpgroups = " +
                                        std::to_string(cfg.warpgroups) +
-                                       ", kv_split = " + std::to_string(cfg.kv_split));
+                                       ", kv_split = " + std::to_string(cfg.kv_split) +
+                                       ", fp8 = " + std::to_string(cfg.fp8));
 }
 
 }  // namespace
@@ -132,14 +151,21 @@ bool is_mla(const detail::DecodeParams& p) {
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (dev.cc_major != kComputeMajor || dev.cc_minor != kComputeMinor) return false;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (p.kv_format != CacheFormat::native) return false;  // FP8 caches: the portable kernel
+  // FP8: fp8_row caches on the decode kernel; MLA's fp8_mla rows take the portable kernel.
+  const bool fp8 = p.kv_format == CacheFormat::fp8_row;
+  if (p.kv_format != CacheFormat::native && !fp8) return false;
   const bool mla = is_mla(p);
+  if (mla && fp8) return false;
   if (!mla && p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);
-  if (!mla && !compiled(p.d_k, shape.warpgroups, shape.kv_split)) return false;
+  if (!mla && !compiled(p.d_k, shape.warpgroups, shape.kv_split, fp8)) return false;
   if (p.page_size < kMinPageSize) return false;  // a tile would straddle pages
-  if (!cache_ok(p.k, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
-  if (!p.v_aliases_k && !cache_ok(p.v, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;
+  const int eb = cache_elem_bytes(p);
+  if (!cache_ok(p.k, eb, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
+  if (!p.v_aliases_k && !cache_ok(p.v, eb, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;
+  // Scales are copied 4 bytes at a time (cp.async).
+  if (fp8 && (!aligned(p.k_scale, sizeof(float)) || !aligned(p.v_scale, sizeof(float))))
+    return false;
   // Q is read in 16-byte vectors (out may have any alignment the API accepts: the epilogue
   // stores pairs only where out rows are 4-byte aligned).
   if (!aligned(p.q, kTmaAlignBytes) || (p.q_sb * kElemBytes) % kTmaAlignBytes ||
@@ -147,9 +173,7 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
     return false;
   const size_t smem =
       mla ? mla_plan().launch_bytes()
-          : decode_plan(p.d_k, shape.warpgroups,
-                        stages_for(p.d_k, shape.warpgroups, shape.kv_split), shape.kv_split)
-                .launch_bytes();
+          : make_config(p, dev, shape.warpgroups, shape.kv_split).smem_bytes;
   return smem <= dev.smem_per_block_optin;
 }
 
@@ -162,9 +186,12 @@ KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, i
   cfg.block_m = cfg.kv_split ? kRowsPerWarpgroup : warpgroups * kRowsPerWarpgroup;
   cfg.block_n = kBlockN;
   cfg.threads = (warpgroups + 1) * kWarpgroupThreads;
-  cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split)
-                   ? stages_for(cfg.d, warpgroups, cfg.kv_split) : 0;
-  cfg.smem_bytes = decode_plan(cfg.d, warpgroups, cfg.stages, cfg.kv_split).launch_bytes();
+  cfg.fp8 = p.kv_format == CacheFormat::fp8_row;
+  cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split, cfg.fp8)
+                   ? stages_for(cfg.d, warpgroups, cfg.kv_split, cfg.fp8) : 0;
+  const int raw_stages = cfg.fp8 ? raw_stages_for(cfg.d, warpgroups, cfg.kv_split) : 0;
+  cfg.smem_bytes =
+      decode_plan(cfg.d, warpgroups, cfg.stages, cfg.kv_split, raw_stages).launch_bytes();
   if (cfg.smem_bytes > dev.smem_per_block_optin) cfg.stages = 0;
   cfg.ctas_per_sm = 1;  // the ring takes (nearly) all of an SM's shared memory
   return cfg;

@@ -7,6 +7,11 @@
 // holds >= 64 tokens). A page outside [0, num_pages) is never loaded: the slot is released
 // with zero bytes, and the consumers (which read the same block-table entry: tile_source)
 // clear and mask all of its rows.
+//
+// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring in tile order --
+// lane 0 the e4m3 rows by TMA (one box of 64 rows x d bytes), every lane two of the rows'
+// scales by cp.async, each lane's copies counted on the raw slot's full barrier -- and the
+// dequantizing warps (dequant.cuh) fill the consumers' 16-bit ring from it.
 #pragma once
 
 #include <cuda.h>
@@ -31,6 +36,7 @@ struct Producer {
   const CUtensorMap* v_map;
   const SmemView& sm;
   int kv_head;
+  int lane = 0;  // FP8: warp 0 runs the producer; 16-bit: thread 0 alone
 
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
   __device__ void load_tile(RingPos& pos, const CUtensorMap* map, const TileSource& src,
@@ -66,8 +72,50 @@ struct Producer {
     pos.advance();
   }
 
+  // FP8: raw tile `src` of `map` and its scales (`scale` with its strides, in floats) into the
+  // raw slot at `pos`. Called by every lane of warp 0.
+  __device__ void load_raw(RingPos& pos, const CUtensorMap* map, const float* scale,
+                           int64_t s_sp, int64_t s_st, int64_t s_sh, const TileSource& src,
+                           uint64_t policy) const {
+    mbar_wait(sm.raw_empty_bar(pos.stage), pos.phase ^ 1);
+    const uint32_t dst = sm.raw_slot(pos.stage), full = sm.raw_full_bar(pos.stage);
+    if (src.page_ok) {
+      if (lane == 0) {
+        mbar_arrive_expect_tx(full, Tr::kRawTileBytes);
+        tma_load_4d(dst, map, full, 0, kv_head, src.in_page, src.page, policy);
+      }
+      const float* rows = scale + int64_t(src.page) * s_sp + int64_t(src.in_page) * s_st +
+                          int64_t(kv_head) * s_sh;
+#pragma unroll
+      for (int r = lane; r < kBlockN; r += kWarpSize)
+        cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)), rows + r * s_st);
+      cp_async_mbar_arrive(full);
+    } else {  // the same 1 + 32 arrivals, no bytes
+      if (lane == 0) mbar_arrive(full);
+      mbar_arrive(full);
+    }
+    pos.advance();
+  }
+
+  __device__ void run_raw(int part, uint64_t policy) const {
+    RingPos raw(0, Tr::kRawStages);
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+        const TileSource src = tile_source(p, it, blk);
+        if (!src.page_ok && lane == 0)
+          atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+        load_raw(raw, k_map, p.k_scale, p.ks_sp, p.ks_st, p.ks_sh, src, policy);
+        if (!p.v_aliases_k)
+          load_raw(raw, v_map, p.v_scale, p.vs_sp, p.vs_st, p.vs_sh, src, policy);
+      }
+    }
+  }
+
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
+    if constexpr (Tr::kFp8) return run_raw(part, policy);
     RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();

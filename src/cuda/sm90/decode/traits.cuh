@@ -24,7 +24,9 @@ enum class NamedBarrier : int {
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
 };
 
-template <int D, int WARPGROUPS, bool KV_SPLIT = false>
+// FP8: the cache is fp8_row (raw ring + dequantizing warps, config.hpp); the consumers are the
+// same as for a 16-bit cache.
+template <int D, int WARPGROUPS, bool KV_SPLIT = false, bool FP8 = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
   static_assert(WARPGROUPS == 1 || WARPGROUPS == 2, "one or two consumer warpgroups");
@@ -34,8 +36,17 @@ struct Traits {
 
   static constexpr bool kKvSplit = KV_SPLIT;
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
-  static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT);
-  static_assert(kStages >= kMinStages, "the ring does not fit in shared memory");
+  static constexpr bool kFp8 = FP8;
+  static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
+  static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
+  static constexpr int kRawStages = FP8 ? raw_stages_for(D, WARPGROUPS, KV_SPLIT) : 0;
+  static_assert(!FP8 || kRawStages >= kMinRawStages, "the raw ring does not fit");
+  static_assert(!FP8 || KV_SPLIT, "FP8 caches are compiled for the KV-split form only");
+  // Arrivals that fill a 16-bit slot: the producer's (with the TMA bytes), or one per
+  // dequantizing warp. A raw slot: the TMA lane's plus one cp.async arrival per lane of warp 0.
+  static constexpr int kFullArrivals = FP8 ? kDequantWarps : 1;
+  static constexpr int kRawFullArrivals = 1 + kWarpSize;
+  static constexpr uint32_t kRawTileBytes = uint32_t(kBlockN) * D;  // e4m3 rows of a raw slot
   // Query rows per CTA: 64 per warpgroup, or 64 shared by both under a KV split.
   static constexpr int kBlockM = KV_SPLIT ? kRowsPerWarpgroup : WARPGROUPS * kRowsPerWarpgroup;
 
@@ -48,7 +59,7 @@ struct Traits {
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;  // + the producer's
   // Warps that read each slot (the arrivals its empty barrier waits for).
   static constexpr int kReadersPerSlot = KV_SPLIT ? kWarpsPerWarpgroup : kConsumerWarps;
-  static constexpr SmemPlan kPlan = decode_plan(D, WARPGROUPS, kStages, KV_SPLIT);
+  static constexpr SmemPlan kPlan = decode_plan(D, WARPGROUPS, kStages, KV_SPLIT, kRawStages);
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
@@ -65,19 +76,23 @@ struct SmemView {
   uint32_t kv;     // (STAGES, BLOCK_N, D)
   uint32_t xchg;   // (64 x D/2) f32, KV split only
   uint32_t stats;  // (2, 64, 2) f32, KV split only
+  uint32_t raw;    // (RAW_STAGES, raw slot), FP8 only
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
   uint32_t empty;  // (STAGES) mbarriers
+  uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
   uint32_t slot_bytes;
   uint32_t q_bytes;
+  uint32_t raw_bytes;
   uint32_t full_per_stage;
 
   __device__ SmemView(uint32_t base, SmemPlan plan)
       : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
         xchg(base + uint32_t(plan.xchg)), stats(base + uint32_t(plan.stats)),
-        full(base + uint32_t(plan.full)),
-        empty(base + uint32_t(plan.empty)),
+        raw(base + uint32_t(plan.raw)), full(base + uint32_t(plan.full)),
+        empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
+        raw_empty(base + uint32_t(plan.raw_empty)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
-        full_per_stage(uint32_t(plan.full_per_stage)) {}
+        raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
@@ -86,6 +101,14 @@ struct SmemView {
     return full + (uint32_t(stage) * full_per_stage + atom) * sizeof(uint64_t);
   }
   __device__ uint32_t empty_bar(int stage) const { return empty + stage * sizeof(uint64_t); }
+  // FP8: raw slot `stage` (its e4m3 rows; the scales follow them) and its barriers.
+  __device__ uint32_t raw_slot(int stage) const { return raw + uint32_t(stage) * raw_bytes; }
+  __device__ uint32_t raw_full_bar(int stage) const {
+    return raw_full + stage * sizeof(uint64_t);
+  }
+  __device__ uint32_t raw_empty_bar(int stage) const {
+    return raw_empty + stage * sizeof(uint64_t);
+  }
 };
 
 // Byte offset of 16-byte unit `unit` (of D / 8) in row `row` of a 128B-swizzled tile whose

@@ -32,6 +32,7 @@ namespace flashmfa::cuda::sm90 {
 struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
+  static constexpr bool kFp8 = false;         // 16-bit caches only
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
   static constexpr int kOutAtoms = kMlaDv / kAtomCols / 2;           // 4 per warpgroup
