@@ -72,7 +72,8 @@ for step in "${steps[@]}"; do
         tail -1 "$log"
       done
       nvcc -arch=sm_90a -o "$BUILD/racecheck-probe" tools/racecheck-probe/probe.cu &&
-        for k in bar_sync bar_arrive syncthreads racy bar_sync_lane0 mixed with_arrive with_mbar; do
+        for k in bar_sync bar_arrive syncthreads racy bar_sync_lane0 mixed with_arrive with_mbar \
+                 mbar_ring; do
           compute-sanitizer --tool racecheck "$BUILD/racecheck-probe" $k 2>&1 |
             grep -E "SUMMARY" | sed "s/^/probe $k: /"
         done > "$OUT/racecheck-probe.log"

@@ -13,9 +13,15 @@
 //                in the MLA kernel; only the bar.sync buffer's reports matter here  (correct)
 //   with_mbar  : as bar_sync, after every consumer thread waited on an mbarrier that a
 //                producer thread completed (the TMA ring's waits)                    (correct)
+//   mbar_ring  : writer stores, __syncwarp, lane 0 of each warp arrives on a "full" mbarrier;
+//                reader waits on it, loads and then overwrites the words (as the MFA kernel
+//                clears a V tile's tail), __syncwarp, lane 0 arrives on "empty"; the writer
+//                waits on "empty" before the next round (the FP8 dequantizing warps' ring)
+//                                                                                    (correct)
 // Build and run on the GPU machine:
 //   nvcc -arch=sm_90a -lineinfo -o /tmp/probe tools/racecheck-probe/probe.cu
-//   for k in bar_sync bar_arrive syncthreads racy bar_sync_lane0 mixed with_arrive with_mbar; do
+//   for k in bar_sync bar_arrive syncthreads racy bar_sync_lane0 mixed with_arrive with_mbar \
+//       mbar_ring; do
 //     compute-sanitizer --tool racecheck /tmp/probe $k; done
 #include <cstdio>
 #include <cstring>
@@ -106,6 +112,37 @@ __global__ void handoff(int* out) {
   }
 }
 
+// The FP8 hand-off: a one-slot ring between warpgroups 1 (writer) and 2 (reader) on mbarriers
+// alone, one arrival per warp after __syncwarp.
+__global__ void __launch_bounds__(384, 1) handoff_mbar(int* out) {
+  __shared__ int buf[128];
+  __shared__ unsigned long long full, empty;
+  const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+  const unsigned f = static_cast<unsigned>(__cvta_generic_to_shared(&full));
+  const unsigned e = static_cast<unsigned>(__cvta_generic_to_shared(&empty));
+  if (threadIdx.x == 0) {
+    mbar_init(f, 4);
+    mbar_init(e, 4);
+  }
+  __syncthreads();
+  if (wg == 0) return;
+  for (int round = 0; round < 4; ++round) {
+    const unsigned parity = round & 1;
+    if (wg == 1) {
+      if (round > 0) mbar_wait(e, parity ^ 1);
+      buf[t] = t * 7 + round;
+      __syncwarp();
+      if (t % 32 == 0) mbar_arrive(f);
+    } else {
+      mbar_wait(f, parity);
+      out[round * 128 + t] = buf[t];
+      buf[t] = 0;
+      __syncwarp();
+      if (t % 32 == 0) mbar_arrive(e);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   const char* mode = argc > 1 ? argv[1] : "bar_sync";
   int* out = nullptr;
@@ -117,6 +154,7 @@ int main(int argc, char** argv) {
   else if (!strcmp(mode, "mixed")) handoff_plus<5><<<1, 384>>>(out);
   else if (!strcmp(mode, "with_arrive")) handoff_plus<6><<<1, 384>>>(out);
   else if (!strcmp(mode, "with_mbar")) handoff_plus<7><<<1, 384>>>(out);
+  else if (!strcmp(mode, "mbar_ring")) handoff_mbar<<<1, 384>>>(out);
   else handoff<3><<<1, 384>>>(out);
   const cudaError_t e = cudaDeviceSynchronize();
   printf("%s: %s\n", mode, cudaGetErrorString(e));
