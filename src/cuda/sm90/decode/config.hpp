@@ -22,8 +22,7 @@
 // warpgroup, and two warpgroups on 128 rows that both read every tile.
 #define FLASHMFA_SM90_KERNELS(X) \
   X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
-// The forms compiled for FP8 caches (fp8_row), each for kCacheFp8 and kCacheFp8Aliased: the one
-// choose() takes.
+// The forms compiled for FP8 caches (fp8_row): the one choose() takes.
 #define FLASHMFA_SM90_FP8_KERNELS(X) X(256, 2, true) X(128, 2, true)
 
 namespace flashmfa::cuda::sm90 {
@@ -48,16 +47,11 @@ constexpr size_t kSm90SmemOptin = 232448;
 // 32 KB slots already cover the ~1 us latency at one SM's share of HBM bandwidth (~23 GB/s);
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
 constexpr int kMinStages = 4;
-// What the ring is filled from (a template parameter of the kernel): a 16-bit cache by TMA, or
-// an fp8_row cache (d e4m3 bytes per row, one f32 scale per row in a side array), whose raw
-// tiles land in a second ring (kRaw*) and are dequantized by the producer warpgroup's warps 1-3
-// into the 16-bit slots the consumers read as on a 16-bit cache. A raw slot is the 64 rows of d
-// bytes, then their 64 scales (f32). The 16-bit ring then only decouples the dequantizing warps
-// from the consumers, and the raw ring takes the rest of shared memory (it is what covers the
-// memory latency): 2 16-bit slots per consumer warpgroup with a separate V (a K and a V tile),
-// 1 when V aliases K.
-enum CacheKind : int { kCache16 = 0, kCacheFp8 = 1, kCacheFp8Aliased = 2 };
-FLASHMFA_SM90_HD constexpr int fp8_stages(int cache) { return cache == kCacheFp8Aliased ? 2 : 4; }
+// FP8 caches (fp8_row: d e4m3 bytes per row, one f32 scale per row in a side array): the raw
+// tiles land in a second ring (kRaw*), the producer warpgroup's warps 1-3 dequantize each into
+// one of kFp8Stages 16-bit slots, which the consumers read as on a 16-bit cache. A raw slot is
+// the 64 rows of d bytes, then their 64 scales (f32).
+constexpr int kFp8Stages = 4;
 constexpr int kMinRawStages = 2;
 constexpr int kMaxRawStages = 8;
 constexpr int kDequantWarps = 3;
@@ -69,8 +63,6 @@ FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
 // registers: 24 * 128 + 2 * 240 * 128 = 64512 <= 65536.
 constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
-constexpr int kFp8ProducerRegs = 40;   // 40 * 128 + 2 * 224 * 128 = 62464
-constexpr int kFp8ConsumerRegs = 224;
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)
@@ -127,34 +119,32 @@ struct SmemPlan {
 };
 
 // The MFA / MFA-KR / GQA kernel (decode/): one Q tile per consumer warpgroup, or one shared
-// tile under a KV split, whose merge passes halves of O through the (by then unused) Q tile
-// (64 x D/2 f32), with each warpgroup's row max and row sum in stats (2, 64, 2). FP8 caches add
-// the raw ring (raw_stages > 0).
+// tile under a KV split, whose merge sends the other half of O through xchg one way and
+// through the (by then unused) Q tile the other way (both hold 64 x D/2 f32), with each
+// warpgroup's row max and row sum in stats (2, 64, 2).
+// FP8 caches add the raw ring (raw_stages > 0).
 FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split,
                                                 int raw_stages = 0) {
-  return SmemPlan(d, kv_split ? 1 : warpgroups, stages, 0,
+  const size_t q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
+  return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,
                   kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0, 1, raw_stages);
 }
 
 // The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).
-// FP8: fp8_stages() 16-bit slots (0 when not even kMinRawStages raw slots fit beside them).
-FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split,
-                                          int cache = kCache16) {
-  if (cache != kCache16)
-    return decode_plan(d, warpgroups, fp8_stages(cache), kv_split, kMinRawStages)
-                       .launch_bytes() <= kSm90SmemOptin
-               ? fp8_stages(cache)
+// FP8: kFp8Stages 16-bit slots and the deepest raw ring that fits beside them.
+FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split, bool fp8 = false) {
+  if (fp8)
+    return decode_plan(d, warpgroups, kFp8Stages, kv_split, kMinRawStages).launch_bytes() <=
+                   kSm90SmemOptin
+               ? kFp8Stages
                : 0;
   for (int s = kMaxStages; s >= kMinStages; --s)
     if (decode_plan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
   return 0;
 }
-// FP8: the deepest raw ring that fits beside the 16-bit one (0 for 16-bit caches).
-FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_split, int cache) {
-  if (cache == kCache16) return 0;
+FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_split) {
   for (int r = kMaxRawStages; r >= kMinRawStages; --r)
-    if (decode_plan(d, warpgroups, fp8_stages(cache), kv_split, r).launch_bytes() <=
-        kSm90SmemOptin)
+    if (decode_plan(d, warpgroups, kFp8Stages, kv_split, r).launch_bytes() <= kSm90SmemOptin)
       return r;
   return 0;
 }

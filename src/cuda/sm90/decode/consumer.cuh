@@ -28,9 +28,9 @@
 
 namespace flashmfa::cuda::sm90 {
 
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT, int CACHE = kCache16>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8 = false>
 struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
-  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, CACHE>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, FP8>;
   using Base = ConsumerBase<WARPGROUPS * kWarpgroupThreads>;
   using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
@@ -152,16 +152,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // KV split, end of a work item: each warpgroup holds O, row max and row sum over its tiles.
   // Warpgroup 0 finalizes atoms [0, A/2) and warpgroup 1 atoms [A/2, A): each hands the other
   // half of its raw O to the other warpgroup, thread to thread (both have the same fragment
-  // layout for the same rows), through the Q tile (64 x D 16-bit = 64 x D/2 f32, unused by now):
-  // warpgroup 0 puts its half, warpgroup 1 swaps it for its own (each thread reads and then
-  // overwrites the same words), warpgroup 0 takes that. One buffer, so no shared memory is set
-  // aside for the merge (the ring gets it).
+  // layout for the same rows), through xchg (from warpgroup 1) and the Q tile (from warpgroup 0).
   __device__ void merge_and_store(const WorkItem& it, float (&o)[Tr::kAtoms][kAccRegs],
                                   const OnlineSoftmax& softmax) const {
     constexpr int kHalf = Tr::kAtoms / 2;
     static_assert(Tr::kAtoms % 2 == 0, "two halves of whole atoms");
-    static_assert(sizeof(float) * kRowsPerWarpgroup * D / 2 <= Tr::kQBytes,
-                  "half of O fits in the Q tile");
     // Opaque thread index: otherwise the item-invariant address arithmetic below is hoisted
     // out of the item loop and held in registers across the KV loop (load_query has the same).
     int me = tid;
@@ -180,8 +175,22 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         st_shared(at + 4, __float_as_int(l[h]));
       }
     }
-    // The Q tile is the exchange buffer: the other warpgroup may still be running S = Q K^T on
-    // its last tile, so nothing is written before both are done with the item.
+    // The Q tile is one of the two exchange buffers: the other warpgroup may still be running
+    // S = Q K^T on its last tile, so nothing is written before both are done with the item.
+    sync_all();
+    const uint32_t give = warpgroup == 0 ? sm.q : sm.xchg;
+    const uint32_t take = warpgroup == 0 ? sm.xchg : sm.q;
+    // Element k of this thread's half lives at ((k * 128) + wg_tid) * 4: conflict-free.
+    auto put = [&](auto first) {
+#pragma unroll
+      for (int a = 0; a < kHalf; ++a)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i)
+          st_shared(give + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4),
+                    __float_as_int(o[first + a][i]));
+    };
+    if (warpgroup == 0) put(std::integral_constant<int, kHalf>{});
+    else put(std::integral_constant<int, 0>{});
     sync_all();
 
     float f_me[kRowsPerThread], f_other[kRowsPerThread], inv[kRowsPerThread], lse[kRowsPerThread];
@@ -200,37 +209,22 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       inv[h] = total > 0.f ? 1.f / total : 0.f;
       lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;
     }
-    // Element k of a half lives at ((k * 128) + wg_tid) * 4: conflict-free.
-    auto at = [&](int a, int i) {
-      return sm.q + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4);
-    };
-    if (warpgroup == 0) {
-#pragma unroll
-      for (int a = 0; a < kHalf; ++a)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) st_shared(at(a, i), __float_as_int(o[kHalf + a][i]));
-      sync_all();  // put
-      sync_all();  // swapped
+    auto merge = [&](auto first) {
 #pragma unroll
       for (int a = 0; a < kHalf; ++a)
 #pragma unroll
         for (int i = 0; i < kAccRegs; ++i) {
-          const float x = __int_as_float(ld_shared_s32(at(a, i)));
-          o[a][i] = o[a][i] * f_me[acc_row(i)] + x * f_other[acc_row(i)];
+          const float x = __int_as_float(ld_shared_s32(
+              take + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4)));
+          o[first + a][i] = o[first + a][i] * f_me[acc_row(i)] + x * f_other[acc_row(i)];
         }
+    };
+    if (warpgroup == 0) {
+      merge(std::integral_constant<int, 0>{});
       store_rows<T, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv,
                                           lse, true);
     } else {
-      sync_all();  // put
-#pragma unroll
-      for (int a = 0; a < kHalf; ++a)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) {
-          const float x = __int_as_float(ld_shared_s32(at(a, i)));
-          st_shared(at(a, i), __float_as_int(o[a][i]));
-          o[kHalf + a][i] = o[kHalf + a][i] * f_me[acc_row(i)] + x * f_other[acc_row(i)];
-        }
-      sync_all();  // swapped
+      merge(std::integral_constant<int, kHalf>{});
       store_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
                                                    o, inv, lse, false);
     }

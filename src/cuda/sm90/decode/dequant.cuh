@@ -34,35 +34,23 @@ struct Dequantizer {
   // Chunk c = t + kThreads i: row c / kRowChunks, columns [16 col, 16 col + 16) -> 16-byte
   // units 2 col and 2 col + 1 of the row. Lanes 0-3 and 4-7 of a store phase write units of two
   // atoms at the same offsets; the second group stores its units in the other order, so that
-  // each phase's eight 16-byte stores fall in distinct banks. Two chunks per pass: both loads
-  // are in flight before either is converted.
-  __device__ void convert_chunk(uint32_t dst, int c, const uint32_t (&in)[4], float scale) const {
-    const int row = c / kRowChunks, col = c % kRowChunks;
-    uint32_t out[8];
-    dequant_chunk<T>(in, RowScale<T>(scale), out);
-    const int flip = (col >> 2) & 1;
-    const uint32_t a = dst + swizzled_offset(row, 2 * col + flip);
-    const uint32_t b = dst + swizzled_offset(row, 2 * col + 1 - flip);
-    st_shared(a, flip ? make_uint4(out[4], out[5], out[6], out[7])
-                      : make_uint4(out[0], out[1], out[2], out[3]));
-    st_shared(b, flip ? make_uint4(out[0], out[1], out[2], out[3])
-                      : make_uint4(out[4], out[5], out[6], out[7]));
-  }
-  __device__ float scale_of(uint32_t raw, int c) const {
-    return __int_as_float(ld_shared_s32(raw + Tr::kRawTileBytes +
-                                        uint32_t(c / kRowChunks) * uint32_t(sizeof(float))));
-  }
+  // each phase's eight 16-byte stores fall in distinct banks.
   __device__ void convert(uint32_t raw, uint32_t dst) const {
 #pragma unroll 1
-    for (int c = t; c < kChunks; c += 2 * kThreads) {
-      const int c2 = c + kThreads;
-      const bool second = c2 < kChunks;
-      uint32_t in0[4], in1[4] = {0, 0, 0, 0};
-      ld_shared(raw + uint32_t(c) * 16, in0);
-      if (second) ld_shared(raw + uint32_t(c2) * 16, in1);
-      const float s0 = scale_of(raw, c), s1 = second ? scale_of(raw, c2) : 0.f;
-      convert_chunk(dst, c, in0, s0);
-      if (second) convert_chunk(dst, c2, in1, s1);
+    for (int c = t; c < kChunks; c += kThreads) {
+      const int row = c / kRowChunks, col = c % kRowChunks;
+      const RowScale<T> rs(__int_as_float(
+          ld_shared_s32(raw + Tr::kRawTileBytes + uint32_t(row) * uint32_t(sizeof(float)))));
+      uint32_t in[4], out[8];
+      ld_shared(raw + uint32_t(row * kRowChunks + col) * 16, in);
+      dequant_chunk<T>(in, rs, out);
+      const int flip = (col >> 2) & 1;
+      const uint32_t a = dst + swizzled_offset(row, 2 * col + flip);
+      const uint32_t b = dst + swizzled_offset(row, 2 * col + 1 - flip);
+      st_shared(a, flip ? make_uint4(out[4], out[5], out[6], out[7])
+                        : make_uint4(out[0], out[1], out[2], out[3]));
+      st_shared(b, flip ? make_uint4(out[0], out[1], out[2], out[3])
+                        : make_uint4(out[4], out[5], out[6], out[7]));
     }
   }
 

@@ -19,14 +19,14 @@
 namespace flashmfa::cuda::sm90 {
 
 // Grid (row tiles, parts, h_kv). Parameters are __grid_constant__ so that the walkers can hold
-// references to them without a local copy; the tensor maps must be for TMA. CACHE: config.hpp's
-// CacheKind; for FP8 caches the maps are of the raw e4m3 rows (dequant.cuh).
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT, int CACHE>
-__global__ void __launch_bounds__(Traits<D, WARPGROUPS, KV_SPLIT, CACHE>::kThreads, 1)
+// references to them without a local copy; the tensor maps must be for TMA. FP8: the maps are
+// of the raw e4m3 caches (traits.cuh, dequant.cuh).
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8>
+__global__ void __launch_bounds__(Traits<D, WARPGROUPS, KV_SPLIT, FP8>::kThreads, 1)
 decode_kernel(const __grid_constant__ detail::DecodeParams p,
               const __grid_constant__ Schedule sched, const __grid_constant__ CUtensorMap k_map,
               const __grid_constant__ CUtensorMap v_map) {
-  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, CACHE>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, FP8>;
   extern __shared__ uint8_t smem_raw[];
   // 128B-swizzled tiles need 1024-byte alignment of the .shared address itself.
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
@@ -52,46 +52,46 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   __syncthreads();
 
   if (role == 0) {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<Tr::kProducerRegCount>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kProducerRegs>();
     const int warp = __shfl_sync(~0u, int(threadIdx.x) / kWarpSize, 0);
     const int lane = int(threadIdx.x) % kWarpSize;
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
     }
-    if constexpr (Tr::kFp8) {
+    if constexpr (FP8) {
       if (warp == 0) Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part);
       else Dequantizer<T, Tr>{p, sched, sm, int(threadIdx.x) - kWarpSize}.run(part);
     } else if (threadIdx.x == 0) {
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<Tr::kConsumerRegCount>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<kConsumerRegs>();
     const int warpgroup = role - 1;
     const int first_row =
         blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    Consumer<T, D, WARPGROUPS, KV_SPLIT, CACHE>{{p, sched, sm, kv_head, warpgroup, tid, first_row}}
+    Consumer<T, D, WARPGROUPS, KV_SPLIT, FP8>{{p, sched, sm, kv_head, warpgroup, tid, first_row}}
         .run(part);
   }
 }
 
 // Launches one instance; the kernel's shared-memory limit is raised once per process.
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT, int CACHE>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
                   const CUtensorMap& v_map, cudaStream_t stream) {
-  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, CACHE>;
-  auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT, CACHE>;
+  using Tr = Traits<D, WARPGROUPS, KV_SPLIT, FP8>;
+  auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT, FP8>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
-  opt_in_smem<&decode_kernel<T, D, WARPGROUPS, KV_SPLIT, CACHE>>(kSmem);
+  opt_in_smem<&decode_kernel<T, D, WARPGROUPS, KV_SPLIT, FP8>>(kSmem);
   const dim3 grid((p.s_q * p.q_per_kv + Tr::kBlockM - 1) / Tr::kBlockM, sched.num_parts, p.h_kv);
   kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, k_map, v_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
-#define FLASHMFA_SM90_INSTANTIATE(T, D, WG, SPLIT, CACHE)                                   \
-  template void launch_typed<T, D, WG, SPLIT, CACHE>(const detail::DecodeParams&,            \
-                                                     const Schedule&, const CUtensorMap&,    \
-                                                     const CUtensorMap&, cudaStream_t);
+#define FLASHMFA_SM90_INSTANTIATE_FMT(T, D, WG, SPLIT, FP8)                                  \
+  template void launch_typed<T, D, WG, SPLIT, FP8>(const detail::DecodeParams&, const Schedule&, \
+                                                   const CUtensorMap&, const CUtensorMap&,   \
+                                                   cudaStream_t);
 
 }  // namespace flashmfa::cuda::sm90

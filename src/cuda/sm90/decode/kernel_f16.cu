@@ -3,6 +3,6 @@
 #include "cuda/sm90/decode/kernel.cuh"
 
 namespace flashmfa::cuda::sm90 {
-#define FLASHMFA_SM90_F16(D, WG, SPLIT) FLASHMFA_SM90_INSTANTIATE(__half, D, WG, SPLIT, kCache16)
+#define FLASHMFA_SM90_F16(D, WG, SPLIT) FLASHMFA_SM90_INSTANTIATE_FMT(__half, D, WG, SPLIT, false)
 FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_F16)
 }  // namespace flashmfa::cuda::sm90

@@ -1,10 +1,9 @@
 // flashmfa CUDA, Hopper path: the bf16 instances of the decode kernel for FP8 caches
-// (config.hpp's FP8 list), with separate and with aliased V.
+// (config.hpp's FP8 list).
 #include "cuda/sm90/decode/kernel.cuh"
 
 namespace flashmfa::cuda::sm90 {
-#define FLASHMFA_SM90_FP8_BF16(D, WG, SPLIT)                        \
-  FLASHMFA_SM90_INSTANTIATE(__nv_bfloat16, D, WG, SPLIT, kCacheFp8) \
-  FLASHMFA_SM90_INSTANTIATE(__nv_bfloat16, D, WG, SPLIT, kCacheFp8Aliased)
+#define FLASHMFA_SM90_FP8_BF16(D, WG, SPLIT) \
+  FLASHMFA_SM90_INSTANTIATE_FMT(__nv_bfloat16, D, WG, SPLIT, true)
 FLASHMFA_SM90_FP8_KERNELS(FLASHMFA_SM90_FP8_BF16)
 }  // namespace flashmfa::cuda::sm90

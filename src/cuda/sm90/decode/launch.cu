@@ -16,7 +16,7 @@
 namespace flashmfa::cuda::sm90 {
 
 // Defined in kernel_bf16.cu / kernel_f16.cu for every entry of FLASHMFA_SM90_KERNELS.
-template <class T, int D, int WARPGROUPS, bool KV_SPLIT, int CACHE>
+template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
                   const CUtensorMap& v_map, cudaStream_t stream);
 
@@ -124,23 +124,21 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
 template <class T>
 void dispatch(const detail::DecodeParams& p, const Schedule& sched, const CUtensorMap& k_map,
               const CUtensorMap& v_map, const KernelConfig& cfg, cudaStream_t stream) {
-#define FLASHMFA_SM90_LAUNCH(D, WG, SPLIT, CACHE)                                    \
-  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT && cfg.cache == CACHE) \
-    return launch_typed<T, D, WG, SPLIT, CACHE>(p, sched, k_map, v_map, stream);
-#define FLASHMFA_SM90_CASE(D, WG, SPLIT) FLASHMFA_SM90_LAUNCH(D, WG, SPLIT, kCache16)
-#define FLASHMFA_SM90_FP8_CASE(D, WG, SPLIT)          \
-  FLASHMFA_SM90_LAUNCH(D, WG, SPLIT, kCacheFp8)       \
-  FLASHMFA_SM90_LAUNCH(D, WG, SPLIT, kCacheFp8Aliased)
+#define FLASHMFA_SM90_CASE(D, WG, SPLIT)                                         \
+  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT && !cfg.fp8)   \
+    return launch_typed<T, D, WG, SPLIT, false>(p, sched, k_map, v_map, stream);
+#define FLASHMFA_SM90_FP8_CASE(D, WG, SPLIT)                                     \
+  if (cfg.d == D && cfg.warpgroups == WG && cfg.kv_split == SPLIT && cfg.fp8)    \
+    return launch_typed<T, D, WG, SPLIT, true>(p, sched, k_map, v_map, stream);
   FLASHMFA_SM90_KERNELS(FLASHMFA_SM90_CASE)
   FLASHMFA_SM90_FP8_KERNELS(FLASHMFA_SM90_FP8_CASE)
-#undef FLASHMFA_SM90_LAUNCH
 #undef FLASHMFA_SM90_CASE
 #undef FLASHMFA_SM90_FP8_CASE
   throw Error(Status::unsupported, "flashmfa: no sm_90 decode kernel for d = " +
                                        std::to_string(cfg.d) + ", warpgroups = " +
                                        std::to_string(cfg.warpgroups) +
                                        ", kv_split = " + std::to_string(cfg.kv_split) +
-                                       ", cache kind " + std::to_string(cfg.cache));
+                                       ", fp8 = " + std::to_string(cfg.fp8));
 }
 
 }  // namespace
@@ -188,12 +186,10 @@ KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, i
   cfg.block_m = cfg.kv_split ? kRowsPerWarpgroup : warpgroups * kRowsPerWarpgroup;
   cfg.block_n = kBlockN;
   cfg.threads = (warpgroups + 1) * kWarpgroupThreads;
-  cfg.cache = p.kv_format != CacheFormat::fp8_row ? kCache16
-              : p.v_aliases_k                    ? kCacheFp8Aliased
-                                                 : kCacheFp8;
-  cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split, cfg.cache != kCache16)
-                   ? stages_for(cfg.d, warpgroups, cfg.kv_split, cfg.cache) : 0;
-  const int raw_stages = raw_stages_for(cfg.d, warpgroups, cfg.kv_split, cfg.cache);
+  cfg.fp8 = p.kv_format == CacheFormat::fp8_row;
+  cfg.stages = compiled(cfg.d, warpgroups, cfg.kv_split, cfg.fp8)
+                   ? stages_for(cfg.d, warpgroups, cfg.kv_split, cfg.fp8) : 0;
+  const int raw_stages = cfg.fp8 ? raw_stages_for(cfg.d, warpgroups, cfg.kv_split) : 0;
   cfg.smem_bytes =
       decode_plan(cfg.d, warpgroups, cfg.stages, cfg.kv_split, raw_stages).launch_bytes();
   if (cfg.smem_bytes > dev.smem_per_block_optin) cfg.stages = 0;

@@ -24,9 +24,9 @@ enum class NamedBarrier : int {
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
 };
 
-// CACHE (config.hpp's CacheKind): a 16-bit cache, or an fp8_row one (raw ring + dequantizing
-// warps) with separate or aliased V; the consumers are the same for all three.
-template <int D, int WARPGROUPS, bool KV_SPLIT = false, int CACHE = kCache16>
+// FP8: the cache is fp8_row (raw ring + dequantizing warps, config.hpp); the consumers are the
+// same as for a 16-bit cache.
+template <int D, int WARPGROUPS, bool KV_SPLIT = false, bool FP8 = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
   static_assert(WARPGROUPS == 1 || WARPGROUPS == 2, "one or two consumer warpgroups");
@@ -36,11 +36,10 @@ struct Traits {
 
   static constexpr bool kKvSplit = KV_SPLIT;
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
-  static constexpr bool FP8 = CACHE != kCache16;
   static constexpr bool kFp8 = FP8;
-  static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, CACHE);
-  static_assert(kStages >= (FP8 ? fp8_stages(CACHE) : kMinStages), "the ring does not fit");
-  static constexpr int kRawStages = raw_stages_for(D, WARPGROUPS, KV_SPLIT, CACHE);
+  static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
+  static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
+  static constexpr int kRawStages = FP8 ? raw_stages_for(D, WARPGROUPS, KV_SPLIT) : 0;
   static_assert(!FP8 || kRawStages >= kMinRawStages, "the raw ring does not fit");
   static_assert(!FP8 || KV_SPLIT, "FP8 caches are compiled for the KV-split form only");
   // Arrivals that fill a 16-bit slot: the producer's (with the TMA bytes), or one per
@@ -64,13 +63,10 @@ struct Traits {
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
-  // Register split (setmaxnreg) when three warpgroups share the registers: each consumer holds
-  // a 64 x D f32 output tile (128 registers at D = 256) plus S, P and P's rounding rest; the
-  // producer only walks the schedule (kProducerRegs / kConsumerRegs), or under FP8 also
-  // dequantizes, two chunks at a time (kFp8ProducerRegs / kFp8ConsumerRegs). With one consumer
+  // Register split (setmaxnreg: kProducerRegs / kConsumerRegs) when three warpgroups share the
+  // registers: each consumer holds a 64 x D f32 output tile (128 registers at D = 256) plus S,
+  // P and P's rounding rest; the producer only walks the schedule. With one consumer
   // warpgroup every thread may already use 255, so nothing is redistributed.
-  static constexpr int kProducerRegCount = FP8 ? kFp8ProducerRegs : kProducerRegs;
-  static constexpr int kConsumerRegCount = FP8 ? kFp8ConsumerRegs : kConsumerRegs;
   static constexpr bool kSplitRegisters = WARPGROUPS == 2;
 };
 
@@ -78,7 +74,7 @@ struct Traits {
 struct SmemView {
   uint32_t q;      // (QTILES, 64, D)
   uint32_t kv;     // (STAGES, BLOCK_N, D)
-  uint32_t xchg;   // MLA: one P tile
+  uint32_t xchg;   // (64 x D/2) f32, KV split only
   uint32_t stats;  // (2, 64, 2) f32, KV split only
   uint32_t raw;    // (RAW_STAGES, raw slot), FP8 only
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
