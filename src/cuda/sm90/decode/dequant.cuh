@@ -7,9 +7,10 @@
 //
 //   wait raw_full[r], empty[s] -> convert -> fence.proxy.async -> arrive full[s], raw_empty[r]
 //
-// The fence orders the generic-proxy stores before the consumers' wgmma reads them. A tile
-// whose page index is bad is not converted (its raw slot holds no bytes); the consumers mask it
-// as they do on a 16-bit cache.
+// The fence orders the generic-proxy stores before the consumers' wgmma reads them. Every slot
+// is converted, also one whose page index was bad (its raw slot then holds stale bytes): the
+// consumers mask such a tile as they do on a 16-bit cache, so these warps never read the block
+// table (a global load per tile would sit on their chain).
 #pragma once
 
 #include "core/params.hpp"
@@ -54,10 +55,10 @@ struct Dequantizer {
     }
   }
 
-  __device__ void one(RingPos& raw, RingPos& pos, bool page_ok) const {
+  __device__ void one(RingPos& raw, RingPos& pos) const {
     mbar_wait(sm.raw_full_bar(raw.stage), raw.phase);
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
-    if (page_ok) convert(sm.raw_slot(raw.stage), sm.slot(pos.stage));
+    convert(sm.raw_slot(raw.stage), sm.slot(pos.stage));
     fence_proxy_async();  // the stores are read by wgmma (async proxy)
     __syncwarp();
     if (t % kWarpSize == 0) {
@@ -76,10 +77,9 @@ struct Dequantizer {
       const WorkItem it = w.item();
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        const bool page_ok = tile_source(p, it, blk).page_ok;
         auto fill = [&](RingPos& pos) {
-          one(raw, pos, page_ok);
-          if (!p.v_aliases_k) one(raw, pos, page_ok);
+          one(raw, pos);
+          if (!p.v_aliases_k) one(raw, pos);
         };
         // Two calls, as in the producer: a ring chosen at run time would go to local memory.
         if (tile_owner<Tr::kKvSplit>(blk, it.block_begin)) fill(ring1);
