@@ -34,7 +34,7 @@ Both of FlashMLA's calling conventions work:
 ``is_fp8_kvcache=True`` takes FlashMLA's FP8 cache for dense decoding: k_cache [num_blocks,
 page_size, h_kv, 656] of float8_e4m3fn (or uint8), each row 512 e4m3 latent values, four
 float32 scales and 64 bf16 RoPE values (``flashmfa.append_kv`` writes it). On CUDA the
-portable kernel reads it (dequantizing to bf16 in shared memory); the Hopper kernels read
+portable kernel reads it (dequantizing to bf16 in shared memory); the Hopper MLA kernel reads
 16-bit caches only.
 
 Not supported (``NotImplementedError``): sparse attention (``indices``,
