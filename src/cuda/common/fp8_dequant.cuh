@@ -1,6 +1,6 @@
 // flashmfa CUDA, both kernel families: e4m3 cache values to 16-bit tensor-core operands.
 // An FP8 value reads as T(e4m3 * T(scale)), T = q's dtype, on every backend (docs/fp8.md); the
-// portable kernel (sm80/decode/dequant.cuh) and the Hopper kernel's dequantizing warps
+// portable kernel (sm80/decode/dequant.cuh) and the Hopper kernel's consumer warpgroups
 // (sm90/decode/dequant.cuh) both turn 16-byte chunks of e4m3 into 16 T values here.
 #pragma once
 
@@ -39,15 +39,6 @@ struct E4m3Place<__nv_bfloat16> {
   static constexpr float kPlacement = 0x1p-120f;
 };
 
-// PTX prmt.b32 (default mode) of x: result byte i is byte (sel_i & 7) of x, or, where sel_i has
-// bit 3 set, that byte's sign bit replicated 8 times. Inline PTX: CUDA's __byte_perm documents
-// 3-bit selectors only.
-__device__ __forceinline__ uint32_t prmt_sign(uint32_t x, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, 0, %2;\n" : "=r"(r) : "r"(x), "r"(sel));
-  return r;
-}
-
 // Two 16-bit lanes as one word, and back.
 template <class T2>
 __device__ __forceinline__ uint32_t bits_of(T2 v) {
@@ -81,19 +72,25 @@ struct RowScale {
       : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {}
 };
 
-// 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8).
+// 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8). Output words
+// 2w, 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the
+// default selectors read raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 /
+// 0xf7e6 read raw[w ^ 2] instead, so a lane can swap the chunk's halves at no cost
+// (sm90/decode/dequant.cuh, convert_raw_tile_wg).
 template <class T>
 __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const RowScale<T>& rs,
-                                              uint32_t (&out)[8]) {
+                                              uint32_t (&out)[8], uint32_t sel01 = 0x9180u,
+                                              uint32_t sel23 = 0xb3a2u) {
   using P = E4m3Place<T>;
   using T2 = typename Pair<T>::Type;
 #pragma unroll
   for (int w = 0; w < 4; ++w) {
-    // Bytes 0, 1 (then 2, 3) into the two halves, each above its replicated sign.
-    const uint32_t x01 = prmt_sign(raw[w], 0x9180), x23 = prmt_sign(raw[w], 0xb3a2);
-    const T2 v01 = __hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.unplace);  // exact
+    uint32_t x01, x23;  // PTX prmt.b32, default mode (a selector's bit 3: replicate the sign)
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x01) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel01));
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x23) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel23));
+    const T2 v01 = __hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.unplace);
     const T2 v23 = __hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.unplace);
-    out[2 * w] = bits_of(__hmul2(v01, rs.mul));  // the one rounding to T
+    out[2 * w] = bits_of(__hmul2(v01, rs.mul));
     out[2 * w + 1] = bits_of(__hmul2(v23, rs.mul));
   }
 }

@@ -48,13 +48,13 @@ constexpr size_t kSm90SmemOptin = 232448;
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
 constexpr int kMinStages = 4;
 // FP8 caches (fp8_row: d e4m3 bytes per row, one f32 scale per row in a side array): the raw
-// tiles land in a second ring (kRaw*), the producer warpgroup's warps 1-3 dequantize each into
-// one of kFp8Stages 16-bit slots, which the consumers read as on a 16-bit cache. A raw slot is
-// the 64 rows of d bytes, then their 64 scales (f32).
-constexpr int kFp8Stages = 4;
-constexpr int kMinRawStages = 2;
+// tiles land in a second ring (kRaw*), split between the two consumer warpgroups as the 16-bit
+// ring is; each warpgroup converts its raw tiles into its own 16-bit tile (kFp8Stages: one per
+// warpgroup) and runs its GEMMs on that (sm90/decode/dequant.cuh). A raw slot is the 64 rows of
+// d bytes, then their 64 scales (f32).
+constexpr int kFp8Stages = 2;
+constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in flight
 constexpr int kMaxRawStages = 8;
-constexpr int kDequantWarps = 3;
 constexpr int kRawAlign = 128;
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
@@ -76,17 +76,17 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //
 //   q      (QTILES, 64, D)          T, 128B-swizzled   query rows: one tile per consumer
 //                                                      warpgroup, or one shared tile
-//   kv     (STAGES, BLOCK_N, D)     T, 128B-swizzled   the TMA ring (K and V tiles, or K alone)
+//   kv     (STAGES, BLOCK_N, D)     T, 128B-swizzled   the TMA ring (K and V tiles, or K alone);
+//                                                      FP8: each consumer warpgroup's tile
 //   xchg   (form's)                                    data one consumer warpgroup hands the
 //                                                      other (decode_plan, mla_plan)
 //   stats  (form's)                 f32                per-row softmax state handed over
 //   raw    (RAW_STAGES, raw slot)   e4m3 rows + f32    FP8 caches only: the raw ring
 //   full   (STAGES, FULL_PER_STAGE) mbarrier           TMA bytes landed in the slot (or in
-//                                                      one 64-column atom of it); FP8: the
-//                                                      dequantizing warps wrote it
+//                                                      one 64-column atom of it); FP8: unused
 //   empty  (STAGES)                 mbarrier           the slot's consumer warps are done
 //   raw_full, raw_empty (RAW_STAGES) mbarrier          FP8: raw tile + scales landed / the
-//                                                      dequantizing warps are done with it
+//                                                      warpgroup has converted it
 //
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {

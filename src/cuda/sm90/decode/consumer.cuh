@@ -16,10 +16,16 @@
 //
 // A slot is released by one arrival per reading warp after its wgmma has completed, so the
 // producer's next TMA into it cannot overtake a read.
+//
+// FP8 caches: the warpgroup waits on its half of the raw ring instead and converts each raw
+// tile into its own 16-bit tile before the GEMM that reads it (take_raw, tile_fp8):
+//
+//   take_raw(K) -> S = Q K^T -> softmax -> [take_raw(V)] -> O += P V
 #pragma once
 
 #include "core/params.hpp"
 #include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/dequant.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
 #include "cuda/sm90/decode/mainloop.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
@@ -52,6 +58,44 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         sync_all();
       }
     }
+  }
+
+  // FP8: the raw slot at `pos` into this warpgroup's 16-bit tile `buf` (rows [valid, 64)
+  // zero), then the raw slot is released. The first barrier makes sure every warp's wgmma on
+  // `buf` (the last P V) has completed, the second that the whole tile is written and fenced
+  // before any warp's wgmma reads it.
+  __device__ void take_raw(RingPos& pos, uint32_t buf, int valid) const {
+    mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
+    sync_own();
+    convert_raw_tile<T, D>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
+    fence_proxy_async();
+    sync_own();
+    __syncwarp();
+    if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
+    pos.advance();
+  }
+
+  // tile() on an FP8 cache: K, and then V (over K, once S is complete), converted into this
+  // warpgroup's own 16-bit tile.
+  __device__ void tile_fp8(RingPos& pos, int token, int valid,
+                           const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                           float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
+                           bool precise) const {
+    const uint32_t buf = sm.slot(warpgroup);
+    take_raw(pos, buf, valid);
+    float s[kAccRegs];
+    gemm_qk<T, D>(s, q_tile, buf);
+    int limit[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+#pragma unroll
+    for (int at = 0; at < Tr::kAtoms; ++at)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+    if (!p.v_aliases_k) take_raw(pos, buf, valid);
+    gemm_pv<T, D>(o, s, buf, precise);
   }
 
   // S = Q K^T, softmax, O += P V for the tile of tokens [token, token + 64).
@@ -105,7 +149,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     const int rows = p.s_q * p.q_per_kv;
     if (!KV_SPLIT && first_row >= rows) return run_idle(part);
     const uint32_t q_tile = sm.query(KV_SPLIT ? 0 : warpgroup);
-    RingPos pos = ring_of<Tr::kStages, KV_SPLIT>(warpgroup);
+    RingPos pos = ring_of<Tr::kConsumerRingStages, KV_SPLIT>(warpgroup);
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
@@ -134,8 +178,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         if (tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
-        tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
-             precise);
+        const int valid = tile_source(p, it, blk).valid;
+        if constexpr (FP8)
+          tile_fp8(pos, blk * kBlockN, valid, visible, q_tile, o, softmax, precise);
+        else
+          tile(pos, blk * kBlockN, valid, visible, q_tile, o, softmax, precise);
       }
 
       if constexpr (KV_SPLIT) {

@@ -25,7 +25,7 @@ struct KernelConfig {
   int stages = 0;         // ring slots
   int d = 0;              // d_k (= d_v, except for MLA)
   bool mla = false;       // the MLA kernel (mla/): d_k 576, d_v 512 from the K rows
-  bool fp8 = false;       // an fp8_row cache: raw ring + dequantizing warps (decode/dequant.cuh)
+  bool fp8 = false;       // an fp8_row cache: raw ring, converted by the consumers (dequant.cuh)
 };
 
 // Whether this path computes p on `dev`: a compute capability 9.0 device; bf16/f16; either

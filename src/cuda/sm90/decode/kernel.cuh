@@ -11,7 +11,6 @@
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/consumer.cuh"
 #include "cuda/sm90/decode/decode.hpp"
-#include "cuda/sm90/decode/dequant.cuh"
 #include "cuda/sm90/decode/producer.cuh"
 #include "cuda/sm90/decode/smem_optin.hpp"
 #include "cuda/sm90/decode/traits.cuh"
@@ -44,7 +43,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     }
     for (int s = 0; s < Tr::kRawStages; ++s) {
       mbar_init(sm.raw_full_bar(s), Tr::kRawFullArrivals);
-      mbar_init(sm.raw_empty_bar(s), kDequantWarps);
+      mbar_init(sm.raw_empty_bar(s), Tr::kRawEmptyArrivals);
     }
     fence_mbar_init();
     launch_dependents();  // no effect unless the next launch opted in
@@ -59,9 +58,8 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
     }
-    if constexpr (FP8) {
+    if constexpr (FP8) {  // warp 0 streams the raw tiles; warps 1-3 have nothing to do
       if (warp == 0) Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part);
-      else Dequantizer<T, Tr>{p, sched, sm, int(threadIdx.x) - kWarpSize}.run(part);
     } else if (threadIdx.x == 0) {
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }

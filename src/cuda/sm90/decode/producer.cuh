@@ -8,10 +8,10 @@
 // with zero bytes, and the consumers (which read the same block-table entry: tile_source)
 // clear and mask all of its rows.
 //
-// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring in tile order --
-// lane 0 the e4m3 rows by TMA (one box of 64 rows x d bytes), every lane two of the rows'
-// scales by cp.async, each lane's copies counted on the raw slot's full barrier -- and the
-// dequantizing warps (dequant.cuh) fill the consumers' 16-bit ring from it.
+// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring (split between the
+// consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA (one box of 64 rows
+// x d bytes), every lane two of the rows' scales by cp.async, each lane's copies counted on the
+// raw slot's full barrier -- and the owning consumer warpgroup converts it (dequant.cuh).
 #pragma once
 
 #include <cuda.h>
@@ -97,8 +97,10 @@ struct Producer {
     pos.advance();
   }
 
+  // The raw ring, each tile into the half of the consumer warpgroup that owns it (ring_of).
   __device__ void run_raw(int part, uint64_t policy) const {
-    RingPos raw(0, Tr::kRawStages);
+    RingPos raw0 = ring_of<Tr::kRawStages, KV_SPLIT>(0),
+            raw1 = ring_of<Tr::kRawStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
 #pragma unroll 1
@@ -106,9 +108,13 @@ struct Producer {
         const TileSource src = tile_source(p, it, blk);
         if (!src.page_ok && lane == 0)
           atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-        load_raw(raw, k_map, p.k_scale, p.ks_sp, p.ks_st, p.ks_sh, src, policy);
-        if (!p.v_aliases_k)
-          load_raw(raw, v_map, p.v_scale, p.vs_sp, p.vs_st, p.vs_sh, src, policy);
+        auto load = [&](RingPos& pos) {
+          load_raw(pos, k_map, p.k_scale, p.ks_sp, p.ks_st, p.ks_sh, src, policy);
+          if (!p.v_aliases_k)
+            load_raw(pos, v_map, p.v_scale, p.vs_sp, p.vs_st, p.vs_sh, src, policy);
+        };
+        if (tile_owner<KV_SPLIT>(blk, it.block_begin)) load(raw1);  // as in run()
+        else load(raw0);
       }
     }
   }

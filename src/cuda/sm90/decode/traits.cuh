@@ -24,8 +24,8 @@ enum class NamedBarrier : int {
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
 };
 
-// FP8: the cache is fp8_row (raw ring + dequantizing warps, config.hpp); the consumers are the
-// same as for a 16-bit cache.
+// FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
+// raw tiles into its own 16-bit tile (kStages = 2 "slots", one per warpgroup).
 template <int D, int WARPGROUPS, bool KV_SPLIT = false, bool FP8 = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
@@ -42,10 +42,14 @@ struct Traits {
   static constexpr int kRawStages = FP8 ? raw_stages_for(D, WARPGROUPS, KV_SPLIT) : 0;
   static_assert(!FP8 || kRawStages >= kMinRawStages, "the raw ring does not fit");
   static_assert(!FP8 || KV_SPLIT, "FP8 caches are compiled for the KV-split form only");
-  // Arrivals that fill a 16-bit slot: the producer's (with the TMA bytes), or one per
-  // dequantizing warp. A raw slot: the TMA lane's plus one cp.async arrival per lane of warp 0.
-  static constexpr int kFullArrivals = FP8 ? kDequantWarps : 1;
+  // The ring the consumers wait on: the 16-bit one, or (FP8) the raw one.
+  static constexpr int kConsumerRingStages = FP8 ? kRawStages : kStages;
+  // Arrivals that fill a 16-bit slot: the producer's, with the TMA bytes (FP8: unused). A raw
+  // slot: the TMA lane's plus one cp.async arrival per lane of warp 0; it is freed by one
+  // arrival per warp of the consumer warpgroup that converted it.
+  static constexpr int kFullArrivals = 1;
   static constexpr int kRawFullArrivals = 1 + kWarpSize;
+  static constexpr int kRawEmptyArrivals = kWarpsPerWarpgroup;
   static constexpr uint32_t kRawTileBytes = uint32_t(kBlockN) * D;  // e4m3 rows of a raw slot
   // Query rows per CTA: 64 per warpgroup, or 64 shared by both under a KV split.
   static constexpr int kBlockM = KV_SPLIT ? kRowsPerWarpgroup : WARPGROUPS * kRowsPerWarpgroup;
