@@ -49,10 +49,11 @@ constexpr size_t kSm90SmemOptin = 232448;
 constexpr int kMinStages = 4;
 // FP8 caches (fp8_row: d e4m3 bytes per row, one f32 scale per row in a side array): the raw
 // tiles land in a second ring (kRaw*), split between the two consumer warpgroups as the 16-bit
-// ring is; each warpgroup converts its raw tiles into its own 16-bit tile (kFp8Stages: one per
-// warpgroup) and runs its GEMMs on that (sm90/decode/dequant.cuh). A raw slot is the 64 rows of
-// d bytes, then their 64 scales (f32).
-constexpr int kFp8Stages = 2;
+// ring is; each warpgroup converts its raw tiles into its own two 16-bit tiles (kFp8Stages: two
+// per warpgroup, one converted while a GEMM reads the other) and runs its GEMMs on those
+// (sm90/decode/dequant.cuh, consumer.cuh). A raw slot is the 64 rows of d bytes, then their 64
+// scales (f32).
+constexpr int kFp8Stages = 4;
 constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in flight
 constexpr int kMaxRawStages = 8;
 constexpr int kRawAlign = 128;
@@ -93,6 +94,7 @@ struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
          raw_empty = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
+  size_t stats_stride = 0;  // bytes between the two warpgroups' halves of stats (decode_plan)
   int full_per_stage = 1;
 
   FLASHMFA_SM90_HD constexpr SmemPlan(int d, int q_tiles, int stages, size_t xchg_bytes,
@@ -112,6 +114,7 @@ struct SmemPlan {
     raw_full = empty + sizeof(uint64_t) * stages;
     raw_empty = raw_full + sizeof(uint64_t) * raw_stages;
     total = raw_empty + sizeof(uint64_t) * raw_stages;
+    stats_stride = stats_bytes / 2;
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
   // (dynamic shared memory is only guaranteed 16-byte alignment).
@@ -122,12 +125,24 @@ struct SmemPlan {
 // tile under a KV split, whose merge sends the other half of O through xchg one way and
 // through the (by then unused) Q tile the other way (both hold 64 x D/2 f32), with each
 // warpgroup's row max and row sum in stats (2, 64, 2).
-// FP8 caches add the raw ring (raw_stages > 0).
+// FP8 caches add the raw ring (raw_stages > 0) and have no room for xchg and stats beside it:
+// those live in the 16-bit tiles, which are idle during the merge -- xchg in slot 2 (warpgroup
+// 1's first tile, written after both warpgroups are done with the item), each warpgroup's half
+// of stats in its own second tile (slots 1 and 3: written while the other warpgroup may still
+// run its last GEMMs on its own tiles).
 FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split,
                                                 int raw_stages = 0) {
   const size_t q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
+  const size_t stats_bytes = sizeof(float) * 2 * kRowsPerWarpgroup * 2;
+  if (raw_stages > 0) {
+    SmemPlan plan(d, 1, stages, 0, 0, 1, raw_stages);
+    plan.xchg = plan.kv + 2 * plan.slot_bytes;
+    plan.stats = plan.kv + plan.slot_bytes;
+    plan.stats_stride = 2 * plan.slot_bytes;
+    return plan;
+  }
   return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,
-                  kv_split ? sizeof(float) * 2 * kRowsPerWarpgroup * 2 : 0, 1, raw_stages);
+                  kv_split ? stats_bytes : 0, 1, raw_stages);
 }
 
 // The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).

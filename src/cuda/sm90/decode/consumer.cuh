@@ -18,9 +18,7 @@
 // producer's next TMA into it cannot overtake a read.
 //
 // FP8 caches: the warpgroup waits on its half of the raw ring instead and converts each raw
-// tile into its own 16-bit tile before the GEMM that reads it (take_raw, tile_fp8):
-//
-//   take_raw(K) -> S = Q K^T -> softmax -> [take_raw(V)] -> O += P V
+// tile into one of its own two 16-bit tiles, while its previous GEMM runs (item_fp8).
 #pragma once
 
 #include "core/params.hpp"
@@ -75,27 +73,55 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     pos.advance();
   }
 
-  // tile() on an FP8 cache: K, and then V (over K, once S is complete), converted into this
-  // warpgroup's own 16-bit tile.
-  __device__ void tile_fp8(RingPos& pos, int token, int valid,
-                           const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
-                           bool precise) const {
-    const uint32_t buf = sm.slot(warpgroup);
-    take_raw(pos, buf, valid);
-    float s[kAccRegs];
-    gemm_qk<T, D>(s, q_tile, buf);
-    int limit[kRowsPerThread];
+  // The tiles of one work item that this warpgroup owns, on an FP8 cache, with each conversion
+  // overlapping a GEMM of this warpgroup (wgmma runs asynchronously; the conversion is shared-
+  // memory and integer work): K of the item's first tile is converted up front, then per tile
+  //
+  //   issue S = Q K^T (kbuf) | convert V (vbuf)      -- MFA; MFA-KR: V is kbuf
+  //   wait; softmax; issue O += P V | convert the next tile's K (into the tile no GEMM reads)
+  //   wait
+  //
+  // MFA keeps K in buf[0] and V in buf[1]; MFA-KR alternates the two tiles between tiles.
+  __device__ void item_fp8(RingPos& pos, const WorkItem& it, const int (&visible)[kRowsPerThread],
+                           uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs],
+                           OnlineSoftmax& softmax, bool precise) const {
+    const bool aliased = p.v_aliases_k;
+    uint32_t kbuf = sm.slot(2 * warpgroup), other = sm.slot(2 * warpgroup + 1);
+    int blk = it.block_begin + warpgroup;  // tile_owner: alternate tiles
+    if (blk >= it.block_end) return;
+    int valid = tile_source(p, it, blk).valid;
+    take_raw(pos, kbuf, valid);
+#pragma unroll 1
+    for (; blk < it.block_end; blk += 2) {
+      const int token = blk * kBlockN;
+      float s[kAccRegs];
+      gemm_qk<T, D>(s, q_tile, kbuf, [&] {
+        if (!aliased) take_raw(pos, other, valid);
+      });
+      int limit[kRowsPerThread];
 #pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    float alpha[kRowsPerThread];
-    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+      float alpha[kRowsPerThread];
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
 #pragma unroll
-    for (int at = 0; at < Tr::kAtoms; ++at)
+      for (int at = 0; at < Tr::kAtoms; ++at)
 #pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
-    if (!p.v_aliases_k) take_raw(pos, buf, valid);
-    gemm_pv<T, D>(o, s, buf, precise);
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+      const uint32_t vbuf = aliased ? kbuf : other;
+      const uint32_t next_buf = aliased ? other : kbuf;
+      const bool more = blk + 2 < it.block_end;
+      const int next_valid = more ? tile_source(p, it, blk + 2).valid : 0;
+      gemm_pv<T, D>(o, s, vbuf, precise, [&] {
+        if (more) take_raw(pos, next_buf, next_valid);
+      });
+      if (aliased) {
+        const uint32_t t = kbuf;
+        kbuf = other;
+        other = t;
+      }
+      valid = next_valid;
+    }
+    sync_own();  // every warp's last wgmma on the tiles is done: the merge writes stats there
   }
 
   // S = Q K^T, softmax, O += P V for the tile of tokens [token, token + 64).
@@ -175,14 +201,15 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       OnlineSoftmax softmax;
       softmax.reset();
 
+      if constexpr (FP8) {
+        item_fp8(pos, it, visible, q_tile, o, softmax, precise);
+      } else {
 #pragma unroll 1
-      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if (tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
-        const int valid = tile_source(p, it, blk).valid;
-        if constexpr (FP8)
-          tile_fp8(pos, blk * kBlockN, valid, visible, q_tile, o, softmax, precise);
-        else
-          tile(pos, blk * kBlockN, valid, visible, q_tile, o, softmax, precise);
+        for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+          if (tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
+          tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
+               precise);
+        }
       }
 
       if constexpr (KV_SPLIT) {
@@ -216,7 +243,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       m[h] = softmax.max[h];
       l[h] = quad_sum(softmax.sum[h]);
       const int row = 16 * warp + g + 8 * h;
-      const uint32_t at = sm.stats + uint32_t(((warpgroup * kRowsPerWarpgroup + row) * 2) * 4);
+      const uint32_t at = sm.stats + uint32_t(warpgroup) * sm.stats_stride + uint32_t(row * 2 * 4);
       if (t == 0) {
         st_shared(at, __float_as_int(m[h]));
         st_shared(at + 4, __float_as_int(l[h]));
@@ -245,7 +272,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     for (int h = 0; h < kRowsPerThread; ++h) {
       const int row = 16 * warp + g + 8 * h;
       const uint32_t at =
-          sm.stats + uint32_t((((1 - warpgroup) * kRowsPerWarpgroup + row) * 2) * 4);
+          sm.stats + uint32_t(1 - warpgroup) * sm.stats_stride + uint32_t(row * 2 * 4);
       const float m_o = __int_as_float(ld_shared_s32(at));
       const float l_o = __int_as_float(ld_shared_s32(at + 4));
       const float mx = fmaxf(m[h], m_o);

@@ -91,6 +91,9 @@ __device__ __forceinline__ float rounding_rest<__half>(float x) {
 struct NoWait {
   __device__ void operator()(int) const {}
 };
+struct Nothing {
+  __device__ void operator()() const {}
+};
 
 // Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
 // waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
@@ -112,10 +115,12 @@ __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, 
   wgmma_commit();
 }
 
-// s = Q K^T; waits for completion.
-template <class T, int D>
-__device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot) {
+// s = Q K^T; waits for completion. `meanwhile()` runs while the wgmma does (FP8: a conversion).
+template <class T, int D, class Meanwhile = Nothing>
+__device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
+                                        Meanwhile meanwhile = {}) {
   issue_qk<T, D>(s, q_tile, k_slot);
+  meanwhile();
   wgmma_wait<0>();
   fence_regs(s);
 }
@@ -172,14 +177,15 @@ __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
 // 16 bits alone errs by up to 2^-9 relative per weight, which the sum over a few hundred
 // tokens averages out but a row that sees only a handful of tokens does not (see config.hpp,
 // kPreciseMaxTokens). The wgmma reads its A registers asynchronously, so the second pass waits
-// for the first before it overwrites them.
-template <class T, int D>
+// for the first before it overwrites them. `meanwhile()` runs while the first pass does.
+template <class T, int D, class Meanwhile = Nothing>
 __device__ __forceinline__ void gemm_pv(float (&o)[D / kAtomCols][kAccRegs],
                                         const float (&pr)[kAccRegs], uint32_t v_slot,
-                                        bool precise) {
+                                        bool precise, Meanwhile meanwhile = {}) {
   uint32_t a[kPvSteps][4];
   pack_p<T>(pr, a);
   issue_pv<T, D / kAtomCols>(o, a, v_slot);
+  meanwhile();
   wgmma_wait<0>();
   fence_acc(o);
   if (precise) {

@@ -25,7 +25,7 @@ enum class NamedBarrier : int {
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
-// raw tiles into its own 16-bit tile (kStages = 2 "slots", one per warpgroup).
+// raw tiles into its own two 16-bit tiles (kStages = 4 "slots": 2w and 2w + 1 are warpgroup w's).
 template <int D, int WARPGROUPS, bool KV_SPLIT = false, bool FP8 = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
@@ -79,7 +79,7 @@ struct SmemView {
   uint32_t q;      // (QTILES, 64, D)
   uint32_t kv;     // (STAGES, BLOCK_N, D)
   uint32_t xchg;   // (64 x D/2) f32, KV split only
-  uint32_t stats;  // (2, 64, 2) f32, KV split only
+  uint32_t stats;  // (2, 64, 2) f32, KV split only; the two halves stats_stride apart
   uint32_t raw;    // (RAW_STAGES, raw slot), FP8 only
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
   uint32_t empty;  // (STAGES) mbarriers
@@ -88,6 +88,7 @@ struct SmemView {
   uint32_t q_bytes;
   uint32_t raw_bytes;
   uint32_t full_per_stage;
+  uint32_t stats_stride;
 
   __device__ SmemView(uint32_t base, SmemPlan plan)
       : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
@@ -96,7 +97,8 @@ struct SmemView {
         empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
         raw_empty(base + uint32_t(plan.raw_empty)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
-        raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)) {}
+        raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
+        stats_stride(uint32_t(plan.stats_stride)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
