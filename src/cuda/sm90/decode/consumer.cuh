@@ -59,9 +59,9 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   }
 
   // FP8: the raw slot at `pos` into this warpgroup's 16-bit tile `buf` (rows [valid, 64)
-  // zero), then the raw slot is released. The first barrier makes sure every warp's wgmma on
-  // `buf` (the last P V) has completed, the second that the whole tile is written and fenced
-  // before any warp's wgmma reads it.
+  // zero), then the raw slot is released. The first barrier makes sure every warp's wgmma
+  // that last read `buf` has completed (each warp waited for its own), the second that the
+  // whole tile is written and fenced before any warp's wgmma reads it.
   __device__ void take_raw(RingPos& pos, uint32_t buf, int valid) const {
     mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
     sync_own();
