@@ -78,7 +78,7 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //   q      (QTILES, 64, D)          T, 128B-swizzled   query rows: one tile per consumer
 //                                                      warpgroup, or one shared tile
 //   kv     (STAGES, BLOCK_N, D)     T, 128B-swizzled   the TMA ring (K and V tiles, or K alone);
-//                                                      FP8: each consumer warpgroup's tile
+//                                                      FP8: each consumer warpgroup's two tiles
 //   xchg   (form's)                                    data one consumer warpgroup hands the
 //                                                      other (decode_plan, mla_plan)
 //   stats  (form's)                 f32                per-row softmax state handed over
