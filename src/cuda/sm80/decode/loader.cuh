@@ -17,36 +17,24 @@
 namespace flashmfa::cuda::sm80 {
 
 // Copies one 16-byte chunk global -> shared, or zero-fills it when !valid. `vec` (uniform over
-// the grid) picks cp.async; otherwise eight 2-byte loads and one shared store, for views whose
+// the grid) picks cp.async; otherwise the chunk's elements (E: uint16_t for 16-bit rows,
+// uint8_t for FP8 rows) are loaded one by one and stored with one shared store, for views whose
 // rows are not 16-byte aligned.
-__device__ __forceinline__ void copy_chunk(uint32_t dst, const uint16_t* src, bool valid,
-                                           bool vec) {
+template <class E>
+__device__ __forceinline__ void copy_chunk(uint32_t dst, const E* src, bool valid, bool vec) {
   if (vec) {
     cp_async_16(dst, src, valid);
     return;
   }
+  constexpr int kBits = 8 * int(sizeof(E)), kPerWord = 32 / kBits;
   uint32_t w[4] = {0u, 0u, 0u, 0u};
   if (valid) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) w[e] = uint32_t(src[2 * e]) | (uint32_t(src[2 * e + 1]) << 16);
-  }
-  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(w[0]), "r"(w[1]),
-               "r"(w[2]), "r"(w[3])
-               : "memory");
-}
-
-// copy_chunk for byte-addressed rows (FP8 caches): cp.async, or sixteen 1-byte loads for rows
-// that are not 16-byte aligned.
-__device__ __forceinline__ void copy_chunk_u8(uint32_t dst, const uint8_t* src, bool valid,
-                                              bool vec) {
-  if (vec) {
-    cp_async_16(dst, src, valid);
-    return;
-  }
-  uint32_t w[4] = {0u, 0u, 0u, 0u};
-  if (valid) {
+    for (int i = 0; i < 4; ++i) {
+      w[i] = uint32_t(src[kPerWord * i]);
 #pragma unroll
-    for (int e = 0; e < 16; ++e) w[e / 4] |= uint32_t(src[e]) << (8 * (e % 4));
+      for (int e = 1; e < kPerWord; ++e) w[i] |= uint32_t(src[kPerWord * i + e]) << (kBits * e);
+    }
   }
   asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(w[0]), "r"(w[1]),
                "r"(w[2]), "r"(w[3])
@@ -172,7 +160,7 @@ class Loader {
     for (int c = 0; c < PASSES; ++c) {
       const int chunk = chunk_lane_ + kLoadThreadsPerRow * c;
       if (chunk * kChunkBytes < ROW_BYTES)
-        copy_chunk_u8(stage + row * ROW_BYTES + chunk * kChunkBytes, src + chunk * kChunkBytes,
+        copy_chunk(stage + row * ROW_BYTES + chunk * kChunkBytes, src + chunk * kChunkBytes,
                       ok, kp_.kv_vec);
     }
   }

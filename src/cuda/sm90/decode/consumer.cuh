@@ -58,6 +58,22 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     }
   }
 
+  // S of the tile of tokens [token, token + valid) into P (masked to each row's visible
+  // tokens), the running max and sum updated, and O rescaled to the new max.
+  __device__ void softmax_step(float (&s)[kAccRegs], int token, int valid,
+                               const int (&visible)[kRowsPerThread],
+                               float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax) const {
+    int limit[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+#pragma unroll
+    for (int at = 0; at < Tr::kAtoms; ++at)
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+  }
+
   // FP8: the raw slot at `pos` into this warpgroup's 16-bit tile `buf` (rows [valid, 64)
   // zero), then the raw slot is released. The first barrier makes sure every warp's wgmma
   // that last read `buf` has completed (each warp waited for its own), the second that the
@@ -98,15 +114,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       gemm_qk<T, D>(s, q_tile, kbuf, [&] {
         if (!aliased) take_raw(pos, other, valid);
       });
-      int limit[kRowsPerThread];
-#pragma unroll
-      for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-      float alpha[kRowsPerThread];
-      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
-#pragma unroll
-      for (int at = 0; at < Tr::kAtoms; ++at)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+      softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
       const bool more = blk + 2 < it.block_end;
@@ -136,15 +144,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       release(pos);
       pos.advance();
     }
-    int limit[kRowsPerThread];
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    float alpha[kRowsPerThread];
-    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
-#pragma unroll
-    for (int at = 0; at < Tr::kAtoms; ++at)
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
+    softmax_step(s, token, valid, visible, o, softmax);
     if (!aliased) acquire(pos, true, valid);
     gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise);
     release(pos);
