@@ -3,13 +3,16 @@
 // Two layouts, chosen from the shapes (so the grid never depends on the lengths):
 //
 // Few rows (b * h_q * s_q below kWarpLayoutRowsPerSm per SM: long sequences cut into many
-// splits, e.g. b = 1): one CTA per (partial row, sequence), grid (h_q * s_q, b), 256 threads,
-// so that each row's many partials are read with many loads in flight. The threads are laid
-// out as C column threads (each owning one float4 of the row: C = min(d_v / 4, 256)) times
-// G = 256 / C split groups; group g sums splits g, g + G, g + 2G, ... with kUnroll float4 loads
-// in flight per thread, and the G groups are reduced through shared memory. For d_v 256 that is
-// 64 x 4 (32 KB of partials in flight per CTA), for MLA's 512 it is 128 x 2, for 64 it is
-// 16 x 16; a d_v above 1024 loops over column chunks of 1024.
+// splits, e.g. b = 1): one CTA per (partial row, sequence, column chunk), grid (h_q * s_q, b,
+// chunks), 256 threads, so that each row's many partials are read with many loads in flight.
+// The row's d_v / 4 float4 columns are cut into `chunks` equal chunks (a power of two, chosen
+// on the host so that the grid has about two CTAs per SM while a chunk keeps >= 16 columns
+// threads; 1 when the rows alone fill the GPU). A CTA's threads are C column threads (each
+// owning one float4 of its chunk: C = min(chunk width, 256)) times G = 256 / C split groups;
+// group g sums splits g, g + G, g + 2G, ... with kUnroll float4 loads in flight per thread, and
+// the G groups are reduced through shared memory. MFA at b = 1 (64 rows, d_v 256): 4 chunks of
+// 16 x 16, 256 CTAs with 32 KB of partials in flight each; MLA at b = 1 (128 rows, d_v 512):
+// 4 chunks of 32 x 8; a chunk above 1024 columns loops over pieces of 1024.
 //
 // Many rows (serving batches, where a split sequence has two or three partials): one warp per
 // (sequence, row), 8 warps per CTA, lanes over float4 column groups, splits in a loop. The
@@ -53,6 +56,10 @@ constexpr int kWeights = 512;      // split weights staged in shared memory per 
 constexpr int kMinCtasPerSm = 4;
 // The warp-per-row layout from this many partial rows per SM on.
 constexpr int kWarpLayoutRowsPerSm = 16;
+// The CTA-per-row layout cuts rows into column chunks until the grid has this many CTAs per
+// SM, keeping at least kMinChunkCols4 float4 columns (16 threads of a 256-thread CTA) a chunk.
+constexpr int kChunkCtasPerSm = 2;
+constexpr int kMinChunkCols4 = 16;
 
 template <class T> __device__ T from_float(float x);
 template <> __device__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
@@ -160,7 +167,7 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   __shared__ float s_w[kWeights];
   __shared__ float4 s_acc[kThreads];
 
-  const int row = blockIdx.x, seq = blockIdx.y;
+  const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
   const int n = s.num_splits[seq];
   if (n <= 1) return;  // written directly by the decode kernel
   const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
@@ -170,18 +177,20 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
 
   // lse, in every warp (the same value everywhere: the same loads in the same order).
   const float lse = row_lse(lse_k, n, rows_all, lane);
-  T* out = out_row<T>(p, seq, row, lse, tid == 0);
+  // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row.
+  const int cols4 = p.d_v / kColsPerThread / int(gridDim.z);
+  T* out = out_row<T>(p, seq, row, lse, tid == 0 && chunk == 0) + chunk * cols4 * kColsPerThread;
 
-  const int cols4 = p.d_v / kColsPerThread;
   const int col_threads = cols4 < kThreads ? cols4 : kThreads;
   const int groups = kThreads / col_threads;
   const int g = tid / col_threads, c = tid % col_threads;
   const bool active = g < groups;  // threads past col_threads * groups idle (d_v not dividing 1024)
   const float4* o_row =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
-  const int64_t slot_stride4 = int64_t(rows_all) * cols4;
+      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v) +
+      chunk * cols4;
+  const int64_t slot_stride4 = int64_t(rows_all) * (p.d_v / kColsPerThread);
 
-  for (int c0 = 0; c0 < cols4; c0 += col_threads) {  // one round unless d_v > 1024
+  for (int c0 = 0; c0 < cols4; c0 += col_threads) {  // one round unless the chunk > 1024
     const int c4 = c0 + c;
     const bool mine = active && c4 < cols4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -252,9 +261,14 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   const int rows_all = p.h_q * p.s_q;
   const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
   auto* kernel = warp_rows ? &combine_rows_kernel<T, PAIRS> : &combine_kernel<T, PAIRS>;
+  int chunks = 1;
+  const int cols4 = p.d_v / kColsPerThread;
+  while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
+         cols4 % (2 * chunks) == 0 && cols4 / (2 * chunks) >= kMinChunkCols4)
+    chunks *= 2;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = warp_rows ? dim3((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b)
-                          : dim3(rows_all, p.b);
+                          : dim3(rows_all, p.b, chunks);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = stream;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Same-machine A/B of compile-time switches: builds flashmfa-bench once per variant (bench
+# target only, every core) and runs the same workloads on each variant in alternation, ROUNDS
+# times, so that drift of the lent machine falls on both sides. Logs and JSON under $OUT.
+#
+#   VARIANTS="base: prefetch:-DFLASHMFA_SM80_S_PREFETCH=1" \
+#     scripts/ab-bench.sh "deepseek-v3 --path portable" "step3-mfa --b 1 --s-k 131072"
+#
+# VARIANTS: space-separated name:CUDA-flags (flags may be empty; commas stand for spaces);
+# each argument is one flashmfa-bench command line. ROUNDS (default 2). Output: $OUT/ab-<variant>-
+# <round>-<n>.json, and one table line per row in $OUT/ab.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}
+ROUNDS=${ROUNDS:-2}
+mkdir -p "$OUT"
+log="$OUT/ab.log"
+: > "$log"
+names=()
+for v in ${VARIANTS:?name:flags ...}; do
+  name=${v%%:*}
+  flags=${v#*:}
+  flags=${flags//,/ }
+  dir="build-ab-$name"
+  { cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHMFA_CUDA=ON \
+      -DFLASHMFA_CUDA_ARCHS=90 -DCMAKE_CUDA_FLAGS="$flags" &&
+      cmake --build "$dir" -j "$(nproc)" --target flashmfa-bench; } > "$OUT/ab-build-$name.log" 2>&1
+  echo "build $name ($flags) rc=$?" | tee -a "$log"
+  names+=("$name")
+done
+for round in $(seq 1 "$ROUNDS"); do
+  n=0
+  for cmd in "$@"; do
+    n=$((n + 1))
+    for name in "${names[@]}"; do
+      # shellcheck disable=SC2086
+      "build-ab-$name/bench/flashmfa-bench" $cmd --json "$OUT/ab-$name-$round-$n.json" \
+        > "$OUT/ab-$name-$round-$n.log" 2>&1
+      echo "== $name round $round: $cmd (rc=$?)" >> "$log"
+      grep -E "^(MLA|MFA|MFA-KR|GQA|MQA) " "$OUT/ab-$name-$round-$n.log" >> "$log"
+    done
+  done
+done
+cat "$log"
