@@ -46,26 +46,6 @@ class SProduct {
       for (int n = 0; n < S_NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][n][e] = 0.f;
-#if FLASHMFA_SM80_S_PREFETCH
-    if constexpr (S_NT >= 2) {
-      // Fragments of k-step ks + 1 are loaded before the MMAs of k-step ks: the one S warp of
-      // each sub-partition then never waits on ldmatrix latency between k-steps.
-      uint32_t a[2][S_MT][4], b[2][S_NT / 2][4];
-      load_step(q_tile, k_tile, 0, a[0], b[0]);
-#pragma unroll
-      for (int ks = 0; ks < Tr::K_STEPS; ++ks) {
-        if (ks + 1 < Tr::K_STEPS) load_step(q_tile, k_tile, ks + 1, a[(ks + 1) & 1], b[(ks + 1) & 1]);
-#pragma unroll
-        for (int np = 0; np < S_NT / 2; ++np)
-#pragma unroll
-          for (int i = 0; i < S_MT; ++i) {
-            Mma::run(acc[i][2 * np], a[ks & 1][i], b[ks & 1][np][0], b[ks & 1][np][1]);
-            Mma::run(acc[i][2 * np + 1], a[ks & 1][i], b[ks & 1][np][2], b[ks & 1][np][3]);
-          }
-      }
-      return;
-    }
-#endif
 #pragma unroll
     for (int ks = 0; ks < Tr::K_STEPS; ++ks) {
       const uint32_t group = (ks / kXorPeriod) * 128;
@@ -92,20 +72,6 @@ class SProduct {
       }
     }
   }
-
-#if FLASHMFA_SM80_S_PREFETCH
-  // The A (Q) and B (K) fragments of k-step ks, S_NT >= 2.
-  __device__ void load_step(uint32_t q_tile, uint32_t k_tile, int ks, uint32_t (&a)[S_MT][4],
-                            uint32_t (&b)[S_NT / 2][4]) const {
-    const uint32_t group = (ks / kXorPeriod) * 128;
-#pragma unroll
-    for (int i = 0; i < S_MT; ++i)
-      ldsm_x4(q_tile + q_off_[ks % kXorPeriod] + group + i * kMmaM * ROW, a[i]);
-#pragma unroll
-    for (int np = 0; np < S_NT / 2; ++np)
-      ldsm_x4(k_tile + k_off_[ks % kXorPeriod] + group + np * 2 * kMmaN * ROW, b[np]);
-  }
-#endif
 
  private:
   uint32_t q_off_[kXorPeriod], k_off_[kXorPeriod];
