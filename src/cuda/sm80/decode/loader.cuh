@@ -1,11 +1,12 @@
 // flashmfa CUDA, portable path: the global -> shared gathers of the sm_80 decode kernel.
 //
 // K/V rows are gathered through the block table with 16-byte cp.async copies, one commit group
-// per tile so the next tiles stream in while the current one computes. Thread `tid` covers
-// rows (tid / 8) + 32 i of a tile and 16-byte chunks (tid % 8) + 8 c of each row: a warp
-// instruction reads 4 rows x 128 contiguous bytes, and every thread needs the page of only
-// LOAD_ROWS rows, which it fetches one tile ahead (fetch_pages) so the block-table read never
-// stalls the copies.
+// per tile so the next tiles stream in while the current one computes. Loader thread l (the
+// CTA's threads from Tr::KV_LOAD_FIRST_THREAD on) covers rows (l / 8) + KV_ROWS_PER_PASS i of
+// a tile and 16-byte chunks (l % 8) + 8 c of each row: a warp instruction reads 4 rows x 128
+// contiguous bytes, and every loader thread needs the page of only LOAD_ROWS rows, which it
+// fetches one tile ahead (fetch_pages) so the block-table read never stalls the copies. The
+// other threads issue no K/V copy (their commit groups stay empty). Q is copied by all threads.
 #pragma once
 
 #include <cstdint>
@@ -56,16 +57,22 @@ class Loader {
 
   __device__ Loader(const KernelParams& kp, int kv)
       : kp_(kp), kv_(kv), row_lane_(threadIdx.x / kLoadThreadsPerRow),
-        chunk_lane_(threadIdx.x % kLoadThreadsPerRow) {}
+        chunk_lane_(threadIdx.x % kLoadThreadsPerRow),
+        kv_row_lane_((int(threadIdx.x) - Tr::KV_LOAD_FIRST_THREAD) / kLoadThreadsPerRow) {}
+
+  __device__ bool kv_loader() const {
+    return !Tr::SPLIT_LOADS || int(threadIdx.x) >= Tr::KV_LOAD_FIRST_THREAD;
+  }
 
   // Page index of each of this thread's rows of tile `tile`; rows past the sequence's end
   // (whose block-table entries may be sentinels) are not looked up.
   __device__ void fetch_pages(const WorkItem& it, int tile, int (&pages)[LOAD_ROWS]) const {
     const detail::DecodeParams& p = kp_.p;
+    if (!kv_loader()) return;
     const int32_t* bt = p.block_table + int64_t(it.seq) * p.bt_sb;
 #pragma unroll
     for (int i = 0; i < LOAD_ROWS; ++i) {
-      const int j = tile * BLOCK_N + row_lane_ + kLoadRowsPerPass * i;
+      const int j = tile * BLOCK_N + kv_row_lane_ + Tr::KV_ROWS_PER_PASS * i;
       pages[i] = j < it.seqlen ? __ldg(bt + (j >> p.log2_page_size)) : -1;
     }
   }
@@ -77,11 +84,12 @@ class Loader {
   __device__ bool issue_kv(const WorkItem& it, int tile, const int (&pages)[LOAD_ROWS],
                            const StageDst& dst, uint8_t* bad) const {
     const detail::DecodeParams& p = kp_.p;
+    if (!kv_loader()) return false;
     const bool v_separate = !p.v_aliases_k;
     bool saw_bad = false;
 #pragma unroll
     for (int i = 0; i < LOAD_ROWS; ++i) {
-      const int row = row_lane_ + kLoadRowsPerPass * i;
+      const int row = kv_row_lane_ + Tr::KV_ROWS_PER_PASS * i;
       const int j = tile * BLOCK_N + row;
       const bool in_seq = j < it.seqlen;
       const bool page_ok = pages[i] >= 0 && pages[i] < p.num_pages;
@@ -166,7 +174,7 @@ class Loader {
   }
 
   const KernelParams& kp_;
-  int kv_, row_lane_, chunk_lane_;
+  int kv_, row_lane_, chunk_lane_, kv_row_lane_;
 };
 
 }  // namespace flashmfa::cuda::sm80

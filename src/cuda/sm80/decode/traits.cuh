@@ -12,6 +12,11 @@
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm80/decode/config.hpp"
 
+// Same-machine A/B switch of the K/V loader split (Traits::SPLIT_LOADS); on by default.
+#ifndef FLASHMFA_SM80_SPLIT_LOADS
+#define FLASHMFA_SM80_SPLIT_LOADS 1
+#endif
+
 namespace flashmfa::cuda::sm80 {
 
 // Everything the kernel reads, passed by value (one launch argument).
@@ -84,8 +89,17 @@ struct Traits {
   static constexpr int K_CHUNKS = D_K / kChunkElems;  // 16-byte chunks per K row
   static constexpr int V_CHUNKS = D_V / kChunkElems;
 
-  // Loads: each thread covers rows (tid / 8) + 32 i and chunks (tid % 8) + 8 c of them.
-  static constexpr int LOAD_ROWS = BLOCK_N / kLoadRowsPerPass;  // KV rows per thread
+  // K/V loads. The wide S grid (four 32 x 32 warp tiles of a 16-bit cache's 64 x 64 tile)
+  // leaves warps S_WARPS.. idle during S = Q K^T: they issue every K/V copy, so the S warps go
+  // from barrier A straight to their MMAs (ncu, MLA h_q 128: the copies' issue took 18% of the
+  // warp samples, on the S warps' path). Elsewhere all warps share the copies. Loader thread
+  // l = tid - KV_LOAD_FIRST_THREAD covers rows (l / 8) + KV_ROWS_PER_PASS i, chunks (l % 8) + 8 c.
+  static constexpr bool SPLIT_LOADS =
+      FLASHMFA_SM80_SPLIT_LOADS && !FP8 && S_WARPS < kWarps && S_MT > 1;
+  static constexpr int KV_LOAD_FIRST_THREAD = SPLIT_LOADS ? S_WARPS * 32 : 0;
+  static constexpr int KV_ROWS_PER_PASS = (kThreads - KV_LOAD_FIRST_THREAD) / kLoadThreadsPerRow;
+  static constexpr int LOAD_ROWS = BLOCK_N / KV_ROWS_PER_PASS;  // KV rows per loader thread
+  // Q (all threads): rows (tid / 8) + 32 i.
   static constexpr int Q_PASSES = (BLOCK_M + kLoadRowsPerPass - 1) / kLoadRowsPerPass;
   static constexpr int K_CHUNKS_PER_THREAD = K_CHUNKS / kLoadThreadsPerRow;
   static constexpr int V_CHUNKS_PER_THREAD = V_CHUNKS / kLoadThreadsPerRow;
@@ -102,6 +116,7 @@ struct Traits {
   static_assert(WM * S_ROWS == BLOCK_M && WN * S_COLS == BLOCK_N && S_WARPS <= kWarps,
                 "the S warps tile S exactly");
   static_assert(BLOCK_N % kLoadRowsPerPass == 0, "BLOCK_N: a multiple of 32");
+  static_assert(BLOCK_N % KV_ROWS_PER_PASS == 0, "whole passes of the K/V loader threads");
   static_assert(S_COLS % kMmaN == 0 && (S_NT == 1 || S_NT % 2 == 0), "S slice: 8 or 16k cols");
   static_assert(O_COLS % kMmaN == 0 && (O_NT == 1 || O_NT % 2 == 0), "O slice: 8 or 16k cols");
   static_assert(K_CHUNKS % kLoadThreadsPerRow == 0, "D_K: a multiple of 64");
