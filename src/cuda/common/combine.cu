@@ -6,8 +6,8 @@
 // splits, e.g. b = 1): one CTA per (partial row, sequence, column chunk), grid (h_q * s_q, b,
 // chunks), 256 threads, so that each row's many partials are read with many loads in flight.
 // The row's d_v / 4 float4 columns are cut into `chunks` equal chunks (a power of two, chosen
-// on the host so that the grid has about two CTAs per SM while a chunk keeps >= 16 columns
-// threads; 1 when the rows alone fill the GPU). A CTA's threads are C column threads (each
+// on the host so that the grid has about two CTAs per SM while a chunk keeps >= 16 float4
+// columns; 1 when the rows alone fill the GPU). A CTA's threads are C column threads (each
 // owning one float4 of its chunk: C = min(chunk width, 256)) times G = 256 / C split groups;
 // group g sums splits g, g + G, g + 2G, ... with kUnroll float4 loads in flight per thread, and
 // the G groups are reduced through shared memory. MFA at b = 1 (64 rows, d_v 256): 4 chunks of
