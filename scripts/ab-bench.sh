@@ -7,12 +7,14 @@
 #     scripts/ab-bench.sh "deepseek-v3 --path portable" "step3-mfa --b 1 --s-k 131072"
 #
 # VARIANTS: space-separated name:CUDA-flags (flags may be empty; commas stand for spaces);
-# each argument is one flashmfa-bench command line. ROUNDS (default 2). Output: $OUT/ab-<variant>-
+# each argument is one flashmfa-bench command line. ROUNDS (default 2); TIMEOUT (seconds per
+# run, default 120: a hung kernel costs one run, not the device call). Output: $OUT/ab-<variant>-
 # <round>-<n>.json, and one table line per row in $OUT/ab.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
 ROUNDS=${ROUNDS:-2}
+TIMEOUT=${TIMEOUT:-120}
 mkdir -p "$OUT"
 log="$OUT/ab.log"
 : > "$log"
@@ -34,7 +36,7 @@ for round in $(seq 1 "$ROUNDS"); do
     n=$((n + 1))
     for name in "${names[@]}"; do
       # shellcheck disable=SC2086
-      "build-ab-$name/bench/flashmfa-bench" $cmd --json "$OUT/ab-$name-$round-$n.json" \
+      timeout "$TIMEOUT" "build-ab-$name/bench/flashmfa-bench" $cmd --json "$OUT/ab-$name-$round-$n.json" \
         > "$OUT/ab-$name-$round-$n.log" 2>&1
       echo "== $name round $round: $cmd (rc=$?)" >> "$log"
       grep -E "^(MLA|MFA|MFA-KR|GQA|MQA) " "$OUT/ab-$name-$round-$n.log" >> "$log"

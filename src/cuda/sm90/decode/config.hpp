@@ -85,7 +85,8 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //   raw    (RAW_STAGES, raw slot)   e4m3 rows + f32    FP8 caches only: the raw ring
 //   full   (STAGES, FULL_PER_STAGE) mbarrier           TMA bytes landed in the slot (or in
 //                                                      one 64-column atom of it); FP8: unused
-//   empty  (STAGES)                 mbarrier           the slot's consumer warps are done
+//   empty  (STAGES, EMPTY_PER_STAGE) mbarrier          the slot's consumer warps are done (MLA:
+//                                                      with each half of the slot)
 //   raw_full, raw_empty (RAW_STAGES) mbarrier          FP8: raw tile + scales landed / the
 //                                                      warpgroup has converted it
 //
@@ -96,11 +97,13 @@ struct SmemPlan {
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
   size_t stats_stride = 0;  // bytes between the two warpgroups' halves of stats (decode_plan)
   int full_per_stage = 1;
+  int empty_per_stage = 1;
 
   FLASHMFA_SM90_HD constexpr SmemPlan(int d, int q_tiles, int stages, size_t xchg_bytes,
                                       size_t stats_bytes, int full_barriers_per_stage = 1,
-                                      int raw_stages = 0) {
+                                      int raw_stages = 0, int empty_barriers_per_stage = 1) {
     full_per_stage = full_barriers_per_stage;
+    empty_per_stage = empty_barriers_per_stage;
     slot_bytes = size_t(kBlockN) * d * kElemBytes;
     q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
     raw_bytes = raw_stages > 0 ? raw_slot_bytes(d) : 0;
@@ -111,7 +114,7 @@ struct SmemPlan {
     raw = align_up(stats + stats_bytes, kRawAlign);
     full = align_up(raw + raw_bytes * raw_stages, sizeof(uint64_t));
     empty = full + sizeof(uint64_t) * stages * full_per_stage;
-    raw_full = empty + sizeof(uint64_t) * stages;
+    raw_full = empty + sizeof(uint64_t) * stages * empty_per_stage;
     raw_empty = raw_full + sizeof(uint64_t) * raw_stages;
     total = raw_empty + sizeof(uint64_t) * raw_stages;
     stats_stride = stats_bytes / 2;
@@ -169,11 +172,20 @@ FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_spl
 // (16-bit, in the wgmma A-fragment order of the warpgroup that computed it), and in stats the
 // row max and rescale factor of the last tile plus each warpgroup's row sums (4 x 64 f32).
 // One full barrier per 64-column atom: S = Q K^T starts on the first atoms of a tile while
-// the rest is still arriving.
+// the rest is still arriving. With kMlaHalfRelease, two empty barriers per slot: atoms
+// [0, kMlaLoAtoms) (consumer warpgroup 0's V columns) and the rest (warpgroup 1's V columns
+// and the rope atom) are freed and reloaded separately (mla/consumer.cuh).
+// FLASHMFA_SM90_MLA_HALF_RELEASE=0 builds the whole-slot release for comparison.
+#ifndef FLASHMFA_SM90_MLA_HALF_RELEASE
+#define FLASHMFA_SM90_MLA_HALF_RELEASE 1
+#endif
 constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
+constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
+constexpr int kMlaLoAtoms = kMlaDv / kAtomCols / 2;  // 4
 FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
   return SmemPlan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
-                  sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols);
+                  sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0,
+                  kMlaHalfRelease ? 2 : 1);
 }
 
 }  // namespace flashmfa::cuda::sm90

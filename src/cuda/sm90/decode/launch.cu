@@ -49,12 +49,16 @@ bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st,
 // per-item pauses. More than 64 rows take more 64-row tiles (grid.x); their CTAs are launched
 // next to each other and stream the same tiles at the same time, so DRAM reads them about once
 // (L2 hits for the others). The row-split form (two warpgroups on 128 rows reading every tile)
-// is compiled but not chosen: it deadlocked in the last device run with both warpgroups
-// active (docs/perf-notes.md, open problems).
-KernelConfig default_shape(const detail::DecodeParams&) {
+// is compiled; FLASHMFA_SM90_ROW_SPLIT=1 chooses it for more than 64 rows of 16-bit caches
+// (an experiment: it deadlocked in an earlier form, docs/perf-notes.md).
+#ifndef FLASHMFA_SM90_ROW_SPLIT
+#define FLASHMFA_SM90_ROW_SPLIT 0
+#endif
+KernelConfig default_shape(const detail::DecodeParams& p) {
   KernelConfig cfg;
   cfg.warpgroups = 2;
-  cfg.kv_split = true;
+  const bool many_rows = p.s_q * p.q_per_kv > kRowsPerWarpgroup;
+  cfg.kv_split = !(FLASHMFA_SM90_ROW_SPLIT && many_rows && p.kv_format == CacheFormat::native);
   return cfg;
 }
 

@@ -97,19 +97,23 @@ struct Nothing {
 
 // Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
 // waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
-// k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes).
-template <class T, int D, class BeforeAtom = NoWait>
+// k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes). The atoms
+// are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around (MLA: the half of
+// the tile that lands first).
+template <class T, int D, int FIRST_ATOM = 0, class BeforeAtom = NoWait>
 __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
                                          BeforeAtom before_atom = {}) {
+  constexpr int kAtoms = D / kAtomCols;
   constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
   const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
   const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
   wgmma_fence();
-  static_for<D / kAtomCols>([&](auto at) {
+  static_for<kAtoms>([&](auto i) {
+    constexpr int at = (i + FIRST_ATOM) % kAtoms;
     before_atom(at);
     static_for<kStepsPerAtom>([&](auto k) {
       constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-      wgmma_ss<T, kOff>(s, desc_q, desc_k, at + k > 0);
+      wgmma_ss<T, kOff>(s, desc_q, desc_k, i + k > 0);
     });
   });
   wgmma_commit();

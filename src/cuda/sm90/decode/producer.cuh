@@ -25,7 +25,9 @@
 namespace flashmfa::cuda::sm90 {
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
-// (boxes of 64 columns per tile row), kSlotBytes and kFullPerAtom (a full barrier per box).
+// (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box) and
+// kHalfRelease (MLA: boxes [0, kMlaLoAtoms) and the rest of a slot are freed separately; the
+// half of the warpgroup that owns the tile -- its S = Q K^T starts there -- is loaded first).
 template <class Tr>
 struct Producer {
   static constexpr bool KV_SPLIT = Tr::kKvSplit;
@@ -38,25 +40,43 @@ struct Producer {
   int kv_head;
   int lane = 0;  // FP8: warp 0 runs the producer; 16-bit: thread 0 alone
 
+  // Boxes [first, last) of a tile into the slot at `pos`, each on its own full barrier.
+  __device__ void load_atoms(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
+                             uint64_t policy, int first, int last) const {
+    const uint32_t dst = sm.slot(pos.stage);
+#pragma unroll 1
+    for (int a = first; a < last; ++a) {
+      const uint32_t full = sm.full_bar(pos.stage, a);
+      if (src.page_ok) {
+        mbar_arrive_expect_tx(full, kAtomBytes);
+        tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
+                    src.page, policy);
+      } else {
+        mbar_arrive(full);
+      }
+    }
+  }
+
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
+  // `owner`: the consumer warpgroup that computes the tile's S = Q K^T (kHalfRelease only).
   __device__ void load_tile(RingPos& pos, const CUtensorMap* map, const TileSource& src,
-                            uint64_t policy) const {
+                            uint64_t policy, int owner = 0) const {
     // Free slots complete the phase before the one the consumers wait on: a fresh barrier
     // counts as having completed phase "1", so the first pass does not block.
+    if constexpr (Tr::kHalfRelease) {
+      for (int i = 0; i < 2; ++i) {
+        const int half = i == 0 ? owner : 1 - owner;
+        mbar_wait(sm.empty_bar(pos.stage, half), pos.phase ^ 1);
+        load_atoms(pos, map, src, policy, half == 0 ? 0 : kMlaLoAtoms,
+                   half == 0 ? kMlaLoAtoms : Tr::kAtoms);
+      }
+      pos.advance();
+      return;
+    }
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.slot(pos.stage);
     if constexpr (Tr::kFullPerAtom) {  // one barrier per 64-column atom
-#pragma unroll
-      for (int a = 0; a < Tr::kAtoms; ++a) {
-        const uint32_t full = sm.full_bar(pos.stage, a);
-        if (src.page_ok) {
-          mbar_arrive_expect_tx(full, kAtomBytes);
-          tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
-                      src.page, policy);
-        } else {
-          mbar_arrive(full);
-        }
-      }
+      load_atoms(pos, map, src, policy, 0, Tr::kAtoms);
     } else {
       const uint32_t full = sm.full_bar(pos.stage);
       if (src.page_ok) {
@@ -130,7 +150,7 @@ struct Producer {
         const TileSource src = tile_source(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
-          load_tile(pos, k_map, src, policy);
+          load_tile(pos, k_map, src, policy, (blk - it.block_begin) & 1);
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);
         };
         // Two calls rather than a reference chosen at run time: that would put the rings in

@@ -36,6 +36,7 @@ struct Traits {
 
   static constexpr bool kKvSplit = KV_SPLIT;
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
+  static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
@@ -82,12 +83,13 @@ struct SmemView {
   uint32_t stats;  // (2, 64, 2) f32, KV split only; the two halves stats_stride apart
   uint32_t raw;    // (RAW_STAGES, raw slot), FP8 only
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
-  uint32_t empty;  // (STAGES) mbarriers
+  uint32_t empty;  // (STAGES, empty_per_stage) mbarriers
   uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
   uint32_t slot_bytes;
   uint32_t q_bytes;
   uint32_t raw_bytes;
   uint32_t full_per_stage;
+  uint32_t empty_per_stage;
   uint32_t stats_stride;
 
   __device__ SmemView(uint32_t base, SmemPlan plan)
@@ -98,6 +100,7 @@ struct SmemView {
         raw_empty(base + uint32_t(plan.raw_empty)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
+        empty_per_stage(uint32_t(plan.empty_per_stage)),
         stats_stride(uint32_t(plan.stats_stride)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
@@ -106,7 +109,10 @@ struct SmemView {
   __device__ uint32_t full_bar(int stage, int atom = 0) const {
     return full + (uint32_t(stage) * full_per_stage + atom) * sizeof(uint64_t);
   }
-  __device__ uint32_t empty_bar(int stage) const { return empty + stage * sizeof(uint64_t); }
+  // The slot's empty barrier, or that of its half `half` (empty_per_stage 2: MLA).
+  __device__ uint32_t empty_bar(int stage, int half = 0) const {
+    return empty + (uint32_t(stage) * empty_per_stage + half) * sizeof(uint64_t);
+  }
   // FP8: raw slot `stage` (its e4m3 rows; the scales follow them) and its barriers.
   __device__ uint32_t raw_slot(int stage) const { return raw + uint32_t(stage) * raw_bytes; }
   __device__ uint32_t raw_full_bar(int stage) const {

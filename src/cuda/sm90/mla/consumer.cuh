@@ -13,8 +13,17 @@
 //   -> publish P_j (bar.arrive) -> O *= alpha_j -> O += P_j V_j -> release j
 //
 // so one warpgroup's softmax runs while the tensor cores work on the other's products, every
-// 64 x 64 x 576 product is computed once, and a slot is released as soon as both halves of
-// its P V are done (it does not wait for the next tile to land). The hand-off is a named-barrier pair per
+// 64 x 64 x 576 product is computed once, and a slot is released as soon as its P V are done
+// (it does not wait for the next tile to land).
+//
+// Half release (kMlaHalfRelease): warpgroup w's P V is the last read of atoms
+// [4w, 4w + 4) of a slot (plus the rope atom, for w = 1): the owner's S = Q K^T read every atom
+// before it published P, which the other warpgroup's P V follows. So each warpgroup frees its
+// half alone, right after its own P V, and the producer reloads that half without waiting for
+// the other one; the owner of the next tile in the slot (the warpgroup that freed its half
+// first: it owned the tile before, too) starts S = Q K^T on its own half. A warpgroup waits
+// only on the full barriers of the atoms it reads: the other half may already hold the next
+// tile (its barriers two phases on). The hand-off is a named-barrier pair per
 // direction; P and the row state sit in one buffer each because every thread reads exactly
 // the words its counterpart (same thread index, same rows) wrote, before writing its own.
 #pragma once
@@ -32,6 +41,7 @@ namespace flashmfa::cuda::sm90 {
 struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
+  static constexpr bool kHalfRelease = kMlaHalfRelease;
   static constexpr bool kFp8 = false;         // 16-bit caches only
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
@@ -71,10 +81,25 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     return sm.slot(pos.stage) + uint32_t(warpgroup * Tr::kOutAtoms * kAtomBytes);
   }
 
-  // Every atom of the slot at `pos` has landed.
+  // Every atom of the slot at `pos` has landed (the owner: it reads them all).
   __device__ void wait_slot(const RingPos& pos) const {
 #pragma unroll 1
     for (int a = 0; a < Tr::kAtoms; ++a) mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
+  }
+  // The atoms of this warpgroup's V half have landed (the other warpgroup's tile: with half
+  // release, the rest of the slot may already be two fills on).
+  __device__ void wait_v_half(const RingPos& pos) const {
+    if constexpr (!Tr::kHalfRelease) return wait_slot(pos);
+#pragma unroll 1
+    for (int a = warpgroup * Tr::kOutAtoms; a < (warpgroup + 1) * Tr::kOutAtoms; ++a)
+      mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
+  }
+  // This warpgroup's reads of the slot at `pos` are complete: one arrival per warp (on its
+  // half's barrier under half release).
+  __device__ void release_slot(const RingPos& pos) const {
+    if constexpr (!Tr::kHalfRelease) return release(pos);
+    __syncwarp();
+    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
   }
 
   __device__ static void scale(Out& o, const float (&alpha)[kRowsPerThread]) {
@@ -143,14 +168,19 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     }
     float s[kAccRegs];
     // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
-    issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), [&](int atom) {
+    auto wait_atom = [&](int atom) {
       mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
       wgmma_fence();
-    });
+    };
+    // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
+    if (!Tr::kHalfRelease || warpgroup == 0)
+      issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
+    else
+      issue_qk<T, kMlaDk, kMlaLoAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     if (has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
-      release(prev);
+      release_slot(prev);
     }
     wgmma_wait<0>();
     fence_regs(s);
@@ -165,15 +195,15 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
     fence_acc(o);
-    release(pos);
+    release_slot(pos);
   }
 
-  // Issues O += P V for the other warpgroup's tile at `pos`: waits for its slot (so that the
-  // TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this warpgroup's
-  // O and row-sum share by its alpha. `a` holds P until the product completes.
+  // Issues O += P V for the other warpgroup's tile at `pos`: waits for the atoms it reads (so
+  // that the TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this
+  // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
   __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
                             OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread]) const {
-    wait_slot(pos);
+    wait_v_half(pos);
     take(a, softmax, alpha);
     scale(softmax, alpha);
     scale(o, alpha);
@@ -187,7 +217,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     add_other(pos, a, o, softmax, alpha);
     wgmma_wait<0>();
     fence_acc(o);
-    release(pos);
+    release_slot(pos);
   }
 
   __device__ void run(int part) const {

@@ -32,7 +32,12 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   if (threadIdx.x == 0) {
     for (int s = 0; s < Tr::kStages; ++s) {
       for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), 1);
-      mbar_init(sm.empty_bar(s), Tr::kReadersPerSlot);
+      if constexpr (Tr::kHalfRelease) {  // each half: the warps of the warpgroup that frees it
+        mbar_init(sm.empty_bar(s, 0), kWarpsPerWarpgroup);
+        mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
+      } else {
+        mbar_init(sm.empty_bar(s), Tr::kReadersPerSlot);
+      }
     }
     fence_mbar_init();
     launch_dependents();
