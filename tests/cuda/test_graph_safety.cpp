@@ -174,6 +174,15 @@ void sanitizer_suite(DecodeArgs::Path path) {
       // Hopper path (page 64, not MLA) the raw ring and the dequantizing warps.
       if (v == Variant::mla() || v == Variant::mfa() || v == Variant::mfa_kr(128))
         run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page), p);
+      // More than 64 rows of one KV head (160: the sm_90a row split's two warpgroups on 128
+      // rows, then a CTA whose second warpgroup has no rows and only follows the ring).
+      if (v == Variant::mfa() || v == Variant::mfa_kr(128)) {
+        ProblemSpec r = s;
+        r.h_kv = 1;
+        r.h_q = 40;
+        r.s_q = 4;
+        run_and_check(r, "sanitizer 160 rows " + v.name() + " page " + std::to_string(page), p);
+      }
     }
   }
   LyingProblem lp(Variant::mla());

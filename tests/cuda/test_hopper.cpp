@@ -71,6 +71,33 @@ TEST(HopperPath, MlaHeadsAndLongItems) {
   }
 }
 
+// The 16-bit decode kernel (MFA, MFA-KR 256 and 128, GQA d 128) at row counts on both sides of
+// 64 per KV head: the KV split (<= 64 rows), the row split (two warpgroups on 128 rows), and
+// row tiles whose second warpgroup has some rows (h_q 100 at s_q 1: 100) or none (h_q 40 at
+// s_q 4: 160, the second CTA's second warpgroup only follows the ring).
+TEST(HopperPath, DecodeRowCounts) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256), Variant::mfa_kr(128), Variant::mqa(128)})
+    for (int h_q : {9, 40, 64, 100, 128})
+      for (int s_q : {1, 2, 4})
+        for (bool causal : {false, true}) {
+          if (s_q == 1 && causal) continue;
+          ProblemSpec s;
+          s.variant = v;
+          s.dtype = n % 2 ? DType::f16 : DType::bf16;
+          s.h_kv = v == Variant::mqa(128) && h_q % 2 == 0 ? 2 : 1;
+          s.h_q = h_q;
+          s.s_q = s_q;
+          s.causal = causal;
+          s.page_size = n % 3 == 2 ? 256 : 64;
+          s.b = 6;
+          s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
+          s.seed = 7000 + n++;
+          run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+        }
+}
+
 // fp8_row caches on the decode kernel's FP8 form (raw ring, dequantizing warps): MFA, MFA-KR
 // 256 and 128, GQA d 128 with 2 and 8 KV heads, against the reference on the same FP8 cache
 // (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above plus items long

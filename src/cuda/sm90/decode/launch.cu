@@ -52,7 +52,7 @@ bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st,
 // is compiled; FLASHMFA_SM90_ROW_SPLIT=1 chooses it for more than 64 rows of 16-bit caches
 // (an experiment: it deadlocked in an earlier form, docs/perf-notes.md).
 #ifndef FLASHMFA_SM90_ROW_SPLIT
-#define FLASHMFA_SM90_ROW_SPLIT 0
+#define FLASHMFA_SM90_ROW_SPLIT 1
 #endif
 KernelConfig default_shape(const detail::DecodeParams& p) {
   KernelConfig cfg;
