@@ -16,10 +16,10 @@
 // instantiated for bf16 and f16 (kernel_bf16.cu, kernel_f16.cu). D = d_k = d_v; "V aliases K"
 // (MFA-KR) and the number of KV heads are run-time parameters of the same kernel, so (256, ..)
 // covers MFA and MFA-KR 256, (128, ..) MFA-KR 128 and GQA with d 128. One consumer warpgroup
-// owns 64 query rows (wgmma's M). choose() always takes (D, 2, true): two warpgroups share 64
-// rows and take alternate tiles; more rows take more 64-row CTAs. The other two forms are kept
-// for comparison and for the open row-split problem (make_config, docs/perf-notes.md): one
-// warpgroup, and two warpgroups on 128 rows that both read every tile.
+// owns 64 query rows (wgmma's M). choose() takes (D, 2, true) -- two warpgroups share 64 rows
+// and take alternate tiles, more rows take more 64-row CTAs -- or, for more than 128 rows of a
+// 16-bit cache, (D, 2, false): two warpgroups on 128 rows that both read every tile
+// (launch.cu, default_shape). The one-warpgroup form is kept for comparison.
 #define FLASHMFA_SM90_KERNELS(X) \
   X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
 // The forms compiled for FP8 caches (fp8_row): the one choose() takes.

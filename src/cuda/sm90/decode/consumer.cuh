@@ -2,8 +2,9 @@
 // Q, then per KV tile: S = Q K^T, mask + online softmax, O += P V; then the epilogue.
 //
 // Two ways to use two consumer warpgroups (KV_SPLIT, KernelConfig::kv_split):
-//   row split (s_q * q_per_kv > 64): each warpgroup owns 64 query rows and reads every tile;
-//   KV split (<= 64 rows): both own the same 64 rows and take alternate tiles (each from its
+//   row split (more than 128 rows, launch.cu): each warpgroup owns 64 query rows and reads
+//     every tile;
+//   KV split (64 rows per CTA): both own the same 64 rows and take alternate tiles (each from its
 //     own half of the ring, see RingPos), each with its own O and softmax state, merged
 //     through shared memory at the end of the work item. This
 //     doubles the consumer rate, which MFA-KR needs (32 KB of HBM per tile but the same two

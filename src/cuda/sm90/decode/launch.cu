@@ -44,20 +44,23 @@ bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st,
          (h_kv == 1 || stride_ok(sh, elem_bytes));
 }
 
-// Two consumer warpgroups on the same 64 query rows of a KV head, taking alternate tiles (KV
-// split): the consumers' rate doubles, which MFA-KR needs and which gives MFA slack for the
-// per-item pauses. More than 64 rows take more 64-row tiles (grid.x); their CTAs are launched
-// next to each other and stream the same tiles at the same time, so DRAM reads them about once
-// (L2 hits for the others). The row-split form (two warpgroups on 128 rows reading every tile)
-// is compiled; FLASHMFA_SM90_ROW_SPLIT=1 chooses it for more than 64 rows of 16-bit caches
-// (an experiment: it deadlocked in an earlier form, docs/perf-notes.md).
+// Two consumer warpgroups per CTA, in one of two forms (consumer.cuh):
+//   KV split (<= 128 rows of a KV head, and every FP8 cache): both on the same 64 query rows,
+//     taking alternate tiles; the consumers' rate doubles, which MFA-KR needs and which gives
+//     MFA slack for the per-item pauses. 65..128 rows take two 64-row CTAs (grid.x), launched
+//     next to each other, so DRAM reads each tile about once (L2 hits for the other);
+//   row split (> 128 rows of 16-bit caches): each warpgroup owns 64 of the CTA's 128 rows and
+//     reads every tile, so a part's tiles are streamed by half as many CTAs (MFA s_q 4, h_q 64:
+//     2 CTAs instead of 4; -8% MFA, -6% MFA-KR on the H100, docs/perf-notes.md G.2). At 128
+//     rows the KV split's two CTAs measured 4% faster than one row-split CTA.
+// FLASHMFA_SM90_ROW_SPLIT=0 builds the KV split for every row count (comparison).
 #ifndef FLASHMFA_SM90_ROW_SPLIT
 #define FLASHMFA_SM90_ROW_SPLIT 1
 #endif
 KernelConfig default_shape(const detail::DecodeParams& p) {
   KernelConfig cfg;
   cfg.warpgroups = 2;
-  const bool many_rows = p.s_q * p.q_per_kv > kRowsPerWarpgroup;
+  const bool many_rows = p.s_q * p.q_per_kv > 2 * kRowsPerWarpgroup;
   cfg.kv_split = !(FLASHMFA_SM90_ROW_SPLIT && many_rows && p.kv_format == CacheFormat::native);
   return cfg;
 }
