@@ -40,12 +40,14 @@ struct Producer {
   int kv_head;
   int lane = 0;  // FP8: warp 0 runs the producer; 16-bit: thread 0 alone
 
-  // Boxes [first, last) of a tile into the slot at `pos`, each on its own full barrier.
+  // Boxes [FIRST, LAST) of a tile into the slot at `pos`, each on its own full barrier
+  // (unrolled: the box offsets are immediates of the one producer thread's instruction stream).
+  template <int FIRST, int LAST>
   __device__ void load_atoms(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
-                             uint64_t policy, int first, int last) const {
+                             uint64_t policy) const {
     const uint32_t dst = sm.slot(pos.stage);
-#pragma unroll 1
-    for (int a = first; a < last; ++a) {
+#pragma unroll
+    for (int a = FIRST; a < LAST; ++a) {
       const uint32_t full = sm.full_bar(pos.stage, a);
       if (src.page_ok) {
         mbar_arrive_expect_tx(full, kAtomBytes);
@@ -64,11 +66,20 @@ struct Producer {
     // Free slots complete the phase before the one the consumers wait on: a fresh barrier
     // counts as having completed phase "1", so the first pass does not block.
     if constexpr (Tr::kHalfRelease) {
-      for (int i = 0; i < 2; ++i) {
-        const int half = i == 0 ? owner : 1 - owner;
-        mbar_wait(sm.empty_bar(pos.stage, half), pos.phase ^ 1);
-        load_atoms(pos, map, src, policy, half == 0 ? 0 : kMlaLoAtoms,
-                   half == 0 ? kMlaLoAtoms : Tr::kAtoms);
+      auto lo = [&] {
+        mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
+        load_atoms<0, kMlaLoAtoms>(pos, map, src, policy);
+      };
+      auto hi = [&] {
+        mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
+        load_atoms<kMlaLoAtoms, Tr::kAtoms>(pos, map, src, policy);
+      };
+      if (owner == 0) {
+        lo();
+        hi();
+      } else {
+        hi();
+        lo();
       }
       pos.advance();
       return;
@@ -76,7 +87,7 @@ struct Producer {
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.slot(pos.stage);
     if constexpr (Tr::kFullPerAtom) {  // one barrier per 64-column atom
-      load_atoms(pos, map, src, policy, 0, Tr::kAtoms);
+      load_atoms<0, Tr::kAtoms>(pos, map, src, policy);
     } else {
       const uint32_t full = sm.full_bar(pos.stage);
       if (src.page_ok) {
