@@ -174,14 +174,17 @@ FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_spl
 // One full barrier per 64-column atom: S = Q K^T starts on the first atoms of a tile while
 // the rest is still arriving. With kMlaHalfRelease, two empty barriers per slot: atoms
 // [0, kMlaLoAtoms) (consumer warpgroup 0's V columns) and the rest (warpgroup 1's V columns
-// and the rope atom) are freed and reloaded separately (mla/consumer.cuh).
-// FLASHMFA_SM90_MLA_HALF_RELEASE=0 builds the whole-slot release for comparison.
+// and the rope atom) are freed and reloaded separately (mla/consumer.cuh) when a KV head has
+// more than kMlaHalfReleaseRows query rows (the compute-bound shapes: -2.5% at h_q 128 on the
+// H100; the memory-bound h_q 16 rows measured +1.2% with it, so they keep the whole-slot
+// release). FLASHMFA_SM90_MLA_HALF_RELEASE=0 builds the whole-slot release only.
 #ifndef FLASHMFA_SM90_MLA_HALF_RELEASE
 #define FLASHMFA_SM90_MLA_HALF_RELEASE 1
 #endif
 constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaLoAtoms = kMlaDv / kAtomCols / 2;  // 4
+constexpr int kMlaHalfReleaseRows = 64;
 FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
   return SmemPlan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
                   sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0,

@@ -26,8 +26,9 @@ namespace flashmfa::cuda::sm90 {
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
 // (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box) and
-// kHalfRelease (MLA: boxes [0, kMlaLoAtoms) and the rest of a slot are freed separately; the
-// half of the warpgroup that owns the tile -- its S = Q K^T starts there -- is loaded first).
+// kHalfRelease (MLA, where Tr::half_release(p): boxes [0, kMlaLoAtoms) and the rest of a slot
+// are freed separately; the half of the warpgroup that owns the tile -- its S = Q K^T starts
+// there -- is loaded first; otherwise the whole slot waits on barrier 0).
 template <class Tr>
 struct Producer {
   static constexpr bool KV_SPLIT = Tr::kKvSplit;
@@ -65,7 +66,7 @@ struct Producer {
                             uint64_t policy, int owner = 0) const {
     // Free slots complete the phase before the one the consumers wait on: a fresh barrier
     // counts as having completed phase "1", so the first pass does not block.
-    if constexpr (Tr::kHalfRelease) {
+    if constexpr (Tr::kHalfRelease) if (Tr::half_release(p)) {
       auto lo = [&] {
         mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
         load_atoms<0, kMlaLoAtoms>(pos, map, src, policy);

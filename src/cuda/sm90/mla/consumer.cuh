@@ -16,7 +16,7 @@
 // 64 x 64 x 576 product is computed once, and a slot is released as soon as its P V are done
 // (it does not wait for the next tile to land).
 //
-// Half release (kMlaHalfRelease): warpgroup w's P V is the last read of atoms
+// Half release (MlaTraits::half_release: more than 64 rows): warpgroup w's P V is the last read of atoms
 // [4w, 4w + 4) of a slot (plus the rope atom, for w = 1): the owner's S = Q K^T read every atom
 // before it published P, which the other warpgroup's P V follows. So each warpgroup frees its
 // half alone, right after its own P V, and the producer reloads that half without waiting for
@@ -42,6 +42,11 @@ struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease;
+  // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
+  // and the consumers derive it from the same parameters.
+  __device__ static bool half_release(const detail::DecodeParams& p) {
+    return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
+  }
   static constexpr bool kFp8 = false;         // 16-bit caches only
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
@@ -89,7 +94,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   // The atoms of this warpgroup's V half have landed (the other warpgroup's tile: with half
   // release, the rest of the slot may already be two fills on).
   __device__ void wait_v_half(const RingPos& pos) const {
-    if constexpr (!Tr::kHalfRelease) return wait_slot(pos);
+    if (!Tr::half_release(p)) return wait_slot(pos);
 #pragma unroll 1
     for (int a = warpgroup * Tr::kOutAtoms; a < (warpgroup + 1) * Tr::kOutAtoms; ++a)
       mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
@@ -97,7 +102,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   // This warpgroup's reads of the slot at `pos` are complete: one arrival per warp (on its
   // half's barrier under half release).
   __device__ void release_slot(const RingPos& pos) const {
-    if constexpr (!Tr::kHalfRelease) return release(pos);
+    if (!Tr::half_release(p)) return release(pos);
     __syncwarp();
     if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
   }
@@ -173,7 +178,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       wgmma_fence();
     };
     // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
-    if (!Tr::kHalfRelease || warpgroup == 0)
+    if (!Tr::half_release(p) || warpgroup == 0)
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
       issue_qk<T, kMlaDk, kMlaLoAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);

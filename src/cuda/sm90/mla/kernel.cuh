@@ -32,12 +32,11 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   if (threadIdx.x == 0) {
     for (int s = 0; s < Tr::kStages; ++s) {
       for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), 1);
-      if constexpr (Tr::kHalfRelease) {  // each half: the warps of the warpgroup that frees it
-        mbar_init(sm.empty_bar(s, 0), kWarpsPerWarpgroup);
-        mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
-      } else {
-        mbar_init(sm.empty_bar(s), Tr::kReadersPerSlot);
-      }
+      // Half release: each half counts the warps of the warpgroup that frees it; otherwise
+      // barrier 0 counts every consumer warp (and barrier 1 is unused).
+      const bool half = Tr::half_release(p);
+      mbar_init(sm.empty_bar(s, 0), half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot);
+      if constexpr (Tr::kHalfRelease) mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
     }
     fence_mbar_init();
     launch_dependents();
