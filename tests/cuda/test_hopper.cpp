@@ -24,6 +24,25 @@ bool have_hopper_path() {
 #define SKIP_WITHOUT_HOPPER_PATH()                                                     \
   if (!have_hopper_path()) GTEST_SKIP() << "no sm_90 device or no sm_90 build: skipped"
 
+// Case n of a row-count sweep: six sequences -- empty, one token, a partial first tile, a single
+// full tile, an odd tile count and one long enough to be split over parts -- on pages of 64,
+// every third case 256.
+ProblemSpec row_case(Variant v, DType dtype, int h_kv, int h_q, int s_q, bool causal, int n,
+                     int seed0) {
+  ProblemSpec s;
+  s.variant = v;
+  s.dtype = dtype;
+  s.h_kv = h_kv;
+  s.h_q = h_q;
+  s.s_q = s_q;
+  s.causal = causal;
+  s.page_size = n % 3 == 2 ? 256 : 64;
+  s.b = 6;
+  s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
+  s.seed = seed0 + n;
+  return s;
+}
+
 // MLA (d_k 576, d_v 512 from the K rows): the seesaw kernel's every row count and tail case.
 // Lengths: empty, one token, a partial first tile, a single full tile, an odd and an even tile
 // count (which warpgroup owns the last tile), and one long enough to be split over parts.
@@ -34,16 +53,8 @@ TEST(HopperPath, MlaMatchesReference) {
     for (int h_q : {1, 3, 9, 16, 63, 64, 126, 128})
       for (int s_q : {1, 2, 4})
         for (bool causal : {false, true}) {
-          ProblemSpec s;
-          s.variant = Variant::mla();
-          s.dtype = dtype;
-          s.h_q = h_q;
-          s.s_q = s_q;
-          s.causal = causal;
-          s.page_size = n % 3 == 2 ? 256 : 64;
-          s.b = 6;
-          s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
-          s.seed = 4000 + n++;
+          const ProblemSpec s = row_case(Variant::mla(), dtype, 1, h_q, s_q, causal, n, 4000);
+          ++n;
           run_and_check(s, describe(s), DecodeArgs::Path::hopper);
         }
 }
@@ -83,17 +94,10 @@ TEST(HopperPath, DecodeRowCounts) {
       for (int s_q : {1, 2, 4})
         for (bool causal : {false, true}) {
           if (s_q == 1 && causal) continue;
-          ProblemSpec s;
-          s.variant = v;
-          s.dtype = n % 2 ? DType::f16 : DType::bf16;
-          s.h_kv = v == Variant::mqa(128) && h_q % 2 == 0 ? 2 : 1;
-          s.h_q = h_q;
-          s.s_q = s_q;
-          s.causal = causal;
-          s.page_size = n % 3 == 2 ? 256 : 64;
-          s.b = 6;
-          s.seqlens = {0, 1, 40, 64, 193, 1500 + 7 * n};
-          s.seed = 7000 + n++;
+          const int h_kv = v == Variant::mqa(128) && h_q % 2 == 0 ? 2 : 1;
+          const ProblemSpec s = row_case(v, n % 2 ? DType::f16 : DType::bf16, h_kv, h_q, s_q,
+                                         causal, n, 7000);
+          ++n;
           run_and_check(s, describe(s), DecodeArgs::Path::hopper);
         }
 }
