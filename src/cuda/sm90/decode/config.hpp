@@ -173,7 +173,7 @@ FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_spl
 // row max and rescale factor of the last tile plus each warpgroup's row sums (4 x 64 f32).
 // One full barrier per 64-column atom: S = Q K^T starts on the first atoms of a tile while
 // the rest is still arriving. With kMlaHalfRelease, two empty barriers per slot: atoms
-// [0, kMlaLoAtoms) (consumer warpgroup 0's V columns) and the rest (warpgroup 1's V columns
+// [0, kMlaOutAtoms) (consumer warpgroup 0's V columns) and the rest (warpgroup 1's V columns
 // and the rope atom) are freed and reloaded separately (mla/consumer.cuh) when a KV head has
 // more than kMlaHalfReleaseRows query rows (the compute-bound shapes: -2.5% at h_q 128 on the
 // H100; the memory-bound h_q 16 rows measured +1.2% with it, so they keep the whole-slot
@@ -183,7 +183,7 @@ FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_spl
 #endif
 constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
-constexpr int kMlaLoAtoms = kMlaDv / kAtomCols / 2;  // 4
+constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
 FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
   return SmemPlan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,

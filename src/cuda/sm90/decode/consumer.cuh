@@ -207,8 +207,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       } else {
 #pragma unroll 1
         for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-          // KV split: alternate tiles; row split: every warpgroup reads every tile.
-          if (KV_SPLIT && tile_owner<KV_SPLIT>(blk, it.block_begin) != warpgroup) continue;
+          if (!reads_tile<KV_SPLIT>(blk, it.block_begin, warpgroup)) continue;
           tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
                precise);
         }

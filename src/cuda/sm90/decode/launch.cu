@@ -60,7 +60,7 @@ bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st,
 KernelConfig default_shape(const detail::DecodeParams& p) {
   KernelConfig cfg;
   cfg.warpgroups = 2;
-  const bool many_rows = p.s_q * p.q_per_kv > 2 * kRowsPerWarpgroup;
+  const bool many_rows = detail::rows_per_kv_head(p) > 2 * kRowsPerWarpgroup;
   cfg.kv_split = !(FLASHMFA_SM90_ROW_SPLIT && many_rows && p.kv_format == CacheFormat::native);
   return cfg;
 }

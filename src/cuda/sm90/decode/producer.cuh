@@ -26,7 +26,7 @@ namespace flashmfa::cuda::sm90 {
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
 // (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box) and
-// kHalfRelease (MLA, where Tr::half_release(p): boxes [0, kMlaLoAtoms) and the rest of a slot
+// kHalfRelease (MLA, where Tr::half_release(p): boxes [0, kMlaOutAtoms) and the rest of a slot
 // are freed separately; the half of the warpgroup that owns the tile -- its S = Q K^T starts
 // there -- is loaded first; otherwise the whole slot waits on barrier 0).
 template <class Tr>
@@ -60,30 +60,38 @@ struct Producer {
     }
   }
 
+  // Half release: each half of the slot as soon as it is free, `owner`'s half first. Free
+  // slots complete the phase before the one the consumers wait on: a fresh barrier counts as
+  // having completed phase "1", so the first pass does not block.
+  __device__ void load_halves(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
+                              uint64_t policy, int owner) const {
+    auto lo = [&] {
+      mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
+      load_atoms<0, kMlaOutAtoms>(pos, map, src, policy);
+    };
+    auto hi = [&] {
+      mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
+      load_atoms<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
+    };
+    if (owner == 0) {
+      lo();
+      hi();
+    } else {
+      hi();
+      lo();
+    }
+  }
+
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
   // `owner`: the consumer warpgroup that computes the tile's S = Q K^T (kHalfRelease only).
   __device__ void load_tile(RingPos& pos, const CUtensorMap* map, const TileSource& src,
                             uint64_t policy, int owner = 0) const {
-    // Free slots complete the phase before the one the consumers wait on: a fresh barrier
-    // counts as having completed phase "1", so the first pass does not block.
-    if constexpr (Tr::kHalfRelease) if (Tr::half_release(p)) {
-      auto lo = [&] {
-        mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
-        load_atoms<0, kMlaLoAtoms>(pos, map, src, policy);
-      };
-      auto hi = [&] {
-        mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
-        load_atoms<kMlaLoAtoms, Tr::kAtoms>(pos, map, src, policy);
-      };
-      if (owner == 0) {
-        lo();
-        hi();
-      } else {
-        hi();
-        lo();
+    if constexpr (Tr::kHalfRelease) {
+      if (Tr::half_release(p)) {
+        load_halves(pos, map, src, policy, owner);
+        pos.advance();
+        return;
       }
-      pos.advance();
-      return;
     }
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.slot(pos.stage);
@@ -162,7 +170,7 @@ struct Producer {
         const TileSource src = tile_source(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
-          load_tile(pos, k_map, src, policy, (blk - it.block_begin) & 1);
+          load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);
         };
         // Two calls rather than a reference chosen at run time: that would put the rings in

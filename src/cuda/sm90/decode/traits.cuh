@@ -181,10 +181,21 @@ __device__ __forceinline__ RingPos ring_of(int warpgroup) {
   return warpgroup == 0 ? RingPos(0, kHalf) : RingPos(kHalf, STAGES);
 }
 
+// Of two consumer warpgroups taking turns over a work item's tiles (KV split; MLA's S = Q K^T),
+// the one that takes tile `blk`.
+__device__ __forceinline__ int alternate_owner(int blk, int block_begin) {
+  return (blk - block_begin) & 1;
+}
 // Which consumer warpgroup's ring carries tile `blk` of a work item (KV split: alternate tiles).
 template <bool KV_SPLIT>
 __device__ __forceinline__ int tile_owner(int blk, int block_begin) {
-  return KV_SPLIT ? (blk - block_begin) & 1 : 0;
+  return KV_SPLIT ? alternate_owner(blk, block_begin) : 0;
+}
+// Whether consumer warpgroup `warpgroup` reads tile `blk`: its own tiles under a KV split, every
+// tile under a row split.
+template <bool KV_SPLIT>
+__device__ __forceinline__ bool reads_tile(int blk, int block_begin, int warpgroup) {
+  return !KV_SPLIT || alternate_owner(blk, block_begin) == warpgroup;
 }
 
 // What every consumer warpgroup of a CTA knows about itself, and the synchronization it shares

@@ -16,9 +16,9 @@
 // 64 x 64 x 576 product is computed once, and a slot is released as soon as its P V are done
 // (it does not wait for the next tile to land).
 //
-// Half release (MlaTraits::half_release: more than 64 rows): warpgroup w's P V is the last read of atoms
-// [4w, 4w + 4) of a slot (plus the rope atom, for w = 1): the owner's S = Q K^T read every atom
-// before it published P, which the other warpgroup's P V follows. So each warpgroup frees its
+// Half release (MlaTraits::half_release: more than 64 rows): warpgroup w's P V is the last
+// read of atoms [4w, 4w + 4) of a slot (plus the rope atom, for w = 1): the owner's S = Q K^T
+// read every atom before it published P, which the other warpgroup's P V follows. So each warpgroup frees its
 // half alone, right after its own P V, and the producer reloads that half without waiting for
 // the other one; the owner of the next tile in the slot (the warpgroup that freed its half
 // first: it owned the tile before, too) starts S = Q K^T on its own half. A warpgroup waits
@@ -50,7 +50,7 @@ struct MlaTraits {
   static constexpr bool kFp8 = false;         // 16-bit caches only
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
-  static constexpr int kOutAtoms = kMlaDv / kAtomCols / 2;           // 4 per warpgroup
+  static constexpr int kOutAtoms = kMlaOutAtoms;                      // 4 per warpgroup
   static constexpr int kWarpgroups = 2;
   static constexpr int kConsumerThreads = kWarpgroups * kWarpgroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;
@@ -181,7 +181,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     if (!Tr::half_release(p) || warpgroup == 0)
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
-      issue_qk<T, kMlaDk, kMlaLoAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
+      issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     if (has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
@@ -251,7 +251,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       RingPos pending_pos = pos;
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if (((blk - it.block_begin) & 1) == warpgroup) {
+        if (alternate_owner(blk, it.block_begin) == warpgroup) {
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
                    visible, q_tile, o, softmax);
           pending = false;
