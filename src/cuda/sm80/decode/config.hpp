@@ -62,7 +62,6 @@ constexpr int kChunkElems = kChunkBytes / kElemBytes;
 constexpr int kMinStages = 2;              // one tile computing while the next one lands
 constexpr int kMaxStages = 4;              // cp.async.wait_group dispatch covers 0..2 pending
 constexpr int kSmemAlign = 128;
-constexpr int kLoaderBarrier = 1;          // named barrier of the loader warps (DEFER_PV)
 
 // Loads: 8 threads cover one 128-byte span of a row, so a warp instruction reads 4 rows x 128
 // contiguous bytes; a pass of the CTA covers kLoadRowsPerPass rows.

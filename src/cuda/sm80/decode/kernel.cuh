@@ -15,10 +15,6 @@
 //     S = Q K_i^T (S warps); mask; row max -> red;  barrier B1
 //     fold maxima, O *= alpha (all); P -> smem (S warps);  barrier B2
 //     O += P V_i (all warps, each its own columns); with split_p also += (P - T(P)) V_i
-//
-// With Tr::DEFER_PV (the wide tiles whose S leaves the loader warps idle), the loader warps
-// run their O += P V_i after barrier A of tile i+1, beside S_{i+1}, then meet at a barrier of
-// their own and issue the copies into the stage of i; after the last tile they run its P V.
 //   row sums -> red; barrier; normalize and write out/lse or the partial slot; barrier
 //
 // V is K's stage buffer when p.v_aliases_k (each K tile is loaded once and feeds both
@@ -143,27 +139,14 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.f;
 
-    // O += P V_i (the P tile, V of stage s) on this warp's columns.
-    auto pv = [&](int s) {
-      pv_product.run(p_tile, v_stage(s), o);
-      if (kp.split_p) pv_product.run(p_lo_tile, v_stage(s), o);
-    };
-
-    int read_stage = 0, prev_stage = 0;
+    int read_stage = 0;
     for (int tile = it.block_begin; tile < it.block_end; ++tile) {
       cp_async_wait_dyn(stages - 2);
-      // A: tile landed for everyone; every warp but the deferring loaders (DEFER_PV) is done
-      // with the last stage. The barrier also ORs the threads' "skipped a page in this tile" bits.
+      // A: tile landed for everyone; every warp is done with the last stage. The barrier also
+      // ORs the threads' "skipped a page in this tile" bits.
       const bool tile_bad = __syncthreads_or((bad_bits >> read_stage) & 1u);
+      const bool masked = tile_bad || (tile + 1) * BLOCK_N - 1 > min_limit;
 
-      if constexpr (Tr::DEFER_PV) {
-        // The loader warps: tile - 1's P V first (P stays until B1, its stage until these
-        // copies), then they meet, since each one's copies cover every warp's columns.
-        if (!s_warp && tile > it.block_begin) {
-          pv(prev_stage);
-          named_barrier_sync(kLoaderBarrier, kThreads - Tr::KV_LOAD_FIRST_THREAD);
-        }
-      }
       const int ahead = tile + stages - 1;
       if (ahead < it.block_end) {
         const bool saw_bad =
@@ -179,7 +162,6 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
         __syncthreads();  // D: the dequantized K (and V) tile is complete
       }
 
-      const bool masked = tile_bad || (tile + 1) * BLOCK_N - 1 > min_limit;
       float acc[Tr::S_MT][Tr::S_NT][4];
       if (s_warp) {
         s_product.run(q_tile, k_stage(read_stage), acc);
@@ -196,12 +178,10 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
                              p_lo_tile);
       __syncthreads();  // B2: P is complete
 
-      if (!Tr::DEFER_PV || s_warp) pv(read_stage);
-      prev_stage = read_stage;
+      pv_product.run(p_tile, v_stage(read_stage), o);
+      if (kp.split_p) pv_product.run(p_lo_tile, v_stage(read_stage), o);
       read_stage = read_stage + 1 == stages ? 0 : read_stage + 1;
     }
-    if constexpr (Tr::DEFER_PV)
-      if (!s_warp && it.block_begin < it.block_end) pv(prev_stage);  // the last tile's
 
     // Epilogue. red is free: its last readers (update_max) ran before B2.
     if (s_warp) softmax.publish_sums(wm, wn, lane, red);

@@ -158,10 +158,4 @@ __device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
 
-// bar.sync on named barrier `id` (1..15; 0 is __syncthreads') for `threads` threads, a
-// multiple of 32: a subset of the CTA's warps meets without stopping the others.
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 }  // namespace flashmfa::cuda::sm80

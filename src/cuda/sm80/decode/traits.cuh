@@ -17,11 +17,6 @@
 #define FLASHMFA_SM80_SPLIT_LOADS 1
 #endif
 
-// Same-machine A/B switch of the loader warps' deferred P V (Traits::DEFER_PV); on by default.
-#ifndef FLASHMFA_SM80_DEFER_PV
-#define FLASHMFA_SM80_DEFER_PV 1
-#endif
-
 namespace flashmfa::cuda::sm80 {
 
 // Everything the kernel reads, passed by value (one launch argument).
@@ -102,11 +97,6 @@ struct Traits {
   static constexpr bool SPLIT_LOADS =
       FLASHMFA_SM80_SPLIT_LOADS && !FP8 && S_WARPS < kWarps && S_MT > 1;
   static constexpr int KV_LOAD_FIRST_THREAD = SPLIT_LOADS ? S_WARPS * 32 : 0;
-  // With split loads, the loader warps also defer their P V of tile i into the next tile's S
-  // phase (kernel.cuh): they compute O += P_i V_i on their columns while the S warps compute
-  // S_{i+1}, then issue tile i + STAGES's copies into the stage they just finished reading, so
-  // each tile's P V phase feeds the tensor pipes from the S warps alone.
-  static constexpr bool DEFER_PV = SPLIT_LOADS && FLASHMFA_SM80_DEFER_PV;
   static constexpr int KV_ROWS_PER_PASS = (kThreads - KV_LOAD_FIRST_THREAD) / kLoadThreadsPerRow;
   static constexpr int LOAD_ROWS = BLOCK_N / KV_ROWS_PER_PASS;  // KV rows per loader thread
   // Q (all threads): rows (tid / 8) + 32 i.

@@ -60,32 +60,19 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   }
 
   // S of the tile of tokens [token, token + valid) into P (masked to each row's visible
-  // tokens), the running max and sum updated; alpha: the factor O's rows must be multiplied by
-  // before this tile's P V is added.
-  __device__ void scores_to_p(float (&s)[kAccRegs], int token, int valid,
-                              const int (&visible)[kRowsPerThread], OnlineSoftmax& softmax,
-                              float (&alpha)[kRowsPerThread]) const {
+  // tokens), the running max and sum updated, and O rescaled to the new max.
+  __device__ void softmax_step(float (&s)[kAccRegs], int token, int valid,
+                               const int (&visible)[kRowsPerThread],
+                               float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax) const {
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+    float alpha[kRowsPerThread];
     softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
-  }
-
-  static __device__ void rescale(float (&o)[Tr::kAtoms][kAccRegs],
-                                 const float (&alpha)[kRowsPerThread]) {
 #pragma unroll
     for (int at = 0; at < Tr::kAtoms; ++at)
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) o[at][i] *= alpha[acc_row(i)];
-  }
-
-  // scores_to_p, then O rescaled to the new max.
-  __device__ void softmax_step(float (&s)[kAccRegs], int token, int valid,
-                               const int (&visible)[kRowsPerThread],
-                               float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax) const {
-    float alpha[kRowsPerThread];
-    scores_to_p(s, token, valid, visible, softmax, alpha);
-    rescale(o, alpha);
   }
 
   // FP8: the raw slot at `pos` into this warpgroup's 16-bit tile `buf` (rows [valid, 64)
@@ -165,70 +152,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     pos.advance();
   }
 
-  // The tiles of one work item that this warpgroup reads (16-bit cache, P rounded once), with
-  // each tile's S = Q K^T and softmax running while the previous tile's O += P V does
-  // (FlashAttention-3's intra-warpgroup pipelining). The first tile's S and softmax run alone;
-  // then, per further tile n after tile j:
-  //
-  //   wait full[K_n] -> issue S_n | wait full[V_j] -> issue O += P_j V_j
-  //   wait S_n -> [release K_n] -> softmax of S_n | wait P V -> release V_j -> rescale O, pack P_n
-  //
-  // and the last tile's P V alone. The warpgroup holds V_j's slot and K_n's (the next one in
-  // its ring) at once; every earlier slot of its ring is released, so the producer's fill
-  // order never waits on a slot this warpgroup has not read. P_j's packed fragments stay
-  // untouched until the P V that reads them has completed (wgmma reads A registers late).
-  __device__ void item_overlapped(RingPos& pos, const WorkItem& it,
-                                  const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                                  float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax) const {
-    constexpr int kStep = KV_SPLIT ? 2 : 1;  // KV split: this warpgroup's alternate tiles
-    const bool aliased = p.v_aliases_k;
-    int blk = it.block_begin + (KV_SPLIT ? warpgroup : 0);
-    if (blk >= it.block_end) return;
-    int valid = tile_source(p, it, blk).valid;
-    acquire(pos, aliased, valid);
-    float s[kAccRegs];
-    gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage));
-    if (!aliased) {
-      release(pos);
-      pos.advance();
-    }
-    // pos: tile j's V slot (aliased: its only slot). O is zero: no rescale before the first P V.
-    float alpha[kRowsPerThread];
-    scores_to_p(s, blk * kBlockN, valid, visible, softmax, alpha);
-    uint32_t a[kPvSteps][4];
-    pack_p<T>(s, a);
-#pragma unroll 1
-    for (int next = blk + kStep; next < it.block_end; next += kStep) {
-      RingPos kpos = pos;
-      kpos.advance();  // K_n: the slot after V_j
-      const int next_valid = tile_source(p, it, next).valid;
-      acquire(kpos, aliased, next_valid);
-      issue_qk<T, D>(s, q_tile, sm.slot(kpos.stage));
-      if (!aliased) acquire(pos, true, valid);
-      issue_pv<T, Tr::kAtoms>(o, a, sm.slot(pos.stage));
-      wgmma_wait<1>();  // S_n (committed first) is complete; P_j V_j may still run
-      fence_regs(s);
-      if (!aliased) {
-        release(kpos);
-        kpos.advance();
-      }
-      scores_to_p(s, next * kBlockN, next_valid, visible, softmax, alpha);
-      wgmma_wait<0>();
-      fence_acc(o);
-      release(pos);
-      pos = kpos;  // tile n's V slot
-      rescale(o, alpha);
-      pack_p<T>(s, a);
-      valid = next_valid;
-    }
-    if (!aliased) acquire(pos, true, valid);
-    issue_pv<T, Tr::kAtoms>(o, a, sm.slot(pos.stage));
-    wgmma_wait<0>();
-    fence_acc(o);
-    release(pos);
-    pos.advance();
-  }
-
   // A row-split warpgroup with no query rows (the second one of the last row tile) still takes
   // part in every slot hand-off and tail clearing, so that the ring and barriers keep moving.
   __device__ void run_idle(int part) const {
@@ -281,8 +204,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 
       if constexpr (FP8) {
         item_fp8(pos, it, visible, q_tile, o, softmax, precise);
-      } else if (Tr::kOverlap && !precise) {
-        item_overlapped(pos, it, visible, q_tile, o, softmax);
       } else {
 #pragma unroll 1
         for (int blk = it.block_begin; blk < it.block_end; ++blk) {

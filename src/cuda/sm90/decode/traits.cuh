@@ -11,11 +11,6 @@
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
-// Same-machine A/B switch of the intra-warpgroup overlap (Traits::kOverlap), per form.
-#ifndef FLASHMFA_SM90_OVERLAP
-#define FLASHMFA_SM90_OVERLAP 3
-#endif
-
 namespace flashmfa::cuda::sm90 {
 
 // Named barriers (bar.sync ids); 0 belongs to __syncthreads, used only before the role split.
@@ -43,9 +38,6 @@ struct Traits {
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kFp8 = FP8;
-  // 16-bit caches: the next tile's S = Q K^T and softmax overlap this tile's P V inside the
-  // warpgroup (Consumer::item_overlapped); FLASHMFA_SM90_OVERLAP bit 0: row split, bit 1: KV split.
-  static constexpr bool kOverlap = !FP8 && ((FLASHMFA_SM90_OVERLAP >> (KV_SPLIT ? 1 : 0)) & 1);
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
   static constexpr int kRawStages = FP8 ? raw_stages_for(D, WARPGROUPS, KV_SPLIT) : 0;
