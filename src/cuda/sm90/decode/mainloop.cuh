@@ -152,6 +152,15 @@ __device__ __forceinline__ void fence_acc(float (&o)[ATOMS][kAccRegs]) {
   for (int at = 0; at < ATOMS; ++at) fence_regs(o[at]);
 }
 
+// O += P V over 256 output columns (MFA / MFA-KR d 256, each MLA warpgroup's half) as one
+// m64n256k16 per 16-token k-step instead of four m64n64k16. FLASHMFA_SM90_PV_N256=0 builds
+// the four-instruction form (same-machine A/B).
+#ifndef FLASHMFA_SM90_PV_N256
+#define FLASHMFA_SM90_PV_N256 1
+#endif
+constexpr bool kPvN256 = FLASHMFA_SM90_PV_N256 != 0;
+constexpr int kPvN256Atoms = 4;
+
 // Issues o (64 x 64 * ATOMS f32) += P (registers) V (64 tokens x 64 * ATOMS columns from
 // v_slot, MN-major, one 64-column atom per kAtomBytes) as one wgmma group; the caller waits.
 template <class T, int ATOMS>
@@ -168,11 +177,15 @@ __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
 #pragma unroll
     for (int j = 0; j < 4; ++j) asm volatile("" ::"r"(a[kk][j]) : "memory");
   wgmma_fence();
-  static_for<kPvSteps>([&](auto kk) {
-    static_for<ATOMS>([&](auto at) {
-      wgmma_rs<T, at * kAtomBytes + kk * kStepBytes>(o[at], a[kk], desc_v);
+  if constexpr (kPvN256 && ATOMS == kPvN256Atoms) {
+    static_for<kPvSteps>([&](auto kk) { wgmma_rs_n256<T, kk * kStepBytes>(o, a[kk], desc_v); });
+  } else {
+    static_for<kPvSteps>([&](auto kk) {
+      static_for<ATOMS>([&](auto at) {
+        wgmma_rs<T, at * kAtomBytes + kk * kStepBytes>(o[at], a[kk], desc_v);
+      });
     });
-  });
+  }
   wgmma_commit();
 }
 
