@@ -185,6 +185,20 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
+// Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
+// 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
+// atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the
+// one producer thread, whose instruction stream is on the MLA kernel's critical path (perf
+// notes G.3). FLASHMFA_SM90_MLA_WIDE_BOXES=0 builds the per-atom copies (same-machine A/B).
+#ifndef FLASHMFA_SM90_MLA_WIDE_BOXES
+#define FLASHMFA_SM90_MLA_WIDE_BOXES 1
+#endif
+constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
+constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
+// The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
+FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
+  return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;
+}
 FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
   return SmemPlan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
                   sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0,

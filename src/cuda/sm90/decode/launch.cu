@@ -26,6 +26,7 @@ constexpr int kComputeMajor = 9, kComputeMinor = 0;  // sm_90a code runs on 9.0 
 constexpr int kTmaAlignBytes = 16;   // TMA global address and stride granularity
 constexpr uint64_t kTmaMaxStride = uint64_t(1) << 40;
 constexpr int kTensorRank = 4;       // (d, h_kv, page_size, num_pages)
+constexpr int kWideRank = 5;         // (64 columns, h_kv, page_size, d / 64 atoms, num_pages)
 
 // Bytes per cache element: 2 (bf16 / f16 rows) or 1 (e4m3 rows of an fp8_row cache).
 int cache_elem_bytes(const detail::DecodeParams& p) {
@@ -95,6 +96,29 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
+// cuTensorMapEncodeTiled with the settings every cache map shares (interleave none, 256-byte
+// L2 promotion, no OOB fill); errors name the cache's strides.
+CUtensorMap encode_map(const detail::DecodeParams& p, const void* ptr, int rank,
+                       const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                       int64_t sp, int64_t st, int64_t sh) {
+  const bool fp8 = p.kv_format == CacheFormat::fp8_row;
+  const cuuint32_t elem_strides[kWideRank] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type = fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8
+                                   : p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  CUtensorMap map{};
+  const CUresult r = encode_fn()(
+      &map, type, cuuint32_t(rank), const_cast<void*>(ptr), dims, strides, box, elem_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw Error(Status::cuda_error,
+                "flashmfa: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
+                    ") for a cache the sm_90 path accepted; strides " + std::to_string(sp) + ", " +
+                    std::to_string(st) + ", " + std::to_string(sh));
+  return map;
+}
+
 // A cache [num_pages, page_size, h_kv, d] (strides in elements) as a 4-D tensor map whose box
 // is one 64-column atom of a 64-token tile of one head, written 128B-swizzled; for an fp8_row
 // cache, bytes, the box a whole 64-row tile of d bytes, unswizzled (the raw ring, dequant.cuh).
@@ -111,21 +135,25 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
                                                cuuint64_t(st) * eb, cuuint64_t(sp) * eb};
   const cuuint32_t box[kTensorRank] = {fp8 ? cuuint32_t(d) : cuuint32_t(kAtomCols), 1, kBlockN,
                                        1};
-  const cuuint32_t elem_strides[kTensorRank] = {1, 1, 1, 1};
-  const CUtensorMapDataType type = fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8
-                                   : p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  CUtensorMap map{};
-  const CUresult r = encode_fn()(
-      &map, type, kTensorRank, const_cast<void*>(ptr), dims, strides, box, elem_strides,
-      CU_TENSOR_MAP_INTERLEAVE_NONE, fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    throw Error(Status::cuda_error,
-                "flashmfa: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
-                    ") for a cache the sm_90 path accepted; strides " + std::to_string(sp) + ", " +
-                    std::to_string(st) + ", " + std::to_string(sh));
-  return map;
+  return encode_map(p, ptr, kTensorRank, dims, strides, box, sp, st, sh);
+}
+
+// The same 16-bit cache as a 5-D map that splits each row into its 64-column atoms, the atom
+// index outermost but the page: (64 columns, h_kv, page_size, d / 64, num_pages). Its box,
+// `atoms` atoms of a 64-token tile of one head, lands atom after atom -- the slot's atom-major
+// image, the same bytes and swizzle as `atoms` boxes of make_cache_map -- in one copy.
+CUtensorMap make_wide_map(const detail::DecodeParams& p, const void* ptr, int d, int atoms,
+                          int64_t sp, int64_t st, int64_t sh) {
+  const int64_t head_stride = p.h_kv == 1 ? d : sh;
+  const cuuint64_t dims[kWideRank] = {cuuint64_t(kAtomCols), cuuint64_t(p.h_kv),
+                                      cuuint64_t(p.page_size), cuuint64_t(d / kAtomCols),
+                                      cuuint64_t(p.num_pages > 0 ? p.num_pages : 1)};
+  const cuuint64_t strides[kWideRank - 1] = {cuuint64_t(head_stride) * kElemBytes,
+                                             cuuint64_t(st) * kElemBytes,
+                                             cuuint64_t(kAtomCols) * kElemBytes,
+                                             cuuint64_t(sp) * kElemBytes};
+  const cuuint32_t box[kWideRank] = {kAtomCols, 1, kBlockN, cuuint32_t(atoms), 1};
+  return encode_map(p, ptr, kWideRank, dims, strides, box, sp, st, sh);
 }
 
 template <class T>
@@ -227,14 +255,22 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
 void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelConfig& cfg,
             cudaStream_t stream) {
   if (p.b == 0 || sched.num_parts == 0) return;
-  const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
   if (cfg.mla) {
+    // Wide boxes: the two halves of a tile, [0, kMlaOutAtoms) and the rest (config.hpp).
+    const CUtensorMap k_map =
+        kMlaWideBoxes ? make_wide_map(p, p.k, cfg.d, kMlaOutAtoms, p.k_sp, p.k_st, p.k_sh)
+                      : make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
+    const CUtensorMap k_hi_map =
+        kMlaWideBoxes
+            ? make_wide_map(p, p.k, cfg.d, kMlaAtoms - kMlaOutAtoms, p.k_sp, p.k_st, p.k_sh)
+            : k_map;
     if (p.dtype == DType::bf16)
-      launch_mla_typed<__nv_bfloat16>(p, sched, k_map, stream);
+      launch_mla_typed<__nv_bfloat16>(p, sched, k_map, k_hi_map, stream);
     else
-      launch_mla_typed<__half>(p, sched, k_map, stream);
+      launch_mla_typed<__half>(p, sched, k_map, k_hi_map, stream);
     return;
   }
+  const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
   const CUtensorMap v_map =
       p.v_aliases_k ? k_map : make_cache_map(p, p.v, cfg.d, p.v_sp, p.v_st, p.v_sh);
   if (p.dtype == DType::bf16)

@@ -25,7 +25,8 @@
 namespace flashmfa::cuda::sm90 {
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
-// (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box) and
+// (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box; with
+// kWideBoxes, MLA, one box and barrier per half of the tile: mla_full_index), and
 // kHalfRelease (MLA, where Tr::half_release(p): boxes [0, kMlaOutAtoms) and the rest of a slot
 // are freed separately; the half of the warpgroup that owns the tile -- its S = Q K^T starts
 // there -- is loaded first; otherwise the whole slot waits on barrier 0).
@@ -40,6 +41,9 @@ struct Producer {
   const SmemView& sm;
   int kv_head;
   int lane = 0;  // FP8: warp 0 runs the producer; 16-bit: thread 0 alone
+  // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
+  // view whose box is its second half.
+  const CUtensorMap* k_hi_map = nullptr;
 
   // Boxes [FIRST, LAST) of a tile into the slot at `pos`, each on its own full barrier
   // (unrolled: the box offsets are immediates of the one producer thread's instruction stream).
@@ -60,6 +64,31 @@ struct Producer {
     }
   }
 
+  // Wide boxes: atoms [FIRST, LAST) of a tile as one copy (`map`'s box is exactly that wide),
+  // on the full barrier of atom FIRST.
+  template <int FIRST, int LAST>
+  __device__ void load_box(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
+                           uint64_t policy) const {
+    const uint32_t full = sm.full_bar(pos.stage, FIRST);
+    if (src.page_ok) {
+      mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
+      tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,
+                  FIRST, src.page, policy);
+    } else {
+      mbar_arrive(full);
+    }
+  }
+
+  // Atoms [FIRST, LAST) of a tile: one wide box (the half's own map), or one copy per atom.
+  template <int FIRST, int LAST>
+  __device__ void load_part(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
+                            uint64_t policy) const {
+    if constexpr (Tr::kWideBoxes)
+      load_box<FIRST, LAST>(pos, FIRST == 0 ? map : k_hi_map, src, policy);
+    else
+      load_atoms<FIRST, LAST>(pos, map, src, policy);
+  }
+
   // Half release: each half of the slot as soon as it is free, `owner`'s half first. Free
   // slots complete the phase before the one the consumers wait on: a fresh barrier counts as
   // having completed phase "1", so the first pass does not block.
@@ -67,11 +96,11 @@ struct Producer {
                               uint64_t policy, int owner) const {
     auto lo = [&] {
       mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
-      load_atoms<0, kMlaOutAtoms>(pos, map, src, policy);
+      load_part<0, kMlaOutAtoms>(pos, map, src, policy);
     };
     auto hi = [&] {
       mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
-      load_atoms<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
+      load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
     };
     if (owner == 0) {
       lo();
@@ -95,8 +124,9 @@ struct Producer {
     }
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.slot(pos.stage);
-    if constexpr (Tr::kFullPerAtom) {  // one barrier per 64-column atom
-      load_atoms<0, Tr::kAtoms>(pos, map, src, policy);
+    if constexpr (Tr::kFullPerAtom) {  // one barrier per 64-column atom, or per wide box
+      load_part<0, kMlaOutAtoms>(pos, map, src, policy);
+      load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
     } else {
       const uint32_t full = sm.full_bar(pos.stage);
       if (src.page_ok) {

@@ -42,6 +42,7 @@ struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease;
+  static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
   __device__ static bool half_release(const detail::DecodeParams& p) {
@@ -49,7 +50,7 @@ struct MlaTraits {
   }
   static constexpr bool kFp8 = false;         // 16-bit caches only
   static constexpr int kStages = kMlaStages;
-  static constexpr int kAtoms = kMlaDk / kAtomCols;                  // 9 boxes per K row tile
+  static constexpr int kAtoms = kMlaAtoms;                            // 64-column atoms per K row
   static constexpr int kOutAtoms = kMlaOutAtoms;                      // 4 per warpgroup
   static constexpr int kWarpgroups = 2;
   static constexpr int kConsumerThreads = kWarpgroups * kWarpgroupThreads;
@@ -86,18 +87,20 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     return sm.slot(pos.stage) + uint32_t(warpgroup * Tr::kOutAtoms * kAtomBytes);
   }
 
-  // Every atom of the slot at `pos` has landed (the owner: it reads them all).
-  __device__ void wait_slot(const RingPos& pos) const {
+  // Atoms [first, last) of the slot at `pos` have landed: one wait per full barrier they use.
+  __device__ void wait_atoms(const RingPos& pos, int first, int last) const {
 #pragma unroll 1
-    for (int a = 0; a < Tr::kAtoms; ++a) mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
+    for (int a = first; a < last; ++a)
+      if (a == first || mla_full_index(a) == a)
+        mbar_wait(sm.full_bar(pos.stage, mla_full_index(a)), pos.phase);
   }
+  // Every atom of the slot at `pos` has landed (the owner: it reads them all).
+  __device__ void wait_slot(const RingPos& pos) const { wait_atoms(pos, 0, Tr::kAtoms); }
   // The atoms of this warpgroup's V half have landed (the other warpgroup's tile: with half
   // release, the rest of the slot may already be two fills on).
   __device__ void wait_v_half(const RingPos& pos) const {
     if (!Tr::half_release(p)) return wait_slot(pos);
-#pragma unroll 1
-    for (int a = warpgroup * Tr::kOutAtoms; a < (warpgroup + 1) * Tr::kOutAtoms; ++a)
-      mbar_wait(sm.full_bar(pos.stage, a), pos.phase);
+    wait_atoms(pos, warpgroup * Tr::kOutAtoms, (warpgroup + 1) * Tr::kOutAtoms);
   }
   // This warpgroup's reads of the slot at `pos` are complete: one arrival per warp (on its
   // half's barrier under half release).
@@ -172,8 +175,10 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       sync_own();
     }
     float s[kAccRegs];
-    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again.
+    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
+    // wide boxes only the first atom of each half has a barrier (`atom` is a constant here).
     auto wait_atom = [&](int atom) {
+      if (mla_full_index(atom) != atom) return;
       mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
       wgmma_fence();
     };

@@ -21,7 +21,7 @@ namespace flashmfa::cuda::sm90 {
 template <class T>
 __global__ void __launch_bounds__(MlaTraits::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
-           const __grid_constant__ CUtensorMap k_map) {
+           const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap k_hi_map) {
   using Tr = MlaTraits;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
@@ -47,7 +47,8 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
-      Producer<Tr>{p, sched, &k_map, &k_map, sm, kv_head}.run(part);
+      if constexpr (Tr::kWideBoxes) tma_prefetch_map(&k_hi_map);
+      Producer<Tr>{p, sched, &k_map, &k_map, sm, kv_head, 0, &k_hi_map}.run(part);
     }
   } else {
     setmaxnreg_inc<kConsumerRegs>();
@@ -59,13 +60,14 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
 
 template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
-                      const CUtensorMap& k_map, cudaStream_t stream) {
+                      const CUtensorMap& k_map, const CUtensorMap& k_hi_map,
+                      cudaStream_t stream) {
   auto* kernel = &mla_kernel<T>;
   constexpr size_t kSmem = MlaTraits::kPlan.launch_bytes();
   opt_in_smem<&mla_kernel<T>>(kSmem);
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
-  kernel<<<grid, MlaTraits::kThreads, kSmem, stream>>>(p, sched, k_map);
+  kernel<<<grid, MlaTraits::kThreads, kSmem, stream>>>(p, sched, k_map, k_hi_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -10,9 +10,11 @@
 
 namespace flashmfa::cuda::sm90 {
 
-// Defined in kernel_bf16.cu / kernel_f16.cu. k_map: the cache as a 576-column tensor map.
+// Defined in kernel_bf16.cu / kernel_f16.cu. k_map: the cache as a 576-column tensor map whose
+// box is one 64-column atom; with kMlaWideBoxes, the 5-D map whose box is the first half of a
+// tile, and k_hi_map the one whose box is the second half (launch.cu, make_wide_map).
 template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
-                      const CUtensorMap& k_map, cudaStream_t stream);
+                      const CUtensorMap& k_map, const CUtensorMap& k_hi_map, cudaStream_t stream);
 
 }  // namespace flashmfa::cuda::sm90
