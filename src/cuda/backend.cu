@@ -33,10 +33,7 @@ bool sm90_takes(const detail::DecodeParams& p, const DeviceInfo& dev) {
 
 // One split's fixed overhead (loading Q, the epilogue, its combine row) costs about as much as
 // streaming this many KV tokens; the scheduler charges it per sequence (see schedule.cuh).
-#ifndef FLASHMFA_FIXED_COST_TOKENS  // same-machine A/B of the cost model
-#define FLASHMFA_FIXED_COST_TOKENS 320
-#endif
-constexpr int kFixedCostTokens = FLASHMFA_FIXED_COST_TOKENS;
+constexpr int kFixedCostTokens = 320;
 int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block_n); }
 
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }

@@ -194,12 +194,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
-// The decode kernel's 16-bit slots likewise: one copy of D / 64 atoms per slot instead of D / 64
-// copies. FLASHMFA_SM90_DECODE_WIDE_BOXES=0 builds the per-atom copies (same-machine A/B).
-#ifndef FLASHMFA_SM90_DECODE_WIDE_BOXES
-#define FLASHMFA_SM90_DECODE_WIDE_BOXES 1
-#endif
-constexpr bool kDecodeWideBoxes = FLASHMFA_SM90_DECODE_WIDE_BOXES != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {

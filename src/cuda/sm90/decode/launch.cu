@@ -270,14 +270,9 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
       launch_mla_typed<__half>(p, sched, k_map, k_hi_map, stream);
     return;
   }
-  // 16-bit caches with wide boxes: the map's box is a whole slot (config.hpp).
-  const bool wide = kDecodeWideBoxes && !cfg.fp8;
-  auto map_of = [&](const void* ptr, int64_t sp, int64_t st, int64_t sh) {
-    return wide ? make_wide_map(p, ptr, cfg.d, cfg.d / kAtomCols, sp, st, sh)
-                : make_cache_map(p, ptr, cfg.d, sp, st, sh);
-  };
-  const CUtensorMap k_map = map_of(p.k, p.k_sp, p.k_st, p.k_sh);
-  const CUtensorMap v_map = p.v_aliases_k ? k_map : map_of(p.v, p.v_sp, p.v_st, p.v_sh);
+  const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);
+  const CUtensorMap v_map =
+      p.v_aliases_k ? k_map : make_cache_map(p, p.v, cfg.d, p.v_sp, p.v_st, p.v_sh);
   if (p.dtype == DType::bf16)
     dispatch<__nv_bfloat16>(p, sched, k_map, v_map, cfg, stream);
   else

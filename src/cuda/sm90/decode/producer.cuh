@@ -26,8 +26,7 @@ namespace flashmfa::cuda::sm90 {
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
 // (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box; with
-// kWideBoxes, MLA, one box and barrier per half of the tile: mla_full_index; the decode
-// kernel's kWideBoxes: one box per slot), and
+// kWideBoxes, MLA, one box and barrier per half of the tile: mla_full_index), and
 // kHalfRelease (MLA, where Tr::half_release(p): boxes [0, kMlaOutAtoms) and the rest of a slot
 // are freed separately; the half of the warpgroup that owns the tile -- its S = Q K^T starts
 // there -- is loaded first; otherwise the whole slot waits on barrier 0).
@@ -132,14 +131,10 @@ struct Producer {
       const uint32_t full = sm.full_bar(pos.stage);
       if (src.page_ok) {
         mbar_arrive_expect_tx(full, Tr::kSlotBytes);
-        if constexpr (Tr::kWideBoxes) {  // the map's box is the whole slot
-          tma_load_5d(dst, map, full, 0, kv_head, src.in_page, 0, src.page, policy);
-        } else {
 #pragma unroll
-          for (int a = 0; a < Tr::kAtoms; ++a)
-            tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
-                        src.page, policy);
-        }
+        for (int a = 0; a < Tr::kAtoms; ++a)
+          tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
+                      src.page, policy);
       } else {
         mbar_arrive(full);
       }

@@ -37,9 +37,7 @@ struct Traits {
   static constexpr bool kKvSplit = KV_SPLIT;
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
-  // 16-bit caches: one TMA box per slot from a 5-D map (launch.cu, make_wide_map) instead of
-  // one per 64-column atom; FP8 raw tiles are one box already.
-  static constexpr bool kWideBoxes = kDecodeWideBoxes && !FP8;
+  static constexpr bool kWideBoxes = false;    // 4-D maps, one box per 64-column atom
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
