@@ -38,8 +38,6 @@ int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block
 
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
-int rows_per_kv(const detail::DecodeParams& p) { return p.s_q * p.q_per_kv; }
-
 WorkspaceLayout layout(const detail::DecodeParams& p, const Plan& plan) {
   return WorkspaceLayout(p.b, plan.num_parts, plan.num_slots, int64_t(p.h_q) * p.s_q, p.d_v);
 }
@@ -102,7 +100,7 @@ void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   }
   // Enough parts that every SM holds ctas_per_sm CTAs when the row tiles and KV heads of one
   // part are counted in; one split per part at most for each sequence end (schedule.cuh).
-  const int row_tiles = (rows_per_kv(p) + plan.block_m - 1) / plan.block_m;
+  const int row_tiles = (detail::rows_per_kv_head(p) + plan.block_m - 1) / plan.block_m;
   const int ctas = dev.sm_count * ctas_per_sm;
   // (The scheduler may leave a few parts idle: one part per sequence for equal lengths.)
   plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
