@@ -3,7 +3,8 @@
 //
 // The tensor maps view a cache as (d, h_kv, page_size, num_pages) with the cache's own
 // strides, so one 64-token tile of KV head h is the box (0..D, h, t0..t0+63, page) of
-// kAtoms copies of 64 columns. Page indices come from the block table, one per tile (a page
+// kAtoms copies of 64 columns; MLA's maps (kWideBoxes) add the atom as a fifth dimension, so that
+// each half of a tile is one copy. Page indices come from the block table, one per tile (a page
 // holds >= 64 tokens). A page outside [0, num_pages) is never loaded: the slot is released
 // with zero bytes, and the consumers (which read the same block-table entry: tile_source)
 // clear and mask all of its rows.
