@@ -167,7 +167,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
                            Out& o, OnlineSoftmax& softmax) const {
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    if (!kMlaSFirst && has_prev) add_other(prev, a_prev, o, softmax, alpha);
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
       clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
@@ -187,12 +187,22 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
       issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
-    if (has_prev) {
-      wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
-      fence_acc(o);
-      release_slot(prev);
+    // Groups complete in order: the one issued first is done after wait_group 1.
+    if (kMlaSFirst) {
+      if (has_prev) {
+        add_other(prev, a_prev, o, softmax, alpha);
+        wgmma_wait<1>();  // S_j; P_{j-1} V_{j-1} runs on beside the softmax below
+      } else {
+        wgmma_wait<0>();
+      }
+    } else {
+      if (has_prev) {
+        wgmma_wait<1>();  // P_{j-1} V_{j-1}
+        fence_acc(o);
+        release_slot(prev);
+      }
+      wgmma_wait<0>();
     }
-    wgmma_wait<0>();
     fence_regs(s);
     int limit[kRowsPerThread];
 #pragma unroll
@@ -201,6 +211,11 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
+    if (kMlaSFirst && has_prev) {
+      wgmma_wait<0>();
+      fence_acc(o);
+      release_slot(prev);
+    }
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
