@@ -195,13 +195,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// Order of an MLA warpgroup's two products at the start of its own tile j: S_j = Q K_j^T first,
-// then P_{j-1} V_{j-1} (S_j reaches the softmax sooner; the slot of j - 1 is freed later), or
-// the other way round. FLASHMFA_SM90_MLA_S_FIRST (same-machine A/B, mla/consumer.cuh).
-#ifndef FLASHMFA_SM90_MLA_S_FIRST
-#define FLASHMFA_SM90_MLA_S_FIRST 1
-#endif
-constexpr bool kMlaSFirst = FLASHMFA_SM90_MLA_S_FIRST != 0;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

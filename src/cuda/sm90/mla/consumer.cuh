@@ -160,14 +160,14 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   // warpgroup's tile just before it, if `has_prev`. P_{j-1} V_{j-1} is issued first and the
   // slot of j - 1 released as soon as it is done, whether or not tile j has landed: with two
   // slots the load of tile j + 1 waits for that release (issuing S_j first measured 20-30%
-  // slower on every MLA row, docs/perf-notes.md). O is only rescaled while no wgmma is in
-  // flight (ptxas would otherwise insert its own wait).
+  // slower on every MLA row, and +37-65% again with half release: docs/perf-notes.md H.9). O is
+  // only rescaled while no wgmma is in flight (ptxas would otherwise insert its own wait).
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
                            Out& o, OnlineSoftmax& softmax) const {
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (!kMlaSFirst && has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
       clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
@@ -187,22 +187,12 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
       issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
-    // Groups complete in order: the one issued first is done after wait_group 1.
-    if (kMlaSFirst) {
-      if (has_prev) {
-        add_other(prev, a_prev, o, softmax, alpha);
-        wgmma_wait<1>();  // S_j; P_{j-1} V_{j-1} runs on beside the softmax below
-      } else {
-        wgmma_wait<0>();
-      }
-    } else {
-      if (has_prev) {
-        wgmma_wait<1>();  // P_{j-1} V_{j-1}
-        fence_acc(o);
-        release_slot(prev);
-      }
-      wgmma_wait<0>();
+    if (has_prev) {
+      wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
+      fence_acc(o);
+      release_slot(prev);
     }
+    wgmma_wait<0>();
     fence_regs(s);
     int limit[kRowsPerThread];
 #pragma unroll
@@ -211,11 +201,6 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
-    if (kMlaSFirst && has_prev) {
-      wgmma_wait<0>();
-      fence_acc(o);
-      release_slot(prev);
-    }
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
