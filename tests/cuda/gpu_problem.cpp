@@ -96,6 +96,41 @@ TensorView pitched(const TensorView& v, int64_t pitch) {
 
 }  // namespace
 
+Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& label,
+                           DecodeArgs::Path path, int pad_elems) {
+  testing::HostProblem h = testing::make_problem(spec);
+  const int d_k = spec.variant.d_k, d_v = spec.variant.d_v;
+  DeviceBuffer q, k, v, block_table, seqlens, out, lse, workspace;
+  q.upload(h.q);
+  k.upload(padded(h.k_cache, size_t(d_k), size_t(pad_elems)));
+  if (!h.v_cache.empty()) v.upload(padded(h.v_cache, size_t(d_v), size_t(pad_elems)));
+  block_table.upload(h.block_table);
+  seqlens.upload(h.seqlens);
+  out.upload(h.out);
+  lse.upload(h.lse);
+  DecodeArgs a = h.args_on({DeviceType::cuda, 0}, q.get(), k.get(),
+                           h.v_cache.empty() ? nullptr : v.get(), block_table.get(),
+                           seqlens.get(), out.get(), lse.get());
+  a.k_cache = pitched(a.k_cache, d_k + int64_t(pad_elems));
+  if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, d_v + int64_t(pad_elems));
+  a.path = path;
+  workspace.resize(std::max<size_t>(1, workspace_size(a)));
+  cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
+  cudaMemset(lse.get(), 0xff, lse.bytes());
+  const Plan p = plan(a, workspace.get(), workspace.bytes());
+  run(p, a);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
+  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
+  std::vector<uint16_t> got;
+  std::vector<float> got_lse;
+  out.download(got);
+  lse.download(got_lse);
+  const std::string why = compare_with_reference(h, got, got_lse);
+  EXPECT_TRUE(why.empty()) << label << " pitch +" << pad_elems << " (parts " << p.num_parts
+                           << "): " << why;
+  return p;
+}
+
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
                        DecodeArgs::Path path, bool pad_rows) {
   testing::Fp8Problem f(spec);

@@ -110,6 +110,12 @@ std::string describe(const testing::ProblemSpec& s);
 Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
                    DecodeArgs::Path path = DecodeArgs::Path::automatic);
 
+// run_and_check with the 16-bit cache rows pad_elems elements apart beyond their width (a view
+// of a wider buffer: K's rows d_k + pad_elems apart, a separate V's d_v + pad_elems), the gap
+// zero. With 16-byte multiples the fast paths still take the shape.
+Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& label,
+                           DecodeArgs::Path path, int pad_elems);
+
 // run_and_check on the FP8 form of spec's cache (testing::Fp8Problem: MLA's 656-byte rows,
 // e4m3 rows with per-row scales otherwise), against the reference on the same FP8 cache.
 // pad_rows: the cache rows get an 8-byte gap after each row (strides not multiples of 16

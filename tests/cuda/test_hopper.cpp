@@ -102,6 +102,26 @@ TEST(HopperPath, DecodeRowCounts) {
         }
 }
 
+// Cache rows wider apart than their width (a view of a wider buffer, 16-byte aligned, so the
+// fast paths still take them): the tensor maps carry the caller's strides -- MLA's two 5-D
+// maps whose atom stride is smaller than the token stride, the decode kernel's 4-D maps --
+// for MLA with whole-slot and half release, MFA, MFA-KR on the row split, GQA with 2 KV heads.
+TEST(HopperPath, PitchedCacheRows) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  const struct { Variant v; int h_kv, h_q, s_q; bool causal; } cases[] = {
+      {Variant::mla(), 1, 16, 1, false},      {Variant::mla(), 1, 128, 2, true},
+      {Variant::mfa(), 1, 64, 1, false},      {Variant::mfa_kr(256), 1, 64, 4, true},
+      {Variant::mqa(128), 2, 16, 2, true}};
+  int n = 0;
+  for (const auto& c : cases)
+    for (int pad : {8, 64}) {
+      const ProblemSpec s = row_case(c.v, n % 2 ? DType::f16 : DType::bf16, c.h_kv, c.h_q, c.s_q,
+                                     c.causal, n, 9000);
+      ++n;
+      run_and_check_pitched(s, describe(s), DecodeArgs::Path::hopper, pad);
+    }
+}
+
 // fp8_row caches on the decode kernel's FP8 form (raw ring, dequantizing warps): MFA, MFA-KR
 // 256 and 128, GQA d 128 with 2 and 8 KV heads, against the reference on the same FP8 cache
 // (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above plus items long
