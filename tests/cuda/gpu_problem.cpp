@@ -88,6 +88,24 @@ std::vector<E> padded(const std::vector<E>& rows, size_t row_elems, size_t pad_e
   return out;
 }
 
+// Plans and runs `a` on its own workspace with out and lse (a's outputs) poisoned first, checks
+// that the launch completed without device flags, and downloads the results into got / got_lse.
+Plan plan_and_run(const DecodeArgs& a, DeviceBuffer& out, DeviceBuffer& lse,
+                  const std::string& label, std::vector<uint16_t>& got,
+                  std::vector<float>& got_lse) {
+  DeviceBuffer workspace;
+  workspace.resize(std::max<size_t>(1, workspace_size(a)));
+  cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
+  cudaMemset(lse.get(), 0xff, lse.bytes());
+  const Plan p = plan(a, workspace.get(), workspace.bytes());
+  run(p, a);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
+  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
+  out.download(got);
+  lse.download(got_lse);
+  return p;
+}
+
 // A view of [num_pages, page_size, h_kv, row] over rows `pitch` elements apart.
 TensorView pitched(const TensorView& v, int64_t pitch) {
   return make_view(v.data, v.dtype, {v.shape[0], v.shape[1], v.shape[2], v.shape[3]},
@@ -100,7 +118,7 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
                            DecodeArgs::Path path, int pad_elems) {
   testing::HostProblem h = testing::make_problem(spec);
   const int d_k = spec.variant.d_k, d_v = spec.variant.d_v;
-  DeviceBuffer q, k, v, block_table, seqlens, out, lse, workspace;
+  DeviceBuffer q, k, v, block_table, seqlens, out, lse;
   q.upload(h.q);
   k.upload(padded(h.k_cache, size_t(d_k), size_t(pad_elems)));
   if (!h.v_cache.empty()) v.upload(padded(h.v_cache, size_t(d_v), size_t(pad_elems)));
@@ -114,17 +132,9 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
   a.k_cache = pitched(a.k_cache, d_k + int64_t(pad_elems));
   if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, d_v + int64_t(pad_elems));
   a.path = path;
-  workspace.resize(std::max<size_t>(1, workspace_size(a)));
-  cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
-  cudaMemset(lse.get(), 0xff, lse.bytes());
-  const Plan p = plan(a, workspace.get(), workspace.bytes());
-  run(p, a);
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
-  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
   std::vector<uint16_t> got;
   std::vector<float> got_lse;
-  out.download(got);
-  lse.download(got_lse);
+  const Plan p = plan_and_run(a, out, lse, label, got, got_lse);
   const std::string why = compare_with_reference(h, got, got_lse);
   EXPECT_TRUE(why.empty()) << label << " pitch +" << pad_elems << " (parts " << p.num_parts
                            << "): " << why;
@@ -137,7 +147,7 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   testing::HostProblem& h = f.h;
   constexpr size_t kPad = 8;  // bytes: row strides stop being multiples of 16
   const size_t pad = pad_rows ? kPad : 0;
-  DeviceBuffer q, k8, v8, ks, vs, block_table, seqlens, out, lse, workspace;
+  DeviceBuffer q, k8, v8, ks, vs, block_table, seqlens, out, lse;
   q.upload(h.q);
   k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
   if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
@@ -154,18 +164,10 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
     if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, spec.variant.d_v + int64_t(pad));
   }
   a.path = path;
-  workspace.resize(std::max<size_t>(1, workspace_size(a)));
-  cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
-  cudaMemset(lse.get(), 0xff, lse.bytes());
-  const Plan p = plan(a, workspace.get(), workspace.bytes());
-  EXPECT_EQ(p.key.cache, f.mla ? CacheFormat::fp8_mla : CacheFormat::fp8_row) << label;
-  run(p, a);
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
-  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
   std::vector<uint16_t> got;
   std::vector<float> got_lse;
-  out.download(got);
-  lse.download(got_lse);
+  const Plan p = plan_and_run(a, out, lse, label, got, got_lse);
+  EXPECT_EQ(p.key.cache, f.mla ? CacheFormat::fp8_mla : CacheFormat::fp8_row) << label;
   const std::string why = compare_sequences(h, f.fp8_args(), got, got_lse, 0, spec.b);
   EXPECT_TRUE(why.empty()) << label << " fp8 (parts " << p.num_parts << "): " << why;
   return p;
