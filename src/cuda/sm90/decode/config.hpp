@@ -64,6 +64,9 @@ FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
 // registers: 24 * 128 + 2 * 240 * 128 = 64512 <= 65536.
 constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
+// The MLA producer of the pair schedule holds two tiles' sources at once (producer.cuh,
+// load_pair): 24 registers spill, 32 do not, and 32 * 128 + 2 * 240 * 128 = 65536 still fits.
+constexpr int kMlaProducerRegs = 32;
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)
@@ -195,6 +198,15 @@ constexpr int kMlaHalfReleaseRows = 64;
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
+// Pair schedule (mla/consumer.cuh): tiles 2k and 2k + 1 of a work item are one pair, the two
+// warpgroups compute their S = Q K^T at the same time and then exchange P twice, so one softmax
+// per pair (not per tile) leaves the tensor cores idle; with half release the producer loads a
+// pair's halves in the order they are freed. FLASHMFA_SM90_MLA_PAIRS=0 builds the tile-by-tile
+// seesaw (same-machine A/B).
+#ifndef FLASHMFA_SM90_MLA_PAIRS
+#define FLASHMFA_SM90_MLA_PAIRS 1
+#endif
+constexpr bool kMlaPairs = FLASHMFA_SM90_MLA_PAIRS != 0;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

@@ -43,6 +43,7 @@ struct MlaTraits {
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease;
   static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
+  static constexpr bool kPairs = kMlaPairs;  // the pair schedule (config.hpp)
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
   __device__ static bool half_release(const detail::DecodeParams& p) {
@@ -230,7 +231,261 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     release_slot(pos);
   }
 
+  // ---- Pair schedule (kMlaPairs) ----
+  // P in xchg for the pair schedule: k-step kk of thread t's fragment is one 16-byte word, the
+  // words of consecutive threads adjacent (one v4 access per k-step, no bank conflicts).
+  __device__ uint32_t p_quad(int kk) const {
+    return sm.xchg + uint32_t((kk * kWarpgroupThreads + wg_tid()) * sizeof(uint4));
+  }
+  __device__ void put_p(const uint32_t (&a)[kPvSteps][4]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+      st_shared(p_quad(kk), make_uint4(a[kk][0], a[kk][1], a[kk][2], a[kk][3]));
+  }
+  // The numerators in s times the row factor alpha, packed as pack_p does, straight into xchg.
+  __device__ void put_p_scaled(const float (&s)[kAccRegs],
+                               const float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk) {
+      uint32_t w[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int i = 8 * kk + 2 * j;
+        w[j] = pack2<T>(s[i] * alpha[acc_row(i)], s[i + 1] * alpha[acc_row(i)]);
+      }
+      st_shared(p_quad(kk), make_uint4(w[0], w[1], w[2], w[3]));
+    }
+  }
+  __device__ void get_p(uint32_t (&a)[kPvSteps][4]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk) ld_shared(p_quad(kk), a[kk]);
+  }
+  // Row max and factor in stats: written by one lane per quad after the quad's other lanes
+  // have read the previous values.
+  __device__ void put_state(const float (&m)[kRowsPerThread],
+                            const float (&alpha)[kRowsPerThread]) const {
+    __syncwarp();
+    const bool writer = lane() % kQuadLanes == 0;
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      st_shared_if(writer, stat(0, row_of(h)), __float_as_int(m[h]));
+      st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
+    }
+  }
+  __device__ void get_state(float (&m)[kRowsPerThread], float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      m[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
+      alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
+    }
+  }
+
+  // Rows past the end of the tile at `pos` (`valid` of 64 loaded) are zeroed by its owner
+  // before its S = Q K^T; the other warpgroup's P V follows the P exchange.
+  __device__ void prepare_own(const RingPos& pos, int valid) const {
+    if (valid == kBlockN) return;
+    wait_slot(pos);
+    clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+    fence_proxy_async();  // zeros read by wgmma
+    sync_own();
+  }
+  // Issues the k-steps of S = Q K^T over atoms [FIRST, FIRST + COUNT) of the slot at `pos`
+  // as one wgmma group, each after its bytes have landed.
+  template <int FIRST, int COUNT, bool ACCUMULATE>
+  __device__ void issue_s(float (&s)[kAccRegs], const RingPos& pos, uint32_t q_tile) const {
+    auto wait_atom = [&](int atom) {  // wide boxes: a barrier per half (`atom` is a constant)
+      if (mla_full_index(atom) != atom) return;
+      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      wgmma_fence();  // after a wait (a loop), wgmma needs a fresh fence
+    };
+    issue_qk_atoms<T, kMlaDk, FIRST, COUNT, ACCUMULATE>(s, q_tile, sm.slot(pos.stage), wait_atom);
+  }
+  // Issues the whole S of an own tile, the half this warpgroup frees (and the producer reloads)
+  // first taking the lead. The caller waits: unconditionally, after the branch that issued it
+  // (a wait inside each branch makes ptxas serialize every wgmma of the kernel, C7511).
+  __device__ void start_s(float (&s)[kAccRegs], const RingPos& pos, int valid,
+                          uint32_t q_tile) const {
+    prepare_own(pos, valid);
+    if (Tr::half_release(p) && warpgroup == 1)
+      issue_s<Tr::kOutAtoms, Tr::kAtoms, false>(s, pos, q_tile);
+    else
+      issue_s<0, Tr::kAtoms, false>(s, pos, q_tile);
+  }
+  __device__ static void set_max(OnlineSoftmax& softmax, const float (&m)[kRowsPerThread]) {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.max[h] = m[h];
+  }
+  __device__ void limits(const int (&visible)[kRowsPerThread], int token, int valid,
+                         int (&limit)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+  }
+
+  // One pair for warpgroup 0: tile A (at `pa`, its own; s holds its raw S on entry) and, if
+  // `has_b`, tile B (at `pb`, warpgroup 1's). Messages, each a named barrier (bar.arrive by the
+  // writer, bar.sync by the reader): 1 (kPReady + 0) A's row max and factor; 2 (kPReady + 1)
+  // B's row max, factor and P; 3 (kPScaled) P_A rescaled to B's row max. Every thread reads
+  // exactly the words its counterpart (same thread index: same rows) wrote before it writes its
+  // own, so one P buffer and one row-state buffer carry all three. On return s holds the raw
+  // S of the next pair's A (at the slot of A, two fills on), if `next_valid` >= 0.
+  __device__ void pair_wg0(const RingPos& pa, const RingPos& pb, int token, int valid, bool has_b,
+                           int next_valid, const int (&visible)[kRowsPerThread],
+                           uint32_t q_tile, float (&s)[kAccRegs], Out& o,
+                           OnlineSoftmax& softmax) const {
+    int limit[kRowsPerThread];
+    limits(visible, token, valid, limit);
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    scale(o, alpha);
+    uint32_t a[kPvSteps][4];
+    pack_p<T>(s, a);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pa));  // O_L += P_A V_A
+    // Waited for before message 2 (warpgroup 1's softmax takes about as long): holding P_A's
+    // fragments past it as well would not fit in the registers.
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    named_barrier_sync(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    float m_b[kRowsPerThread], alpha_b[kRowsPerThread];
+    get_state(m_b, alpha_b);
+    uint32_t b[kPvSteps][4];
+    if (has_b) get_p(b);
+    put_p_scaled(s, alpha_b);
+    named_barrier_arrive(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+    set_max(softmax, m_b);
+    scale(softmax, alpha_b);
+    scale(o, alpha_b);
+    if (has_b) {
+      wait_v_half(pb);
+      issue_pv<T, Tr::kOutAtoms>(o, b, v_half(pb));  // O_L += P_B V_B
+    }
+    if (next_valid >= 0) {
+      RingPos next = pb;
+      next.advance();
+      prepare_own(next, next_valid);
+      // The first half (freed by this warpgroup's P V of A, reloaded first), then B's slot is
+      // released as soon as its P V is done, then the second half (freed by warpgroup 1).
+      issue_s<0, Tr::kOutAtoms, false>(s, next, q_tile);
+      if (has_b) {
+        wgmma_wait<1>();
+        release_slot(pb);
+      }
+      issue_s<Tr::kOutAtoms, Tr::kAtoms - Tr::kOutAtoms, true>(s, next, q_tile);
+    }
+    wgmma_wait<0>();  // unconditional: see start_s
+    fence_acc(o);
+    fence_regs(s);
+    if (next_valid < 0 && has_b) release_slot(pb);
+  }
+
+  // One pair for warpgroup 1: tile B (at `pb`, its own, if `has_b`: s holds its raw S on
+  // entry) after warpgroup 0's tile A (at `pa`). See pair_wg0 for the messages.
+  __device__ void pair_wg1(const RingPos& pa, const RingPos& pb, int token, int valid, bool has_b,
+                           int next_valid, const int (&visible)[kRowsPerThread],
+                           uint32_t q_tile, float (&s)[kAccRegs], Out& o,
+                           OnlineSoftmax& softmax) const {
+    named_barrier_sync(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    float m_a[kRowsPerThread], alpha_a[kRowsPerThread];
+    get_state(m_a, alpha_a);
+    set_max(softmax, m_a);
+    scale(softmax, alpha_a);
+    float alpha[kRowsPerThread] = {1.f, 1.f};
+    uint32_t a[kPvSteps][4];
+    if (has_b) {
+      int limit[kRowsPerThread];
+      limits(visible, token, valid, limit);
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      pack_p<T>(s, a);
+      put_p(a);
+    }
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    float both[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) both[h] = alpha_a[h] * alpha[h];
+    scale(o, both);
+    if (has_b) issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pb));  // O_R += P_B V_B
+    named_barrier_sync(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+    uint32_t pa_regs[kPvSteps][4];
+    get_p(pa_regs);
+    wait_v_half(pa);
+    issue_pv<T, Tr::kOutAtoms>(o, pa_regs, v_half(pa));  // O_R += (P_A alpha_B) V_A
+    if (has_b) {
+      wgmma_wait<1>();
+      release_slot(pb);
+    }
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    if (next_valid >= 0) {
+      RingPos next = pb;
+      next.advance();
+      next.advance();
+      start_s(s, next, next_valid, q_tile);
+    }
+    wgmma_wait<0>();
+    fence_regs(s);
+  }
+
+  __device__ void run_pairs(int part) const {
+    const uint32_t q_tile = sm.query(0);
+    RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
+
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      sync_all();  // the previous item's products have read Q, its row sums have been read
+      load_query<T, kMlaDk, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+      fence_proxy_async();  // Q is read by wgmma
+      sync_all();
+      int visible[kRowsPerThread];
+      Base::visible_rows(it, visible);
+
+      Out o;
+#pragma unroll
+      for (int at = 0; at < Tr::kOutAtoms; ++at)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
+      OnlineSoftmax softmax;
+      softmax.reset();
+
+      // This warpgroup's tiles: blk + warpgroup of each pair; the first one's S up front.
+      auto valid_of = [&](int blk) {
+        return blk < it.block_end ? tile_source(p, it, blk).valid : -1;
+      };
+      float s[kAccRegs];
+      int valid = valid_of(it.block_begin + warpgroup);
+      if (valid >= 0) {
+        RingPos own = pos;
+        if (warpgroup == 1) own.advance();
+        start_s(s, own, valid, q_tile);
+      }
+      wgmma_wait<0>();
+      fence_regs(s);
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; blk += 2) {
+        const bool has_b = blk + 1 < it.block_end;
+        const int own = blk + warpgroup;
+        const int next_valid = valid_of(own + 2);
+        RingPos pb = pos;
+        pb.advance();
+        if (warpgroup == 0)
+          pair_wg0(pos, pb, own * kBlockN, valid, has_b, next_valid, visible, q_tile, s, o,
+                   softmax);
+        else
+          pair_wg1(pos, pb, own * kBlockN, valid, has_b, next_valid, visible, q_tile, s, o,
+                   softmax);
+        valid = next_valid;
+        pos = pb;
+        if (has_b) pos.advance();
+      }
+      finish(it, o, softmax);
+    }
+  }
+
   __device__ void run(int part) const {
+    if constexpr (Tr::kPairs) return run_pairs(part);
     const uint32_t q_tile = sm.query(0);
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
 

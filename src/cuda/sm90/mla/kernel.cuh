@@ -44,7 +44,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   __syncthreads();
 
   if (role == 0) {
-    setmaxnreg_dec<kProducerRegs>();
+    setmaxnreg_dec<kMlaPairs ? kMlaProducerRegs : kProducerRegs>();
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if constexpr (Tr::kWideBoxes) tma_prefetch_map(&k_hi_map);
