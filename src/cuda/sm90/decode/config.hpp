@@ -60,13 +60,11 @@ constexpr int kRawAlign = 128;
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }
-// setmaxnreg split when a producer warpgroup and two consumer warpgroups share the 64K
-// registers: 24 * 128 + 2 * 240 * 128 = 64512 <= 65536.
+// setmaxnreg split when a producer warpgroup and two consumer warpgroups share the registers.
+// setmaxnreg only moves registers within the CTA's own allocation (168 per thread x 384 at
+// launch = 64512; an increase beyond it blocks forever): 24 * 128 + 2 * 240 * 128 = 64512.
 constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
-// The MLA producer of the pair schedule holds two tiles' sources at once (producer.cuh,
-// load_pair): 24 registers spill, 32 do not, and 32 * 128 + 2 * 240 * 128 = 65536 still fits.
-constexpr int kMlaProducerRegs = 32;
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)
@@ -207,6 +205,11 @@ constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
 #define FLASHMFA_SM90_MLA_PAIRS 1
 #endif
 constexpr bool kMlaPairs = FLASHMFA_SM90_MLA_PAIRS != 0;
+// Its producer holds two tiles' sources at once (producer.cuh, load_pair): 24 registers spill,
+// 32 do not, which leaves the consumers 232 (32 * 128 + 2 * 232 * 128 = 63488 <= 64512; ptxas:
+// no spills there either).
+constexpr int kMlaProducerRegs = kMlaPairs ? 32 : kProducerRegs;
+constexpr int kMlaConsumerRegs = kMlaPairs ? 232 : kConsumerRegs;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;
