@@ -62,7 +62,8 @@ FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
 }
 // setmaxnreg split when a producer warpgroup and two consumer warpgroups share the registers.
 // setmaxnreg only moves registers within the CTA's own allocation (168 per thread x 384 at
-// launch = 64512; an increase beyond it blocks forever): 24 * 128 + 2 * 240 * 128 = 64512.
+// launch = 64512; an increase beyond it blocks forever, perf notes I.3): 24 * 128 + 2 * 240 *
+// 128 = 64512.
 constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
 constexpr int kMaxStages = 8;
@@ -196,20 +197,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// Pair schedule (mla/consumer.cuh): tiles 2k and 2k + 1 of a work item are one pair, the two
-// warpgroups compute their S = Q K^T at the same time and then exchange P twice, so one softmax
-// per pair (not per tile) leaves the tensor cores idle; with half release the producer loads a
-// pair's halves in the order they are freed. FLASHMFA_SM90_MLA_PAIRS=0 builds the tile-by-tile
-// seesaw (same-machine A/B).
-#ifndef FLASHMFA_SM90_MLA_PAIRS
-#define FLASHMFA_SM90_MLA_PAIRS 1
-#endif
-constexpr bool kMlaPairs = FLASHMFA_SM90_MLA_PAIRS != 0;
-// Its producer holds two tiles' sources at once (producer.cuh, load_pair): 24 registers spill,
-// 32 do not, which leaves the consumers 232 (32 * 128 + 2 * 232 * 128 = 63488 <= 64512; ptxas:
-// no spills there either).
-constexpr int kMlaProducerRegs = kMlaPairs ? 32 : kProducerRegs;
-constexpr int kMlaConsumerRegs = kMlaPairs ? 232 : kConsumerRegs;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

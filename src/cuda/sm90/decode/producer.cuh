@@ -90,43 +90,26 @@ struct Producer {
       load_atoms<FIRST, LAST>(pos, map, src, policy);
   }
 
-  // Half release: half H of a tile (0: atoms [0, kMlaOutAtoms), 1: the rest) into the slot at
-  // `pos` as soon as that half is free. Free slots complete the phase before the one the
-  // consumers wait on: a fresh barrier counts as having completed phase "1", so the first pass
-  // does not block.
-  template <int H>
-  __device__ void load_half(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
-                            uint64_t policy) const {
-    mbar_wait(sm.empty_bar(pos.stage, H), pos.phase ^ 1);
-    if constexpr (H == 0) load_part<0, kMlaOutAtoms>(pos, map, src, policy);
-    else load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
-  }
-  // Both halves, `owner`'s first.
+  // Half release: each half of the slot as soon as it is free, `owner`'s half first. Free
+  // slots complete the phase before the one the consumers wait on: a fresh barrier counts as
+  // having completed phase "1", so the first pass does not block.
   __device__ void load_halves(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
                               uint64_t policy, int owner) const {
+    auto lo = [&] {
+      mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
+      load_part<0, kMlaOutAtoms>(pos, map, src, policy);
+    };
+    auto hi = [&] {
+      mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
+      load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
+    };
     if (owner == 0) {
-      load_half<0>(pos, map, src, policy);
-      load_half<1>(pos, map, src, policy);
+      lo();
+      hi();
     } else {
-      load_half<1>(pos, map, src, policy);
-      load_half<0>(pos, map, src, policy);
+      hi();
+      lo();
     }
-  }
-  // Pair schedule (Tr::kPairs, under half release): tiles a (at `pos`, warpgroup 0's) and b =
-  // a + 1 (the next slot, warpgroup 1's) of one pair, each half in the order the consumers free
-  // them: a's first half (warpgroup 0's P V of a ends first), b's second (warpgroup 1's P V of
-  // b), a's second, b's first (warpgroup 0's P V of b ends last). Advances `pos` past both.
-  // `source(blk)`: the tile's source, with the out-of-range flag raised for a bad page.
-  __device__ void load_pair(RingPos& pos, const CUtensorMap* map, const TileSource& a,
-                            const TileSource& b, uint64_t policy) const {
-    RingPos next = pos;
-    next.advance();
-    load_half<0>(pos, map, a, policy);
-    load_half<1>(next, map, b, policy);
-    load_half<1>(pos, map, a, policy);
-    load_half<0>(next, map, b, policy);
-    pos = next;
-    pos.advance();
   }
 
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
@@ -213,21 +196,10 @@ struct Producer {
     RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      auto source = [&](int blk) {
-        const TileSource src = tile_source(p, it, blk);
-        if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-        return src;
-      };
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if constexpr (Tr::kPairs && Tr::kHalfRelease) {  // MLA: V aliases K, one ring
-          if (Tr::half_release(p) && blk + 1 < it.block_end) {
-            load_pair(ring0, k_map, source(blk), source(blk + 1), policy);
-            ++blk;
-            continue;
-          }
-        }
-        const TileSource src = source(blk);
+        const TileSource src = tile_source(p, it, blk);
+        if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
           load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);

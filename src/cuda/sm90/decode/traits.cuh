@@ -22,8 +22,6 @@ enum class NamedBarrier : int {
                    // tile is stored, KV-split merge steps
   kPReady = 4,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
-  kPScaled = 6,    // 256 threads (MLA pair schedule): warpgroup 0's P, rescaled to warpgroup
-                   // 1's row max, is in shared memory
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
@@ -40,7 +38,6 @@ struct Traits {
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kWideBoxes = false;    // 4-D maps, one box per 64-column atom
-  static constexpr bool kPairs = false;        // tiles loaded one after the other
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");

@@ -44,14 +44,14 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   __syncthreads();
 
   if (role == 0) {
-    setmaxnreg_dec<kMlaProducerRegs>();
+    setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if constexpr (Tr::kWideBoxes) tma_prefetch_map(&k_hi_map);
       Producer<Tr>{p, sched, &k_map, &k_map, sm, kv_head, 0, &k_hi_map}.run(part);
     }
   } else {
-    setmaxnreg_inc<kMlaConsumerRegs>();
+    setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
     MlaConsumer<T>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
         .run(part);
