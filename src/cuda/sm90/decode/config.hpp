@@ -197,15 +197,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// L2 prefetch: before it waits for a tile's slot (i.e. right after the previous tile's copies),
-// the producer prefetches the tile into L2 (two boxes, the wide maps), so that its copy, issued
-// once the slot is free, waits for L2 instead of DRAM: with two slots the load latency is on the
-// MLA kernel's critical path once per tile (perf notes I.3). FLASHMFA_SM90_MLA_PREFETCH=0 builds
-// without.
-#ifndef FLASHMFA_SM90_MLA_PREFETCH
-#define FLASHMFA_SM90_MLA_PREFETCH 1
-#endif
-constexpr bool kMlaPrefetch = kMlaWideBoxes && FLASHMFA_SM90_MLA_PREFETCH != 0;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

@@ -80,13 +80,6 @@ struct Producer {
     }
   }
 
-  // Tr::kPrefetch (MLA's wide boxes): both halves of a tile into L2, if its page is in range.
-  __device__ void prefetch_tile(const CUtensorMap* map, const TileSource& src) const {
-    if (!src.page_ok) return;
-    tma_prefetch_5d(map, 0, kv_head, src.in_page, 0, src.page);
-    tma_prefetch_5d(k_hi_map, 0, kv_head, src.in_page, kMlaOutAtoms, src.page);
-  }
-
   // Atoms [FIRST, LAST) of a tile: one wide box (the half's own map), or one copy per atom.
   template <int FIRST, int LAST>
   __device__ void load_part(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
@@ -207,9 +200,6 @@ struct Producer {
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         const TileSource src = tile_source(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-        // Issued before the wait for the tile's slot, i.e. right after the previous tile's
-        // copies: the slot frees about one tile later, time enough for DRAM to answer.
-        if constexpr (Tr::kPrefetch) prefetch_tile(k_map, src);
         auto load = [&](RingPos& pos) {
           load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);

@@ -162,17 +162,6 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* map, uint3
       : "memory");
 }
 
-// Starts moving a 5-D box of `map` into L2 (no shared memory, no barrier): a later
-// tma_load_5d of the same box then waits for L2 rather than DRAM.
-__device__ __forceinline__ void tma_prefetch_5d(const void* map, int c0, int c1, int c2, int c3,
-                                                int c4) {
-  asm volatile(
-      "cp.async.bulk.prefetch.tensor.5d.L2.global.tile [%0, {%1, %2, %3, %4, %5}];\n" ::"l"(
-          reinterpret_cast<uint64_t>(map)),
-      "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
-      : "memory");
-}
-
 // Orders this thread's generic-proxy shared-memory writes (st.shared) before later
 // async-proxy reads of them (wgmma operands, TMA overwrites). Needed by every thread that wrote,
 // before the barrier that publishes the data.

@@ -38,7 +38,6 @@ struct Traits {
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kWideBoxes = false;    // 4-D maps, one box per 64-column atom
-  static constexpr bool kPrefetch = false;     // no L2 prefetch of the next tile
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");

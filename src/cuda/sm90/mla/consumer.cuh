@@ -43,7 +43,6 @@ struct MlaTraits {
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease;
   static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
-  static constexpr bool kPrefetch = kMlaPrefetch;    // next tile into L2 (config.hpp)
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
   __device__ static bool half_release(const detail::DecodeParams& p) {
