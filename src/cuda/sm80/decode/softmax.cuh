@@ -9,12 +9,15 @@
 //      same values in the same order, so their m agree bit for bit;
 //   3. S warps write P = exp2(S - m) to shared memory and keep partial row sums l over their own
 //      columns (rescaled by the same alpha); the partial sums meet only in the epilogue.
-// A row with nothing visible keeps m = -inf: alpha is taken as 1 and exp2 is evaluated against
-// 0 instead, so -inf - -inf never produces NaN and P stays exactly 0.
+// m moves only when a tile's max passes it by more than a slack (running_max.cuh), so alpha is
+// exactly 1 on most tiles and the O rescale is skipped. A row with nothing visible keeps
+// m = -inf: alpha is 1 and exp2 is evaluated against 0 instead, so -inf - -inf never produces
+// NaN and P stays exactly 0.
 #pragma once
 
 #include <cstdint>
 
+#include "cuda/common/running_max.cuh"
 #include "cuda/sm80/decode/ptx.cuh"
 #include "cuda/sm80/decode/traits.cuh"
 
@@ -115,7 +118,7 @@ class OnlineSoftmax {
         float pv[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          pv[e] = fast_exp2(fmaf(acc[i][n][e], scale_log2, -m_row[e >> 1]));
+          pv[e] = exp2_approx(fmaf(acc[i][n][e], scale_log2, -m_row[e >> 1]));
           l_[i][e >> 1] += pv[e];
         }
         using T = typename Tr::T;
@@ -166,13 +169,15 @@ class OnlineSoftmax {
   __device__ float max_of(int mt, int h) const { return m_[mt][h]; }
 
  private:
-  // m <- max(m, maxima of `row` from every S warp); returns the rescale exp2(m_old - m_new).
+  // m <- the running max after the maxima of `row` from every S warp (next_running_max: it
+  // moves only past a slack); returns the rescale exp2(m_old - m_new), exactly 1 if it did not.
   __device__ static float fold(const float* red, int row, float& m) {
-    float mx = m;
+    float mx = red[row];
 #pragma unroll
-    for (int w = 0; w < Tr::WN; ++w) mx = fmaxf(mx, red[w * BLOCK_M + row]);
-    const float alpha = mx == kNegInf ? 1.f : fast_exp2(m - mx);
-    m = mx;
+    for (int w = 1; w < Tr::WN; ++w) mx = fmaxf(mx, red[w * BLOCK_M + row]);
+    const float m_new = next_running_max(m, mx);
+    const float alpha = rescale_factor(m, m_new);
+    m = m_new;
     return alpha;
   }
 
@@ -182,15 +187,12 @@ class OnlineSoftmax {
 };
 
 // O rows scale with their alpha: (MT, O_NT, 4) fragments, elements 0-1 row h = 0, 2-3 h = 1.
-// Once a row's max settles, alpha is exactly 1 for tile after tile: the warp skips the
-// multiplies (a warp-uniform branch) unless one of its rows moved.
+// Once a row's running max settles, alpha is exactly 1 for tile after tile (running_max.cuh):
+// the warp skips the multiplies (a warp-uniform branch) unless one of its rows moved.
 template <class Tr>
 __device__ __forceinline__ void rescale_o(float (&o)[Tr::MT][Tr::O_NT][4],
                                           const float (&alpha)[Tr::MT][2]) {
-  bool moved = false;
-#pragma unroll
-  for (int mt = 0; mt < Tr::MT; ++mt) moved |= alpha[mt][0] != 1.f || alpha[mt][1] != 1.f;
-  if (!__any_sync(0xffffffffu, moved)) return;
+  if (!warp_must_rescale(alpha)) return;
 #pragma unroll
   for (int mt = 0; mt < Tr::MT; ++mt)
 #pragma unroll

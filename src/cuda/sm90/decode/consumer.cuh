@@ -69,6 +69,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
     float alpha[kRowsPerThread];
     softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    if (!warp_must_rescale(alpha)) return;
 #pragma unroll
     for (int at = 0; at < Tr::kAtoms; ++at)
 #pragma unroll
@@ -278,8 +279,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       const float l_o = __int_as_float(ld_shared_s32(at + 4));
       const float mx = fmaxf(m[h], m_o);
       const float base = mx == -INFINITY ? 0.f : mx;  // no tile seen by either: all zero
-      f_me[h] = exp2f_fast(m[h] - base);
-      f_other[h] = exp2f_fast(m_o - base);
+      f_me[h] = exp2_approx(m[h] - base);
+      f_other[h] = exp2_approx(m_o - base);
       const float total = f_me[h] * l[h] + f_other[h] * l_o;
       inv[h] = total > 0.f ? 1.f / total : 0.f;
       lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;

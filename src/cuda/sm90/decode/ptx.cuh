@@ -202,12 +202,6 @@ __device__ __forceinline__ void launch_dependents() {
 
 // ---- math --------------------------------------------------------------------------------
 
-// 2^x with ex2.approx (2 ulp); ex2(-inf) = 0, which the softmax relies on for masked columns.
-__device__ __forceinline__ float exp2f_fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Two floats as one packed pair of T (lo in the low half: the lower column index).
 template <class T>

@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "cuda/common/running_max.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
@@ -41,7 +42,7 @@ struct OnlineSoftmax {
     for (int h = 0; h < kRowsPerThread; ++h) max[h] = -INFINITY, sum[h] = 0.f;
   }
 
-  // s: the raw scores of one tile, overwritten with the numerators exp2(x - max). Column c of
+  // s: the raw scores of one tile, overwritten with the numerators exp2(x - max) (<= 2^kMaxSlack). Column c of
   // row h is masked when c >= limit[h] (causal rule, sequence end, skipped page); masking is a
   // select, so a NaN score from a row past the end never survives. alpha[h]: the factor the
   // output rows must be multiplied by before this tile's P V is added.
@@ -58,18 +59,20 @@ struct OnlineSoftmax {
     float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
-      const float m = fmaxf(max[h], quad_max(tile_max[h]));
+      // The running max moves only past a slack (running_max.cuh): alpha is exactly 1 on
+      // most tiles, and the caller skips the O rescale when its whole warp's is.
+      const float m = next_running_max(max[h], quad_max(tile_max[h]));
       // A row that has seen nothing keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - (-inf)) = NaN out: its numerators are exp2(-inf) = 0.
       base[h] = m == -INFINITY ? 0.f : m;
-      alpha[h] = exp2f_fast(max[h] - base[h]);
+      alpha[h] = rescale_factor(max[h], m);
       max[h] = m;
       sum[h] *= alpha[h];
     }
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) {
       const int h = acc_row(i);
-      s[i] = exp2f_fast(s[i] - base[h]);
+      s[i] = exp2_approx(s[i] - base[h]);
       sum[h] += s[i];
     }
   }

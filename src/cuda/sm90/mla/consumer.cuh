@@ -110,7 +110,9 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
   }
 
+  // Skipped when the warp's rows all keep their running max (alpha exactly 1).
   __device__ static void scale(Out& o, const float (&alpha)[kRowsPerThread]) {
+    if (!warp_must_rescale(alpha)) return;
 #pragma unroll
     for (int at = 0; at < Tr::kOutAtoms; ++at)
 #pragma unroll
