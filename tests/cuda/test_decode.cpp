@@ -120,6 +120,43 @@ TEST(CudaFp8, HopperPathRefusesMlaFp8Caches) {
   }
 }
 
+// The portable kernel's seesaw form (seesaw.cuh: MLA's 64-row tiles, pages of a multiple of 64
+// tokens): odd and even tile counts per work item (the two groups own alternate tiles), items
+// of 0 and 1 tiles, several items per part and split sequences, s_q up to 4 with the causal
+// rule, h_q 64 and 128, both dtypes; then pitched rows (16-byte multiples: still the seesaw)
+// and a page size it does not take (16: the plain kernel, same answers).
+TEST(CudaDecode, PortableSeesawTiles) {
+  SKIP_WITHOUT_GPU();
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (int page : {64, 256}) {
+      for (auto [h_q, s_q] : {std::pair{128, 1}, std::pair{64, 2}, std::pair{32, 4}}) {
+        ProblemSpec s;
+        s.variant = Variant::mla();
+        s.dtype = dtype;
+        s.page_size = page;
+        s.h_q = h_q;
+        s.s_q = s_q;
+        s.causal = s_q > 1;
+        s.b = 10;
+        s.seqlens = {0, 1, 63, 64, 65, 128, 129, 191, 700, 3001};
+        s.seed = 9100 + page + h_q + s_q + int(dtype);
+        run_and_check(s, describe(s) + " portable", DecodeArgs::Path::portable);
+      }
+    }
+  }
+  ProblemSpec s;
+  s.variant = Variant::mla();
+  s.h_q = 128;
+  s.s_q = 2;
+  s.causal = true;
+  s.b = 3;
+  s.seqlens = {65, 1000, 129};
+  s.seed = 9177;
+  run_and_check_pitched(s, describe(s) + " portable, pitched rows", DecodeArgs::Path::portable, 8);
+  s.page_size = 16;
+  run_and_check(s, describe(s) + " portable, page 16", DecodeArgs::Path::portable);
+}
+
 TEST(CudaDecode, OddShapes) {
   SKIP_WITHOUT_GPU();
   for (int h_q : {1, 3, 9, 63, 126, 128}) {

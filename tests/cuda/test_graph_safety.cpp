@@ -60,10 +60,10 @@ TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
 // A problem whose sequence 0 gets a lie written into it; the others must stay exact.
 struct LyingProblem {
   testing::HostProblem h;
-  explicit LyingProblem(Variant v) {
+  explicit LyingProblem(Variant v, int h_q = 16) {
     ProblemSpec s;
     s.variant = v;
-    s.h_q = 16;
+    s.h_q = h_q;
     s.b = 3;
     s.seqlens = {300, 200, 100};
     h = testing::make_problem(s);
@@ -105,6 +105,24 @@ TEST(CudaSafety, PageIndexOutOfRangeIsSkippedAndFlagged) {
         EXPECT_NE(std::string(e.what()).find("page index"), std::string::npos) << e.what();
       }
     }
+  }
+}
+
+// The same lie on the portable kernel's seesaw form (MLA, 64 rows per KV head, page 64): the
+// tile of the skipped page is masked whole, its copies zero-filled, the flag raised.
+TEST(CudaSafety, PageIndexOutOfRangeOnThePortableSeesaw) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t bad : {-1, 1 << 30}) {
+    LyingProblem lp(Variant::mla(), 128);
+    lp.h.block_table[1] = bad;
+    DeviceProblem d(lp.h);
+    d.set_path(DecodeArgs::Path::portable);
+    d.poison();
+    const Plan p = d.plan();
+    run(p, d.args);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(read_error_flags(p), uint32_t(kFlagPageOutOfRange)) << "page " << bad;
+    lp.expect_others_exact(d);
   }
 }
 
@@ -184,6 +202,13 @@ void sanitizer_suite(DecodeArgs::Path path) {
         run_and_check(r, "sanitizer 160 rows " + v.name() + " page " + std::to_string(page), p);
       }
     }
+  }
+  {  // MLA's 64-row tiles on pages of 64: the portable kernel's seesaw form (seesaw.cuh)
+    ProblemSpec s;
+    s.h_q = 64;
+    s.b = 3;
+    s.seqlens = {0, 130, 700};
+    run_and_check(s, "sanitizer MLA 64 rows", path);
   }
   LyingProblem lp(Variant::mla());
   lp.h.block_table[0] = 1 << 30;
