@@ -120,12 +120,11 @@ TEST(CudaFp8, HopperPathRefusesMlaFp8Caches) {
   }
 }
 
-// The portable kernel's seesaw form (seesaw.cuh: MLA's 64-row tiles, pages of a multiple of 64
-// tokens): odd and even tile counts per work item (the two groups own alternate tiles), items
-// of 0 and 1 tiles, several items per part and split sequences, s_q up to 4 with the causal
-// rule, h_q 64 and 128, both dtypes; then pitched rows (16-byte multiples: still the seesaw)
-// and a page size it does not take (16: the plain kernel, same answers).
-TEST(CudaDecode, PortableSeesawTiles) {
+// The portable kernel's compute-bound MLA tile (64 query rows of one KV head) on whole-tile
+// pages: odd and even tile counts per work item, items of 0 and 1 tiles, several items per
+// part and split sequences, s_q up to 4 with the causal rule, h_q 32 to 128, both dtypes; then
+// pitched rows (16-byte multiples) and pages of 16 tokens (a tile spans four pages).
+TEST(CudaDecode, PortableMla64RowTiles) {
   SKIP_WITHOUT_GPU();
   for (DType dtype : {DType::bf16, DType::f16}) {
     for (int page : {64, 256}) {

@@ -108,9 +108,9 @@ TEST(CudaSafety, PageIndexOutOfRangeIsSkippedAndFlagged) {
   }
 }
 
-// The same lie on the portable kernel's seesaw form (MLA, 64 rows per KV head, page 64): the
-// tile of the skipped page is masked whole, its copies zero-filled, the flag raised.
-TEST(CudaSafety, PageIndexOutOfRangeOnThePortableSeesaw) {
+// The same lie on the portable kernel's 64-row MLA tile (h_q 128, page 64): the rows of the
+// skipped page are zero-filled and masked, the flag raised, the other sequences exact.
+TEST(CudaSafety, PageIndexOutOfRangeOnPortable64RowTiles) {
   SKIP_WITHOUT_GPU();
   for (int32_t bad : {-1, 1 << 30}) {
     LyingProblem lp(Variant::mla(), 128);
@@ -203,7 +203,7 @@ void sanitizer_suite(DecodeArgs::Path path) {
       }
     }
   }
-  {  // MLA's 64-row tiles on pages of 64: the portable kernel's seesaw form (seesaw.cuh)
+  {  // MLA's 64-row tiles (the portable kernel's compute-bound form; split loads)
     ProblemSpec s;
     s.h_q = 64;
     s.b = 3;

@@ -160,30 +160,6 @@ struct SmemPlan {
   }
 };
 
-// The seesaw kernel's shared memory (seesaw.cuh; MLA's 64 x 64 tiles of 576-wide rows):
-//
-//   q      (BLOCK_M, D_K)          T, swizzled   the query tile
-//   stage  (2, BLOCK_N, D_K)       T, swizzled   stage g holds the tiles group g owns
-//   p      (BLOCK_M, BLOCK_N)      T, swizzled   P of the latest published tile
-//   red    (2, WN, BLOCK_M)        f32           per group: row maxima, then (epilogue) row sums
-//   stats  (BLOCK_M)               f32           running max after the latest published tile
-//   zeros  (BLOCK_N)               u8            an all-zero "skipped page" row mask
-//   full   (2)                     mbarrier      stage g's tile has landed
-struct SeesawPlan {
-  size_t q = 0, stage = 0, stage_bytes = 0, p = 0, red = 0, stats = 0, zeros = 0, full = 0,
-         total = 0;
-  FLASHMFA_SM80_HD constexpr SeesawPlan(int d_k, int block_m, int block_n) {
-    stage_bytes = size_t(block_n) * d_k * kElemBytes;
-    stage = align_up(size_t(block_m) * d_k * kElemBytes, kSmemAlign);
-    p = stage + 2 * stage_bytes;
-    red = align_up(p + size_t(block_m) * block_n * kElemBytes, kSmemAlign);
-    stats = red + sizeof(float) * 2 * s_warp_grid(d_k, block_m, block_n).wn * block_m;
-    zeros = stats + sizeof(float) * block_m;
-    full = align_up(zeros + size_t(block_n), 8);
-    total = align_up(full + 2 * sizeof(uint64_t), kSmemAlign);
-  }
-};
-
 // One compiled tile shape, as the dispatch table lists it.
 struct TileKey {
   DType dtype;

@@ -169,37 +169,13 @@ std::optional<KernelConfig> first_fit(const detail::DecodeParams& p, const Devic
   return std::nullopt;
 }
 
-// Whether the seesaw kernel (seesaw.cuh) serves p with tile cfg: MLA's 64 x 64 16-bit tile with
-// V read from K, whole 64-token tiles per page, P rounded once. FLASHMFA_SM80_SEESAW=0 in the
-// environment keeps the plain kernel (same-machine A/B). Read once.
-bool seesaw_enabled() {
-  static const bool on = [] {
-    const char* s = std::getenv("FLASHMFA_SM80_SEESAW");
-    return s == nullptr || std::string(s) != "0";
-  }();
-  return on;
-}
-void choose_seesaw(const detail::DecodeParams& p, const DeviceInfo& dev, KernelConfig& cfg) {
-  const KernelEntry* e = find({p.dtype, p.kv_format, p.d_k, p.d_v, cfg.block_m, cfg.block_n});
-  if (e == nullptr || e->seesaw == nullptr || !seesaw_enabled() || !p.v_aliases_k ||
-      cfg.split_p || p.page_size % cfg.block_n != 0)
-    return;
-  const SeesawPlan plan(p.d_k, cfg.block_m, cfg.block_n);
-  if (plan.total > dev.smem_per_block_optin || occupancy(dev, e->seesaw, plan.total) < 1) return;
-  cfg.seesaw = true;
-  cfg.smem_bytes = std::max(cfg.smem_bytes, plan.total);  // either kernel fits (launch falls back)
-}
-
 }  // namespace
 
 KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
   const TileOverride& ov = tile_override();
   if (ov.block_n != 0 || ov.max_stages != kMaxStages)
     if (auto cfg = first_fit(p, dev, ov.block_n, std::min(kMaxStages, ov.max_stages))) return *cfg;
-  if (auto cfg = first_fit(p, dev, 0, kMaxStages)) {
-    choose_seesaw(p, dev, *cfg);
-    return *cfg;
-  }
+  if (auto cfg = first_fit(p, dev, 0, kMaxStages)) return *cfg;
   const bool v_separate = !p.v_aliases_k;
   throw Error(Status::unsupported,
               "flashmfa: no sm80 decode tile for d_k " + std::to_string(p.d_k) + ", d_v " +
@@ -232,17 +208,16 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
   kp.q_vec = aligned(p.q, kChunkBytes) && strides_multiple_of(kVecElems, p.q_sb, p.q_ss, p.q_sh);
   kp.out_vec = aligned(p.out, 2 * kElemBytes) && strides_multiple_of(2, p.o_sb, p.o_ss, p.o_sh);
 
-  // The seesaw kernel copies whole 16-byte chunks; views without aligned rows take the plain one.
-  const void* kernel = cfg.seesaw && kp.kv_vec ? e->seesaw : e->kernel;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     int device = 0;
     FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
-    ensure_smem_limit(state_for(device, kernel), cfg.smem_bytes);
+    ensure_smem_limit(state_for(device, e->kernel), cfg.smem_bytes);
   }
   const dim3 grid((rows + cfg.block_m - 1) / cfg.block_m, sched.num_parts, p.h_kv);
   void* args[] = {&kp};
-  FLASHMFA_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(kThreads), args, cfg.smem_bytes, stream));
+  FLASHMFA_CUDA_CHECK(
+      cudaLaunchKernel(e->kernel, grid, dim3(kThreads), args, cfg.smem_bytes, stream));
 }
 
 }  // namespace flashmfa::cuda::sm80

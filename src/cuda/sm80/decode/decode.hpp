@@ -18,7 +18,6 @@ struct KernelConfig {
   int ctas_per_sm = 0;    // resident CTAs per SM (for the scheduler's num_parts)
   int stages = 0;         // K/V tiles in the shared-memory pipeline
   bool split_p = false;   // P V as T(P) V + T(P - T(P)) V (see sm80 KernelParams)
-  bool seesaw = false;    // the seesaw kernel (seesaw.cuh) where its tile and the cache allow
 };
 
 // The tile configuration for p on `dev` (host only). Raises flashmfa::Error (unsupported) when

@@ -11,24 +11,13 @@
 
 #include "cuda/sm80/decode/kernel.cuh"
 #include "cuda/sm80/decode/registry.hpp"
-#include "cuda/sm80/decode/seesaw.cuh"
 
 #define FLASHMFA_SM80_TRAITS(T, DK, DV, BM, BN, FMT) Traits<T, DK, DV, BM, BN, CacheFormat::FMT>
-
-namespace flashmfa::cuda::sm80 {
-// The seesaw kernel of a tile, where it has one (seesaw.cuh).
-template <class Tr>
-inline const void* seesaw_kernel() {
-  if constexpr (kSeesawTile<Tr>) return reinterpret_cast<const void*>(&decode_seesaw_kernel<Tr>);
-  else return nullptr;
-}
-}  // namespace flashmfa::cuda::sm80
 #define FLASHMFA_SM80_ENTRY_T(T, DTYPE, DK, DV, BM, BN, FMT)                                   \
   KernelEntry{TileKey{DType::DTYPE, CacheFormat::FMT, DK, DV, BM, BN},                        \
               reinterpret_cast<const void*>(                                                 \
                   &decode_kernel<FLASHMFA_SM80_TRAITS(T, DK, DV, BM, BN, FMT)>),              \
-              FLASHMFA_SM80_TRAITS(T, DK, DV, BM, BN, FMT)::MIN_BLOCKS,                     \
-              seesaw_kernel<FLASHMFA_SM80_TRAITS(T, DK, DV, BM, BN, FMT)>()},
+              FLASHMFA_SM80_TRAITS(T, DK, DV, BM, BN, FMT)::MIN_BLOCKS},
 
 #define FLASHMFA_SM80_ENTRY(DK, DV, BM, BN, FMT)                    \
   FLASHMFA_SM80_ENTRY_T(__nv_bfloat16, bf16, DK, DV, BM, BN, FMT)   \

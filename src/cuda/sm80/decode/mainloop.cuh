@@ -38,13 +38,7 @@ class SProduct {
   }
 
   // acc (S_MT, S_NT, 4): this warp's S_ROWS x S_COLS slice of Q K^T (raw scores, fp32).
-  // step(ks) runs at the start of k-step ks (the seesaw kernel issues one K/V copy there).
-  struct NoStep {
-    __device__ void operator()(int) const {}
-  };
-  template <class Step = NoStep>
-  __device__ void run(uint32_t q_tile, uint32_t k_tile, float (&acc)[S_MT][S_NT][4],
-                      Step&& step = {}) const {
+  __device__ void run(uint32_t q_tile, uint32_t k_tile, float (&acc)[S_MT][S_NT][4]) const {
     using Mma = MmaOp<typename Tr::T>;
 #pragma unroll
     for (int i = 0; i < S_MT; ++i)
@@ -54,7 +48,6 @@ class SProduct {
         for (int e = 0; e < 4; ++e) acc[i][n][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < Tr::K_STEPS; ++ks) {
-      step(ks);
       const uint32_t group = (ks / kXorPeriod) * 128;
       uint32_t a[S_MT][4];
 #pragma unroll

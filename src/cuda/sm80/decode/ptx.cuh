@@ -55,38 +55,6 @@ __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
   else cp_async_wait<2>();
 }
 
-// ---- mbarriers and named barriers (sm_80 forms: test_wait, not the sm_90 try_wait) ---------
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-// One arrival on `bar` once every cp.async this thread issued before it has landed (.noinc:
-// the arrival counts against the count the barrier was initialized with).
-__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-// Spins until the phase with parity `parity` of `bar` has completed.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.test_wait.parity.shared.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-// Named barriers: `count` threads (a multiple of 32) meet at barrier `id` (1..15; 0 is
-// __syncthreads). arrive does not wait; the threads that sync see the arrivers' prior
-// shared-memory writes.
-__device__ __forceinline__ void named_sync(int id, int count) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void named_arrive(int id, int count) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-
 // ---- ldmatrix: 8x8 b16 matrices from shared memory into mma fragments ----------------------
 
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {

@@ -13,7 +13,6 @@ struct KernelEntry {
   TileKey key;
   const void* kernel;  // &decode_kernel<Traits<...>>, for cudaLaunchKernel / cudaFuncSetAttribute
   int min_blocks;      // the __launch_bounds__ minimum (1: up to 255 registers a thread)
-  const void* seesaw;  // &decode_seesaw_kernel<Traits<...>> for the tiles it serves, or nullptr
 };
 
 #define FLASHMFA_SM80_DECLARE_FAMILY(DK) std::span<const KernelEntry> kernels_d##DK();

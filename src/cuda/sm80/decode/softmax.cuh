@@ -137,38 +137,6 @@ class OnlineSoftmax {
     }
   }
 
-  // Seesaw kernel (seesaw.cuh), owner of a tile, after update_max: the running max of this
-  // warp's S rows into stats_m (BLOCK_M floats; one writer per row: the wn 0 warp, lane % 4 0).
-  __device__ void publish_max(float* stats_m, int wm, int wn, int lane) const {
-    if (wn != 0 || (lane & 3) != 0) return;
-#pragma unroll
-    for (int i = 0; i < S_MT; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) stats_m[s_row(wm, i, h, lane)] = ms_[i][h];
-  }
-
-  // Seesaw kernel, the other group's tile: moves the running max to the one its owner published
-  // (the owner folded the same inputs, so the factors agree bit for bit with its own) and
-  // rescales this thread's partial row sums. alpha (MT, 2): the factor O's rows scale by.
-  __device__ void take(const float* stats_m, int wm, int lane, float (&alpha)[MT][2]) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float m_new = stats_m[mt * kMmaM + (lane >> 2) + 8 * h];
-        alpha[mt][h] = rescale_factor(m_[mt][h], m_new);
-        m_[mt][h] = m_new;
-      }
-#pragma unroll
-    for (int i = 0; i < S_MT; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float m_new = stats_m[s_row(wm, i, h, lane)];
-        l_[i][h] *= rescale_factor(ms_[i][h], m_new);
-        ms_[i][h] = m_new;
-      }
-  }
-
   // Epilogue, S warps: this warp's row sums (over its S_COLS) into red, for combine_sums.
   __device__ void publish_sums(int wm, int wn, int lane, float* red) const {
 #pragma unroll
@@ -184,8 +152,6 @@ class OnlineSoftmax {
   }
 
   // Epilogue, every thread (after the barrier): full row sums of the rows it holds in O.
-  // GROUPS > 1 (seesaw): red holds GROUPS consecutive (WN, BLOCK_M) blocks, all added.
-  template <int GROUPS = 1>
   __device__ void combine_sums(const float* red, int lane, float (&l)[MT][2]) const {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -194,7 +160,7 @@ class OnlineSoftmax {
         const int row = mt * kMmaM + (lane >> 2) + 8 * h;
         float s = 0.f;
 #pragma unroll
-        for (int w = 0; w < GROUPS * Tr::WN; ++w) s += red[w * BLOCK_M + row];
+        for (int w = 0; w < Tr::WN; ++w) s += red[w * BLOCK_M + row];
         l[mt][h] = s;
       }
     }
