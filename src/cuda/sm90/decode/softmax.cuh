@@ -12,6 +12,12 @@
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
+// Same-machine A/B switch of the shortened softmax (step(): no masking on whole tiles, the
+// scale folded into the exponent's FFMA); on by default.
+#ifndef FLASHMFA_SM90_SOFTMAX_FFMA
+#define FLASHMFA_SM90_SOFTMAX_FFMA 1
+#endif
+
 namespace flashmfa::cuda::sm90 {
 
 constexpr int kRowsPerThread = 2;
@@ -20,7 +26,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ int acc_row(int i) { return (i % 4) / 2; }                 // h
-__device__ __forceinline__ int acc_col(int i, int t) { return 8 * (i / 4) + 2 * t + i % 2; }
+__host__ __device__ constexpr int acc_col(int i, int t) { return 8 * (i / 4) + 2 * t + i % 2; }
 
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(~0u, x, 1));
@@ -42,13 +48,30 @@ struct OnlineSoftmax {
     for (int h = 0; h < kRowsPerThread; ++h) max[h] = -INFINITY, sum[h] = 0.f;
   }
 
-  // s: the raw scores of one tile, overwritten with the numerators exp2(x - max) (<= 2^kMaxSlack). Column c of
-  // row h is masked when c >= limit[h] (causal rule, sequence end, skipped page); masking is a
-  // select, so a NaN score from a row past the end never survives. alpha[h]: the factor the
-  // output rows must be multiplied by before this tile's P V is added.
+  // s: the raw scores of one tile, overwritten with the numerators exp2(scale_log2 s - max)
+  // (<= 2^kMaxSlack). Column c of row h is masked when c >= limit[h] (causal rule, sequence end,
+  // skipped page); masking is a select, so a NaN score from a row past the end never survives.
+  // Tiles that every row of the warp sees whole skip the masking (a warp-uniform branch). The
+  // scale is > 0 (validated), so the max is taken over raw scores and scaled once, and each
+  // numerator is one FFMA and one ex2. alpha[h]: the factor the output rows must be multiplied
+  // by before this tile's P V is added.
   __device__ void step(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread], float scale_log2,
                        int t, float (&alpha)[kRowsPerThread]) {
+    constexpr int kCols = acc_col(kAccRegs - 1, kQuadLanes - 1) + 1;  // 64
     float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
+#if FLASHMFA_SM90_SOFTMAX_FFMA
+    if (__all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols)) {
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) tile_max[acc_row(i)] = fmaxf(tile_max[acc_row(i)], s[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) {
+        const int h = acc_row(i);
+        s[i] = acc_col(i, t) < limit[h] ? s[i] : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], s[i]);
+      }
+    }
+#else
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) {
       const int h = acc_row(i);
@@ -56,12 +79,17 @@ struct OnlineSoftmax {
       s[i] = x;
       tile_max[h] = fmaxf(tile_max[h], x);
     }
+#endif
     float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
       // The running max moves only past a slack (running_max.cuh): alpha is exactly 1 on
       // most tiles, and the caller skips the O rescale when its whole warp's is.
+#if FLASHMFA_SM90_SOFTMAX_FFMA
+      const float m = next_running_max(max[h], quad_max(tile_max[h]) * scale_log2);
+#else
       const float m = next_running_max(max[h], quad_max(tile_max[h]));
+#endif
       // A row that has seen nothing keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - (-inf)) = NaN out: its numerators are exp2(-inf) = 0.
       base[h] = m == -INFINITY ? 0.f : m;
@@ -72,7 +100,11 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) {
       const int h = acc_row(i);
+#if FLASHMFA_SM90_SOFTMAX_FFMA
+      s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
+#else
       s[i] = exp2_approx(s[i] - base[h]);
+#endif
       sum[h] += s[i];
     }
   }
