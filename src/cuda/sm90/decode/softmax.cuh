@@ -12,12 +12,6 @@
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
-// Same-machine A/B switch of the shortened softmax (step(): no masking on whole tiles, the
-// scale folded into the exponent's FFMA); on by default.
-#ifndef FLASHMFA_SM90_SOFTMAX_FFMA
-#define FLASHMFA_SM90_SOFTMAX_FFMA 1
-#endif
-
 namespace flashmfa::cuda::sm90 {
 
 constexpr int kRowsPerThread = 2;
@@ -59,7 +53,6 @@ struct OnlineSoftmax {
                        int t, float (&alpha)[kRowsPerThread]) {
     constexpr int kCols = acc_col(kAccRegs - 1, kQuadLanes - 1) + 1;  // 64
     float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
-#if FLASHMFA_SM90_SOFTMAX_FFMA
     if (__all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols)) {
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) tile_max[acc_row(i)] = fmaxf(tile_max[acc_row(i)], s[i]);
@@ -71,25 +64,12 @@ struct OnlineSoftmax {
         tile_max[h] = fmaxf(tile_max[h], s[i]);
       }
     }
-#else
-#pragma unroll
-    for (int i = 0; i < kAccRegs; ++i) {
-      const int h = acc_row(i);
-      const float x = acc_col(i, t) < limit[h] ? s[i] * scale_log2 : -INFINITY;
-      s[i] = x;
-      tile_max[h] = fmaxf(tile_max[h], x);
-    }
-#endif
     float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
       // The running max moves only past a slack (running_max.cuh): alpha is exactly 1 on
       // most tiles, and the caller skips the O rescale when its whole warp's is.
-#if FLASHMFA_SM90_SOFTMAX_FFMA
       const float m = next_running_max(max[h], quad_max(tile_max[h]) * scale_log2);
-#else
-      const float m = next_running_max(max[h], quad_max(tile_max[h]));
-#endif
       // A row that has seen nothing keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - (-inf)) = NaN out: its numerators are exp2(-inf) = 0.
       base[h] = m == -INFINITY ? 0.f : m;
@@ -100,11 +80,7 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) {
       const int h = acc_row(i);
-#if FLASHMFA_SM90_SOFTMAX_FFMA
       s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
-#else
-      s[i] = exp2_approx(s[i] - base[h]);
-#endif
       sum[h] += s[i];
     }
   }
