@@ -31,6 +31,11 @@
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 
+// Same-machine A/B switch of the row split's GEMM turns (Consumer::pingpong); on by default.
+#ifndef FLASHMFA_SM90_PINGPONG
+#define FLASHMFA_SM90_PINGPONG 1
+#endif
+
 namespace flashmfa::cuda::sm90 {
 
 template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8 = false>
@@ -134,21 +139,49 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     sync_own();  // every warp's last wgmma on the tiles is done: the merge writes stats there
   }
 
+  // Row split with both warpgroups holding rows: the two take turns issuing GEMMs (S_j of
+  // warpgroup 0, S_j of 1, P V_j of 0, P V_j of 1, ...), so that each one's softmax runs while
+  // the other's GEMM has the tensor cores, instead of both softmaxes falling together and
+  // leaving them idle (FA3's ping-pong). Warpgroup 1 gives the first turn (start) and warpgroup
+  // 0 takes the one left over after the last GEMM (finish), so every barrier phase completes.
+  __device__ bool pingpong() const {
+    if constexpr (KV_SPLIT || WARPGROUPS != 2 || FP8 || !FLASHMFA_SM90_PINGPONG) return false;
+    return first_row - warpgroup * kRowsPerWarpgroup + kRowsPerWarpgroup < p.s_q * p.q_per_kv;
+  }
+  __device__ void take_turn() const {
+    named_barrier_sync(int(NamedBarrier::kTurn) + warpgroup, Tr::kConsumerThreads);
+  }
+  __device__ void pass_turn() const {
+    named_barrier_arrive(int(NamedBarrier::kTurn) + (1 - warpgroup), Tr::kConsumerThreads);
+  }
+  __device__ void pingpong_start() const {
+    if (pingpong() && warpgroup == 1) pass_turn();
+  }
+  __device__ void pingpong_finish() const {
+    if (pingpong() && warpgroup == 0) take_turn();
+  }
+
   // S = Q K^T, softmax, O += P V for the tile of tokens [token, token + 64).
   __device__ void tile(RingPos& pos, int token, int valid, const int (&visible)[kRowsPerThread],
                        uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
                        bool precise) const {
     const bool aliased = p.v_aliases_k;
+    const bool turns = pingpong();
+    auto pass = [&] {
+      if (turns) pass_turn();
+    };
     acquire(pos, aliased, valid);
     float s[kAccRegs];
-    gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage));
+    if (turns) take_turn();
+    gemm_qk<T, D>(s, q_tile, sm.slot(pos.stage), pass);
     if (!aliased) {
       release(pos);
       pos.advance();
     }
     softmax_step(s, token, valid, visible, o, softmax);
     if (!aliased) acquire(pos, true, valid);
-    gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise);
+    if (turns) take_turn();
+    gemm_pv<T, D>(o, s, sm.slot(pos.stage), precise, pass);
     release(pos);
     pos.advance();
   }
@@ -178,6 +211,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     if (!KV_SPLIT && first_row >= rows) return run_idle(part);
     const uint32_t q_tile = sm.query(KV_SPLIT ? 0 : warpgroup);
     RingPos pos = ring_of<Tr::kConsumerRingStages, KV_SPLIT>(warpgroup);
+    pingpong_start();
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
@@ -223,6 +257,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
                                   lse);
       }
     }
+    pingpong_finish();
   }
 
   // KV split, end of a work item: each warpgroup holds O, row max and row sum over its tiles.

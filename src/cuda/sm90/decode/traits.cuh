@@ -22,6 +22,8 @@ enum class NamedBarrier : int {
                    // tile is stored, KV-split merge steps
   kPReady = 4,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
+  kTurn = 6,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
+                   // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
