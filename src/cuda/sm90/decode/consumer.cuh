@@ -31,11 +31,6 @@
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 
-// Same-machine A/B switch of the row split's GEMM turns (Consumer::pingpong); on by default.
-#ifndef FLASHMFA_SM90_PINGPONG
-#define FLASHMFA_SM90_PINGPONG 1
-#endif
-
 namespace flashmfa::cuda::sm90 {
 
 template <class T, int D, int WARPGROUPS, bool KV_SPLIT, bool FP8 = false>
@@ -145,7 +140,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // leaving them idle (FA3's ping-pong). Warpgroup 1 gives the first turn (start) and warpgroup
   // 0 takes the one left over after the last GEMM (finish), so every barrier phase completes.
   __device__ bool pingpong() const {
-    if constexpr (KV_SPLIT || WARPGROUPS != 2 || FP8 || !FLASHMFA_SM90_PINGPONG) return false;
+    if constexpr (KV_SPLIT || WARPGROUPS != 2 || FP8) return false;
     return first_row - warpgroup * kRowsPerWarpgroup + kRowsPerWarpgroup < p.s_q * p.q_per_kv;
   }
   __device__ void take_turn() const {
