@@ -161,25 +161,12 @@ __device__ __forceinline__ void fence_acc(float (&o)[ATOMS][kAccRegs]) {
 constexpr bool kPvN256 = FLASHMFA_SM90_PV_N256 != 0;
 constexpr int kPvN256Atoms = 4;
 
-// The wgmma of k-step KK (16 tokens) of O += P V: a (this k-step's A fragment) times the V
-// rows [16 KK, 16 KK + 16) of the slot desc_v describes. No fence, no commit.
-template <class T, int ATOMS, int KK>
-__device__ __forceinline__ void issue_pv_step(float (&o)[ATOMS][kAccRegs], const uint32_t (&a)[4],
-                                              uint64_t desc_v) {
-  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
-  if constexpr (kPvN256 && ATOMS == kPvN256Atoms) {
-    wgmma_rs_n256<T, KK * kStepBytes>(o, a, desc_v);
-  } else {
-    static_for<ATOMS>(
-        [&](auto at) { wgmma_rs<T, at * kAtomBytes + KK * kStepBytes>(o[at], a, desc_v); });
-  }
-}
-
 // Issues o (64 x 64 * ATOMS f32) += P (registers) V (64 tokens x 64 * ATOMS columns from
 // v_slot, MN-major, one 64-column atom per kAtomBytes) as one wgmma group; the caller waits.
 template <class T, int ATOMS>
 __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
                                          const uint32_t (&a)[kPvSteps][4], uint32_t v_slot) {
+  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
   const uint64_t desc_v = make_desc(v_slot, kAtomBytes, kSwizzleGroupBytes);
   // The accumulators (just rescaled) and the A fragments (just packed) must be final before
   // wgmma.fence: otherwise the compiler may sink that arithmetic below it, and ptxas then
@@ -190,7 +177,15 @@ __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
 #pragma unroll
     for (int j = 0; j < 4; ++j) asm volatile("" ::"r"(a[kk][j]) : "memory");
   wgmma_fence();
-  static_for<kPvSteps>([&](auto kk) { issue_pv_step<T, ATOMS, kk>(o, a[kk], desc_v); });
+  if constexpr (kPvN256 && ATOMS == kPvN256Atoms) {
+    static_for<kPvSteps>([&](auto kk) { wgmma_rs_n256<T, kk * kStepBytes>(o, a[kk], desc_v); });
+  } else {
+    static_for<kPvSteps>([&](auto kk) {
+      static_for<ATOMS>([&](auto at) {
+        wgmma_rs<T, at * kAtomBytes + kk * kStepBytes>(o[at], a[kk], desc_v);
+      });
+    });
+  }
   wgmma_commit();
 }
 

@@ -51,17 +51,6 @@ struct OnlineSoftmax {
   // by before this tile's P V is added.
   __device__ void step(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread], float scale_log2,
                        int t, float (&alpha)[kRowsPerThread]) {
-    float base[kRowsPerThread];
-    prepare(s, limit, scale_log2, t, alpha, base);
-    numerators<0, kAccRegs>(s, scale_log2, base);
-  }
-
-  // step() in two parts, for a caller that hands P on in pieces (the MLA seesaw): prepare()
-  // masks, moves the running max and returns alpha and the exponent base of each row;
-  // numerators<FIRST, LAST>() turns scores [FIRST, LAST) into numerators and adds them to sum.
-  __device__ void prepare(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread],
-                          float scale_log2, int t, float (&alpha)[kRowsPerThread],
-                          float (&base)[kRowsPerThread]) {
     constexpr int kCols = acc_col(kAccRegs - 1, kQuadLanes - 1) + 1;  // 64
     float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
     if (__all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols)) {
@@ -75,6 +64,7 @@ struct OnlineSoftmax {
         tile_max[h] = fmaxf(tile_max[h], s[i]);
       }
     }
+    float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
       // The running max moves only past a slack (running_max.cuh): alpha is exactly 1 on
@@ -87,12 +77,8 @@ struct OnlineSoftmax {
       max[h] = m;
       sum[h] *= alpha[h];
     }
-  }
-  template <int FIRST, int LAST>
-  __device__ void numerators(float (&s)[kAccRegs], float scale_log2,
-                             const float (&base)[kRowsPerThread]) {
 #pragma unroll
-    for (int i = FIRST; i < LAST; ++i) {
+    for (int i = 0; i < kAccRegs; ++i) {
       const int h = acc_row(i);
       s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
       sum[h] += s[i];

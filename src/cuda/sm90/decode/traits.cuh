@@ -20,11 +20,10 @@ enum class NamedBarrier : int {
                    // is cleared (a slot read by that warpgroup alone)
   kConsumers = 3,  // every consumer thread: a shared slot's tail is cleared, the shared Q
                    // tile is stored, KV-split merge steps
-  kPReady = 4,     // + kPvSteps x the warpgroup that wrote it + k-step, 256 threads (MLA): a
-                   // k-step of a P tile (and with k-step 0 its row state) is in shared memory
-                   // (bar.arrive by the writer, bar.sync by the reader); ids 4 .. 11
-  kTurn = 6,       // + warpgroup, 256 threads (decode row split, not MLA): that warpgroup may
-                   // issue its next GEMM (bar.arrive by the other after issuing its own)
+  kPReady = 4,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
+                   // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
+  kTurn = 6,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
+                   // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its

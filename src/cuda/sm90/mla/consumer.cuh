@@ -36,12 +36,6 @@
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 
-// Pieces of the MLA P hand-off (MlaConsumer::publish / take_and_issue): 4, one per 16-token
-// k-step; 1 hands the whole tile over at once (same-machine A/B).
-#ifndef FLASHMFA_SM90_MLA_P_PIECES
-#define FLASHMFA_SM90_MLA_P_PIECES 4
-#endif
-
 namespace flashmfa::cuda::sm90 {
 
 struct MlaTraits {
@@ -130,22 +124,29 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     for (int h = 0; h < kRowsPerThread; ++h) softmax.sum[h] *= alpha[h];
   }
 
-  // The P hand-off goes in kPPieces pieces of 16-token k-steps, one named barrier each: the
-  // other warpgroup issues its P V on the first piece while the owner still computes the
-  // numerators of the rest. The row state travels with piece 0.
-  static constexpr int kPPieces = FLASHMFA_SM90_MLA_P_PIECES;
-  static constexpr int kStepsPerPiece = kPvSteps / kPPieces;
-  static_assert(kPPieces >= 1 && kPvSteps % kPPieces == 0, "whole k-steps per piece");
-  __device__ int p_barrier(int writer, int piece) const {
-    return int(NamedBarrier::kPReady) + writer * kPvSteps + piece;
+  // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
+  // it.
+  __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
+                       float (&alpha)[kRowsPerThread]) const {
+    named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) a[kk][j] = uint32_t(ld_shared_s32(p_word(kk, j)));
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      softmax.max[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
+      alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
+    }
   }
 
-  // Publishes this warpgroup's P, computing its numerators piece by piece from the prepared
-  // scores s (OnlineSoftmax::prepare), and the row state for the other warpgroup. a: P in
-  // A-fragment order, for this warpgroup's own P V.
-  __device__ void publish(float (&s)[kAccRegs], const float (&base)[kRowsPerThread],
-                          float scale_log2, uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
+  // Publishes this warpgroup's P and row state for the other warpgroup.
+  __device__ void publish(const uint32_t (&a)[kPvSteps][4], const OnlineSoftmax& softmax,
                           const float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) st_shared(p_word(kk, j), int32_t(a[kk][j]));
     // The quad's other lanes read the previous row state before this lane overwrites it.
     __syncwarp();
     const bool writer = lane() % kQuadLanes == 0;
@@ -154,56 +155,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
       st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
     }
-    static_for<kPPieces>([&](auto pc) {
-      constexpr int kFirst = pc * kStepsPerPiece * 8, kLast = kFirst + kStepsPerPiece * 8;
-      softmax.numerators<kFirst, kLast>(s, scale_log2, base);
-      static_for<kStepsPerPiece>([&](auto i) {
-        constexpr int kk = pc * kStepsPerPiece + i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
-          st_shared(p_word(kk, j), int32_t(a[kk][j]));
-        }
-      });
-      named_barrier_arrive(p_barrier(warpgroup, pc), Tr::kConsumerThreads);
-    });
-  }
-
-  // Takes the other warpgroup's P of its last tile piece by piece and issues O += P V on this
-  // warpgroup's half of the slot at `pos` as each arrives (one wgmma group); with piece 0 it
-  // moves the softmax state to the other's row state and rescales O and the row-sum share.
-  // `a` holds P until the product completes.
-  __device__ void take_and_issue(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
-                                 OnlineSoftmax& softmax) const {
-    const uint64_t desc_v = make_desc(v_half(pos), kAtomBytes, kSwizzleGroupBytes);
-    static_for<kPPieces>([&](auto pc) {
-      named_barrier_sync(p_barrier(1 - warpgroup, pc), Tr::kConsumerThreads);
-      if constexpr (pc == 0) {
-        float alpha[kRowsPerThread];
-#pragma unroll
-        for (int h = 0; h < kRowsPerThread; ++h) {
-          softmax.max[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
-          alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
-        }
-        scale(softmax, alpha);
-        scale(o, alpha);
-        fence_acc(o);
-      }
-      static_for<kStepsPerPiece>([&](auto i) {
-        constexpr int kk = pc * kStepsPerPiece + i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[kk][j] = uint32_t(ld_shared_s32(p_word(kk, j)));
-          asm volatile("" ::"r"(a[kk][j]) : "memory");
-        }
-      });
-      wgmma_fence();
-      static_for<kStepsPerPiece>([&](auto i) {
-        constexpr int kk = pc * kStepsPerPiece + i;
-        issue_pv_step<T, Tr::kOutAtoms, kk>(o, a[kk], desc_v);
-      });
-    });
-    wgmma_commit();
+    named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
   }
 
   // Own tile at `pos` (tokens [token, token + 64), `valid` of them loaded); `prev`: the other
@@ -217,7 +169,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
                            Out& o, OnlineSoftmax& softmax) const {
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (has_prev) add_other(prev, a_prev, o, softmax);
+    if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
       clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
@@ -247,11 +199,10 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    const float scale_log2 = p.scale * kLog2e;
-    float base[kRowsPerThread];
-    softmax.prepare(s, limit, scale_log2, lane() % kQuadLanes, alpha, base);
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
     uint32_t a[kPvSteps][4];
-    publish(s, base, scale_log2, a, softmax, alpha);
+    pack_p<T>(s, a);
+    publish(a, softmax, alpha);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
@@ -263,15 +214,19 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   // that the TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this
   // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
   __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
-                            OnlineSoftmax& softmax) const {
+                            OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread]) const {
     wait_v_half(pos);
-    take_and_issue(pos, a, o, softmax);
+    take(a, softmax, alpha);
+    scale(softmax, alpha);
+    scale(o, alpha);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
   }
 
   // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
   __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
     uint32_t a[kPvSteps][4];
-    add_other(pos, a, o, softmax);
+    float alpha[kRowsPerThread];
+    add_other(pos, a, o, softmax, alpha);
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
