@@ -141,7 +141,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // 0 takes the one left over after the last GEMM (finish), so every barrier phase completes.
   __device__ bool pingpong() const {
     if constexpr (KV_SPLIT || WARPGROUPS != 2 || FP8) return false;
-    return first_row - warpgroup * kRowsPerWarpgroup + kRowsPerWarpgroup < p.s_q * p.q_per_kv;
+    const int second_first_row = first_row + (1 - warpgroup) * kRowsPerWarpgroup;
+    return second_first_row < p.s_q * p.q_per_kv;  // warpgroup 1 holds rows too
   }
   __device__ void take_turn() const {
     named_barrier_sync(int(NamedBarrier::kTurn) + warpgroup, Tr::kConsumerThreads);

@@ -202,7 +202,6 @@ __device__ __forceinline__ void launch_dependents() {
 
 // ---- math --------------------------------------------------------------------------------
 
-
 // Two floats as one packed pair of T (lo in the low half: the lower column index).
 template <class T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi);
