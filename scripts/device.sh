@@ -98,7 +98,7 @@ for step in "${steps[@]}"; do
   esac
   note "$step: rc=$rc ($(( $(date +%s) - start )) s)"
 done
-echo "== summary (commit $commit)"
+echo "== summary (commit $FLASHMFA_COMMIT)"
 printf '%s\n' "${summary[@]}"
 if [ "${PACK:-0}" = 1 ]; then
   (cd "$OUT" && find . -type f ! -name device-out.tgz -print0 |
