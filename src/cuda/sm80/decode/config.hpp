@@ -51,6 +51,11 @@
 #define FLASHMFA_SM80_FAMILIES(X) \
   X(576) X(256) X(128) X(64) X(576_fp8) X(256_fp8) X(128_fp8) X(64_fp8)
 
+// Same-machine A/B switch of the bulk row copies (Traits::BULK_ROWS); on by default.
+#ifndef FLASHMFA_SM80_BULK_ROWS
+#define FLASHMFA_SM80_BULK_ROWS 1
+#endif
+
 namespace flashmfa::cuda::sm80 {
 
 constexpr int kWarps = 8;                  // per CTA: 2 warps per SM sub-partition
@@ -115,6 +120,7 @@ FLASHMFA_SM80_HD constexpr int raw_row_bytes(CacheFormat fmt, int d) {
 //                                                     PV product brings P to ~16 bits)
 //   red  (WN, BLOCK_M)               f32              row max, then row sum, across S warps
 //   bad  (STAGES, BLOCK_N)           u8               1: the row's page was skipped
+//   full (STAGES)                    mbarrier         bulk row copies only: the stage landed
 //
 // FP8 caches: the stages hold the rows as stored and k / v hold ONE dequantized tile each:
 //
@@ -124,7 +130,7 @@ FLASHMFA_SM80_HD constexpr int raw_row_bytes(CacheFormat fmt, int d) {
 //   k_sc    (STAGES, BLOCK_N)        f32              fp8_row: the K rows' scales
 //   v_sc    (STAGES, BLOCK_N)        f32              fp8_row, separate V: the V rows' scales
 struct SmemPlan {
-  size_t q = 0, k = 0, v = 0, p = 0, p_lo = 0, red = 0, bad = 0, total = 0;
+  size_t q = 0, k = 0, v = 0, p = 0, p_lo = 0, red = 0, bad = 0, full = 0, total = 0;
   size_t raw_k = 0, raw_v = 0, k_sc = 0, v_sc = 0;
   size_t k_stage = 0, v_stage = 0;          // bytes per stage of k / v (0 for FP8: one tile)
   size_t raw_k_stage = 0, raw_v_stage = 0;  // bytes per stage of raw_k / raw_v (FP8 only)
@@ -132,7 +138,10 @@ struct SmemPlan {
   FLASHMFA_SM80_HD constexpr SmemPlan(int d_k, int d_v, int block_m, int block_n, int stages,
                                        bool v_separate, bool split_p, CacheFormat fmt) {
     const bool fp8 = fmt != CacheFormat::native;
-    const size_t tile = size_t(block_n) * d_k * kElemBytes;  // one 16-bit K or V tile
+    // Traits::BULK_ROWS: the 64 x 64 MLA tile's rows are padded by one chunk.
+    const bool bulk_rows =
+        FLASHMFA_SM80_BULK_ROWS && !fp8 && d_k == 576 && block_m == 64 && block_n == 64;
+    const size_t tile = size_t(block_n) * (d_k * kElemBytes + (bulk_rows ? kChunkBytes : 0));
     const int k_tiles = fp8 ? 1 : stages;
     k_stage = fp8 ? 0 : tile;
     v_stage = fp8 || !v_separate ? 0 : tile;
@@ -144,7 +153,8 @@ struct SmemPlan {
     p_lo = p + p_tile;
     red = align_up(p + p_tile * (split_p ? 2 : 1), kSmemAlign);
     bad = align_up(red + sizeof(float) * s_warp_grid(d_k, block_m, block_n).wn * block_m, kSmemAlign);
-    size_t end = align_up(bad + size_t(stages) * block_n, kSmemAlign);
+    full = align_up(bad + size_t(stages) * block_n, 8);
+    size_t end = align_up(full + (bulk_rows ? sizeof(uint64_t) * stages : 0), kSmemAlign);
     if (fp8) {
       raw_k_stage = size_t(block_n) * raw_row_bytes(fmt, d_k);
       raw_v_stage = v_separate ? size_t(block_n) * raw_row_bytes(fmt, d_v) : 0;

@@ -78,6 +78,19 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
       return StageDst{k_stage(s), v_stage(s), 0u, 0u};
   };
 
+  // Bulk row copies (Traits::BULK_ROWS, sm_90 builds, rows 16-byte aligned): each stage's rows
+  // complete on its mbarrier; elsewhere cp.async groups, one per tile.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const bool bulk = Tr::BULK_ROWS && kp.kv_vec;
+#else
+  const bool bulk = false;
+#endif
+  auto full = [&](int s) { return smem_base + uint32_t(plan.full + s * sizeof(uint64_t)); };
+  if (bulk && threadIdx.x == 0)
+    for (int s = 0; s < stages; ++s) mbar_init(full(s), BLOCK_N);
+  if (bulk) __syncthreads();
+  uint32_t phase = 0;  // bulk: bit s is the parity of the fill of stage s waited for next
+
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int kv = blockIdx.z, row0 = blockIdx.x * BLOCK_M;
   const int rows = p.s_q * p.q_per_kv;
@@ -86,6 +99,13 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
   const int wm = s_warp ? warp / Tr::WN : 0, wn = s_warp ? warp % Tr::WN : 0;
 
   const Loader<Tr> loader(kp, kv);
+  auto issue_tile = [&](const WorkItem& it, int tile, int stage, int (&pages)[Tr::LOAD_ROWS]) {
+    if (bulk) return loader.issue_rows_bulk(it, tile, stage_dst(stage), bad + stage * BLOCK_N,
+                                            full(stage));
+    const bool saw_bad = loader.issue_kv(it, tile, pages, stage_dst(stage), bad + stage * BLOCK_N);
+    loader.fetch_pages(it, tile + 1, pages);
+    return saw_bad;
+  };
   const SProduct<Tr> s_product(wm, wn, lane);
   const PVProduct<Tr> pv_product(warp, lane);
 
@@ -115,15 +135,13 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
     uint32_t bad_bits = 0;
     int write_stage = 0;
     if (it.block_begin < it.block_end) {
-      loader.fetch_pages(it, it.block_begin, pages);
+      if (!bulk) loader.fetch_pages(it, it.block_begin, pages);
       loader.issue_q(it, row0, rows, q_tile);
       for (int s = 0; s < stages - 1; ++s) {
         const int tile = it.block_begin + s;
         if (tile < it.block_end) {
-          const bool saw_bad =
-              loader.issue_kv(it, tile, pages, stage_dst(write_stage), bad + write_stage * BLOCK_N);
+          const bool saw_bad = issue_tile(it, tile, write_stage, pages);
           bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
-          loader.fetch_pages(it, tile + 1, pages);
         }
         cp_async_commit();
         write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;
@@ -141,7 +159,13 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 
     int read_stage = 0;
     for (int tile = it.block_begin; tile < it.block_end; ++tile) {
-      cp_async_wait_dyn(stages - 2);
+      if (bulk) {
+        cp_async_wait<0>();  // Q (the only cp.async group)
+        mbar_wait(full(read_stage), (phase >> read_stage) & 1u);
+        phase ^= 1u << read_stage;
+      } else {
+        cp_async_wait_dyn(stages - 2);
+      }
       // A: tile landed for everyone; every warp is done with the last stage. The barrier also
       // ORs the threads' "skipped a page in this tile" bits.
       const bool tile_bad = __syncthreads_or((bad_bits >> read_stage) & 1u);
@@ -149,10 +173,8 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 
       const int ahead = tile + stages - 1;
       if (ahead < it.block_end) {
-        const bool saw_bad =
-            loader.issue_kv(it, ahead, pages, stage_dst(write_stage), bad + write_stage * BLOCK_N);
+        const bool saw_bad = issue_tile(it, ahead, write_stage, pages);
         bad_bits = (bad_bits & ~(1u << write_stage)) | (uint32_t(saw_bad) << write_stage);
-        loader.fetch_pages(it, ahead + 1, pages);
       }
       cp_async_commit();  // possibly empty: keeps the group count the wait relies on
       write_stage = write_stage + 1 == stages ? 0 : write_stage + 1;

@@ -118,21 +118,65 @@ class Loader {
         }
       } else {
         const uint16_t* k_row = static_cast<const uint16_t*>(p.k) + k_off;
-        const uint32_t off = uint32_t(row * Tr::KV_ROW_BYTES + ((chunk_lane_ ^ (row & 7)) << 4));
 #pragma unroll
-        for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c)
-          copy_chunk(dst.k + off + c * 128, k_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
-                                                        kChunkElems, ok, kp_.kv_vec);
+        for (int c = 0; c < Tr::K_CHUNKS_PER_THREAD; ++c) {
+          const int chunk = chunk_lane_ + kLoadThreadsPerRow * c;
+          copy_chunk(dst.k + Tr::stage_offset(row, chunk), k_row + chunk * kChunkElems, ok,
+                     kp_.kv_vec);
+        }
         if (v_separate) {
           const uint16_t* v_row = static_cast<const uint16_t*>(p.v) + v_off;
 #pragma unroll
-          for (int c = 0; c < Tr::V_CHUNKS_PER_THREAD; ++c)
-            copy_chunk(dst.v + off + c * 128, v_row + (chunk_lane_ + kLoadThreadsPerRow * c) *
-                                                          kChunkElems, ok, kp_.kv_vec);
+          for (int c = 0; c < Tr::V_CHUNKS_PER_THREAD; ++c) {
+            const int chunk = chunk_lane_ + kLoadThreadsPerRow * c;
+            copy_chunk(dst.v + Tr::stage_offset(row, chunk), v_row + chunk * kChunkElems, ok,
+                       kp_.kv_vec);
+          }
         }
       }
     }
     return saw_bad;
+  }
+
+  // Traits::BULK_ROWS on sm_90 (kp.kv_vec): loader thread l < BLOCK_N copies row l of tile
+  // `tile` with one bulk copy (K, and V when it has its own cache) completing on `full`; rows
+  // past the end and rows of pages outside [0, num_pages) (flagged, marked in `bad`) are zeroed
+  // with plain stores instead. Each of those BLOCK_N threads arrives on `full` once. Returns
+  // whether this thread skipped a page.
+  __device__ bool issue_rows_bulk(const WorkItem& it, int tile, const StageDst& dst,
+                                  uint8_t* bad, uint32_t full) const {
+    const int l = int(threadIdx.x) - Tr::KV_LOAD_FIRST_THREAD;
+    if (l < 0 || l >= BLOCK_N) return false;
+    const detail::DecodeParams& p = kp_.p;
+    const int j = tile * BLOCK_N + l;
+    const bool in_seq = j < it.seqlen;
+    const int page =
+        in_seq ? __ldg(p.block_table + int64_t(it.seq) * p.bt_sb + (j >> p.log2_page_size)) : -1;
+    const bool page_ok = page >= 0 && page < p.num_pages;
+    if (in_seq && !page_ok) atomicOr(&kp_.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+    bad[l] = uint8_t(in_seq && !page_ok);
+    const bool v_separate = !p.v_aliases_k;
+    const uint32_t k_dst = dst.k + Tr::stage_offset(l, 0), v_dst = dst.v + Tr::stage_offset(l, 0);
+    constexpr uint32_t kKBytes = Tr::D_K * kElemBytes, kVBytes = Tr::D_V * kElemBytes;
+    if (in_seq && page_ok) {
+      const int64_t slot = j & (p.page_size - 1);
+      const uint16_t* k_src = static_cast<const uint16_t*>(p.k) +
+                              (int64_t(page) * p.k_sp + slot * p.k_st + int64_t(kv_) * p.k_sh);
+      mbar_arrive_expect_tx(full, kKBytes + (v_separate ? kVBytes : 0));
+      bulk_copy(k_dst, k_src, kKBytes, full);
+      if (v_separate)
+        bulk_copy(v_dst,
+                  static_cast<const uint16_t*>(p.v) +
+                      (int64_t(page) * p.v_sp + slot * p.v_st + int64_t(kv_) * p.v_sh),
+                  kVBytes, full);
+    } else {
+      for (int c = 0; c < Tr::K_CHUNKS; ++c) sts_zero16(k_dst + c * kChunkBytes);
+      if (v_separate)
+        for (int c = 0; c < Tr::V_CHUNKS; ++c) sts_zero16(v_dst + c * kChunkBytes);
+      fence_proxy_async();  // before a later bulk copy overwrites these rows
+      mbar_arrive(full);
+    }
+    return in_seq && !page_ok;
   }
 
   // Starts the copy of this CTA's query tile: row r of the tile is (token t, head h) =

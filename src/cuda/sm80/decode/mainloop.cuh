@@ -25,6 +25,7 @@ template <class Tr>
 class SProduct {
  public:
   static constexpr int S_MT = Tr::S_MT, S_NT = Tr::S_NT, ROW = Tr::KV_ROW_BYTES;
+  static constexpr int K_ROW = Tr::STAGE_PITCH;  // K rows: the stage's pitch
 
   __device__ SProduct(int wm, int wn, int lane) {
     const int r7 = lane & 7;
@@ -33,7 +34,7 @@ class SProduct {
 #pragma unroll
     for (int kk = 0; kk < kXorPeriod; ++kk) {
       q_off_[kk] = uint32_t(a_row * ROW + (((2 * kk) ^ a_hi ^ r7) << 4));
-      k_off_[kk] = uint32_t(b_row * ROW + (((2 * kk) ^ b_hi ^ r7) << 4));
+      k_off_[kk] = Tr::stage_offset(b_row, 2 * kk + b_hi);  // + the group's 128 bytes below
     }
   }
 
@@ -62,7 +63,7 @@ class SProduct {
 #pragma unroll
         for (int np = 0; np < S_NT / 2; ++np) {
           uint32_t b[4];
-          ldsm_x4(k_tile + k_off_[ks % kXorPeriod] + group + np * 2 * kMmaN * ROW, b);
+          ldsm_x4(k_tile + k_off_[ks % kXorPeriod] + group + np * 2 * kMmaN * K_ROW, b);
 #pragma unroll
           for (int i = 0; i < S_MT; ++i) {
             Mma::run(acc[i][2 * np], a[i], b[0], b[1]);
@@ -95,7 +96,7 @@ class PVProduct {
     const int c0 = warp * (Tr::O_COLS / kChunkElems);
 #pragma unroll
     for (int np = 0; np < V_LOADS; ++np)
-      v_off_[np] = swizzle<Tr::KV_ROW_BYTES>(v_row, c0 + 2 * np + (O_NT == 1 ? 0 : lane >> 4));
+      v_off_[np] = Tr::stage_offset(v_row, c0 + 2 * np + (O_NT == 1 ? 0 : lane >> 4));
   }
 
   // o (MT, O_NT, 4) += P (BLOCK_M, BLOCK_N) * V (BLOCK_N, this warp's columns).
@@ -103,7 +104,7 @@ class PVProduct {
 #pragma unroll
     for (int ks = 0; ks < Tr::PV_STEPS; ++ks) {
       // 16-row steps keep row % 8, so the swizzle term is unchanged.
-      const uint32_t step = ks * kMmaK * Tr::KV_ROW_BYTES;
+      const uint32_t step = ks * kMmaK * Tr::STAGE_PITCH;
       if constexpr (V_LOADS == 1) {
         // Narrow slices (<= 16 columns): one V fragment per step; stream P by m-tile so only
         // one A fragment is live (the 2-CTA register budget of the narrow heads).

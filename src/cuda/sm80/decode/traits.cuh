@@ -99,6 +99,21 @@ struct Traits {
   static constexpr int KV_LOAD_FIRST_THREAD = SPLIT_LOADS ? S_WARPS * 32 : 0;
   static constexpr int KV_ROWS_PER_PASS = (kThreads - KV_LOAD_FIRST_THREAD) / kLoadThreadsPerRow;
   static constexpr int LOAD_ROWS = BLOCK_N / KV_ROWS_PER_PASS;  // KV rows per loader thread
+  // The compute-bound MLA tile (64 x 64, 576-wide 16-bit rows) on sm_90 builds: each K/V row
+  // lands with one bulk copy (cp.async.bulk, completing on the stage's mbarrier) instead of 72
+  // cp.async chunks, so S = Q K^T no longer shares the LSU with 4608 copies per tile. Bulk
+  // copies write rows as they are, so the stages use rows padded by one chunk (STAGE_PITCH:
+  // an ldmatrix's 8 rows at one chunk start on banks 4 r + 4 c, conflict-free) instead of the
+  // XOR swizzle. The layout is the tile's on every target; sm_80 builds fill it with cp.async.
+  static constexpr bool BULK_ROWS = FLASHMFA_SM80_BULK_ROWS && !FP8 && D_K == 576 &&
+                                    BLOCK_M == 64 && BLOCK_N == 64;
+  static constexpr int STAGE_PITCH = BULK_ROWS ? KV_ROW_BYTES + kChunkBytes : KV_ROW_BYTES;
+  // Byte offset of 16-byte chunk `chunk` of row `row` in a K/V stage.
+  __device__ static uint32_t stage_offset(int row, int chunk) {
+    if constexpr (BULK_ROWS) return uint32_t(row * STAGE_PITCH + chunk * kChunkBytes);
+    else return swizzle<KV_ROW_BYTES>(row, chunk);
+  }
+
   // Q (all threads): rows (tid / 8) + 32 i.
   static constexpr int Q_PASSES = (BLOCK_M + kLoadRowsPerPass - 1) / kLoadRowsPerPass;
   static constexpr int K_CHUNKS_PER_THREAD = K_CHUNKS / kLoadThreadsPerRow;
