@@ -20,6 +20,10 @@
 // V is K's stage buffer when p.v_aliases_k (each K tile is loaded once and feeds both
 // products), else a stage buffer of its own filled from p.v through the same pages.
 //
+// MLA's 64 x 64 tile on sm_90 builds (Tr::BULK_ROWS, 16-byte aligned rows): each K row lands
+// with one bulk copy into a padded stage row and "tile i landed" is the stage's mbarrier
+// (loader.cuh, issue_rows_bulk); Q stays a cp.async group.
+//
 // FP8 caches (Tr::FP8): the stages hold raw rows, and right after barrier A the CTA
 // dequantizes stage i into the single K (and V) tile (dequant.cuh), then meets at barrier D
 // before S. Barrier A also ends the previous tile's reads of that tile.

@@ -7,6 +7,7 @@
 // contiguous bytes, and every loader thread needs the page of only LOAD_ROWS rows, which it
 // fetches one tile ahead (fetch_pages) so the block-table read never stalls the copies. The
 // other threads issue no K/V copy (their commit groups stay empty). Q is copied by all threads.
+// Traits::BULK_ROWS tiles on sm_90 builds take issue_rows_bulk instead: one bulk copy per row.
 #pragma once
 
 #include <cstdint>
