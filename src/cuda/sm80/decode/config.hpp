@@ -101,6 +101,17 @@ FLASHMFA_SM80_HD constexpr SWarpGrid s_warp_grid(int d_k, int block_m, int block
 
 FLASHMFA_SM80_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// Tiles whose K/V rows land by bulk copies on sm_90 builds (Traits::BULK_ROWS): MLA's 64 x 64
+// 16-bit tile. Their stage rows are padded by one chunk instead of XOR-swizzled.
+FLASHMFA_SM80_HD constexpr bool bulk_rows_tile(CacheFormat fmt, int d_k, int block_m, int block_n) {
+  return FLASHMFA_SM80_BULK_ROWS && fmt == CacheFormat::native && d_k == 576 && block_m == 64 &&
+         block_n == 64;
+}
+// Bytes from one K/V stage row to the next.
+FLASHMFA_SM80_HD constexpr int stage_pitch(CacheFormat fmt, int d_k, int block_m, int block_n) {
+  return d_k * kElemBytes + (bulk_rows_tile(fmt, d_k, block_m, block_n) ? kChunkBytes : 0);
+}
+
 // Bytes of one cached row as stored (the raw rows FP8 stages hold): MLA's 656-byte row, or
 // `d` e4m3 bytes (fp8_row; the scale sits in its own array).
 FLASHMFA_SM80_HD constexpr int raw_row_bytes(CacheFormat fmt, int d) {
@@ -138,10 +149,8 @@ struct SmemPlan {
   FLASHMFA_SM80_HD constexpr SmemPlan(int d_k, int d_v, int block_m, int block_n, int stages,
                                        bool v_separate, bool split_p, CacheFormat fmt) {
     const bool fp8 = fmt != CacheFormat::native;
-    // Traits::BULK_ROWS: the 64 x 64 MLA tile's rows are padded by one chunk.
-    const bool bulk_rows =
-        FLASHMFA_SM80_BULK_ROWS && !fp8 && d_k == 576 && block_m == 64 && block_n == 64;
-    const size_t tile = size_t(block_n) * (d_k * kElemBytes + (bulk_rows ? kChunkBytes : 0));
+    const bool bulk_rows = bulk_rows_tile(fmt, d_k, block_m, block_n);
+    const size_t tile = size_t(block_n) * stage_pitch(fmt, d_k, block_m, block_n);
     const int k_tiles = fp8 ? 1 : stages;
     k_stage = fp8 ? 0 : tile;
     v_stage = fp8 || !v_separate ? 0 : tile;

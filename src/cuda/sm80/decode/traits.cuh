@@ -105,9 +105,8 @@ struct Traits {
   // copies write rows as they are, so the stages use rows padded by one chunk (STAGE_PITCH:
   // an ldmatrix's 8 rows at one chunk start on banks 4 r + 4 c, conflict-free) instead of the
   // XOR swizzle. The layout is the tile's on every target; sm_80 builds fill it with cp.async.
-  static constexpr bool BULK_ROWS = FLASHMFA_SM80_BULK_ROWS && !FP8 && D_K == 576 &&
-                                    BLOCK_M == 64 && BLOCK_N == 64;
-  static constexpr int STAGE_PITCH = BULK_ROWS ? KV_ROW_BYTES + kChunkBytes : KV_ROW_BYTES;
+  static constexpr bool BULK_ROWS = bulk_rows_tile(FMT, D_K, BLOCK_M, BLOCK_N);
+  static constexpr int STAGE_PITCH = stage_pitch(FMT, D_K, BLOCK_M, BLOCK_N);
   // Byte offset of 16-byte chunk `chunk` of row `row` in a K/V stage.
   __device__ static uint32_t stage_offset(int row, int chunk) {
     if constexpr (BULK_ROWS) return uint32_t(row * STAGE_PITCH + chunk * kChunkBytes);
