@@ -2,7 +2,7 @@
 # FP8 caches against 16-bit caches on the same machine: issue 8's presets (MLA h_q 16/32/64/128,
 # MFA and MFA-KR h_q 64 at s_k 8192 and 32768, Llama-3 GQA; b 128) on the automatic path (the
 # Hopper kernels where they apply: fp8_row caches on the decode kernel's FP8 form, MLA's FP8
-# rows on the portable kernel), both cache kinds in alternation. Writes
+# rows on the MLA kernel's FP8 form), both cache kinds in alternation. Writes
 # $OUT/fp8-<cache>-<set>.json and one log. Usage: scripts/fp8-bench.sh [build dir] [flags...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,16 +22,19 @@ run() {  # name, flags...
     echo "rc=$? $cache $name" >> "$log"
   done
 }
-# SETS picks groups (default: all): presets, long (s_k 32768 MFA / MFA-KR), mla (MLA h_q 32, 64),
-# paths (FP8 on the Hopper path and on the portable kernel side by side), tile (the A/B below).
+# SETS picks groups (default: all): presets, long (s_k 32768 MFA / MFA-KR / MLA h_q 16), mla (MLA
+# h_q 32, 64 at 8k and 32k), paths (FP8 on the Hopper path and on the portable kernel side by
+# side), tile (the A/B below).
 SETS=${SETS:-presets long mla paths tile}
 has() { [[ " $SETS " == *" $1 "* ]]; }
 has presets && run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"
-has long && run long step3-mfa,mfa-kr-256 --s-k 32768 "$@"
+has long && run long step3-mfa,mfa-kr-256,deepseek-v3-tp8 --s-k 32768 "$@"
 has mla && run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
 has mla && run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
+has mla && run mla-h32-long deepseek-v3-tp8 --h-q 32 --s-k 32768 "$@"
+has mla && run mla-h64-long deepseek-v3-tp8 --h-q 64 --s-k 32768 "$@"
 if has paths; then
-  "$B" step3-mfa,mfa-kr-256 --cache fp8 --path auto,portable "$@" \
+  "$B" step3-mfa,mfa-kr-256,deepseek-v3-tp8,deepseek-v3 --cache fp8 --path auto,portable "$@" \
     --json "$OUT/fp8-fp8-paths.json" >> "$log" 2>&1
   echo "rc=$? fp8 paths" >> "$log"
 fi

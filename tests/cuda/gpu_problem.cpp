@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 #include "flashmfa/half.hpp"
@@ -92,7 +93,7 @@ std::vector<E> padded(const std::vector<E>& rows, size_t row_elems, size_t pad_e
 // that the launch completed without device flags, and downloads the results into got / got_lse.
 Plan plan_and_run(const DecodeArgs& a, DeviceBuffer& out, DeviceBuffer& lse,
                   const std::string& label, std::vector<uint16_t>& got,
-                  std::vector<float>& got_lse) {
+                  std::vector<float>& got_lse, uint32_t expect_flags = 0) {
   DeviceBuffer workspace;
   workspace.resize(std::max<size_t>(1, workspace_size(a)));
   cudaMemset(out.get(), 0xff, out.bytes());  // NaN in bf16 and f16
@@ -100,7 +101,10 @@ Plan plan_and_run(const DecodeArgs& a, DeviceBuffer& out, DeviceBuffer& lse,
   const Plan p = plan(a, workspace.get(), workspace.bytes());
   run(p, a);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << label;
-  EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
+  if (expect_flags == 0)
+    EXPECT_EQ(read_error_flags(p), 0u) << label << ": a valid problem raised device flags";
+  else
+    EXPECT_EQ(read_error_flags(p), expect_flags) << label;
   out.download(got);
   lse.download(got_lse);
   return p;
@@ -142,18 +146,20 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 }
 
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
-                       DecodeArgs::Path path, bool pad_rows) {
+                       DecodeArgs::Path path, int pad_bytes, std::optional<int32_t> lie) {
   testing::Fp8Problem f(spec);
   testing::HostProblem& h = f.h;
-  constexpr size_t kPad = 8;  // bytes: row strides stop being multiples of 16
-  const size_t pad = pad_rows ? kPad : 0;
+  const size_t pad = size_t(pad_bytes);
+  const bool pad_rows = pad > 0;
   DeviceBuffer q, k8, v8, ks, vs, block_table, seqlens, out, lse;
   q.upload(h.q);
   k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
   if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
   if (!f.ks.empty()) ks.upload(f.ks);
   if (!f.vs.empty()) vs.upload(f.vs);
-  block_table.upload(h.block_table);
+  std::vector<int32_t> table = h.block_table;
+  if (lie) table.at(1) = *lie;  // sequence 0's second page
+  block_table.upload(table);
   seqlens.upload(h.seqlens);
   out.upload(h.out);
   lse.upload(h.lse);
@@ -166,9 +172,11 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   a.path = path;
   std::vector<uint16_t> got;
   std::vector<float> got_lse;
-  const Plan p = plan_and_run(a, out, lse, label, got, got_lse);
+  const Plan p = plan_and_run(a, out, lse, label, got, got_lse,
+                              lie ? uint32_t(kFlagPageOutOfRange) : 0u);
   EXPECT_EQ(p.key.cache, f.mla ? CacheFormat::fp8_mla : CacheFormat::fp8_row) << label;
-  const std::string why = compare_sequences(h, f.fp8_args(), got, got_lse, 0, spec.b);
+  // With a lie, sequence 0 is not compared (the reference cannot follow it).
+  const std::string why = compare_sequences(h, f.fp8_args(), got, got_lse, lie ? 1 : 0, spec.b);
   EXPECT_TRUE(why.empty()) << label << " fp8 (parts " << p.num_parts << "): " << why;
   return p;
 }

@@ -189,7 +189,8 @@ void sanitizer_suite(DecodeArgs::Path path) {
       s.seqlens = {0, 70, 700};
       run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
       // FP8 caches: the portable kernel's raw stages, dequantizing pass and its barrier; on the
-      // Hopper path (page 64, not MLA) the raw ring and the dequantizing warps.
+      // Hopper path (page 64) the decode kernel's raw ring and conversions, and the MLA
+      // kernel's in-slot widening (sm90/mla/fp8.cuh).
       if (v == Variant::mla() || v == Variant::mfa() || v == Variant::mfa_kr(128))
         run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page), p);
       // More than 64 rows of one KV head (160: the sm_90a row split's two warpgroups on 128

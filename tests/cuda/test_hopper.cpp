@@ -158,5 +158,55 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
   }
 }
 
+// FlashMLA's FP8 rows (fp8_mla) on the MLA kernel, whose producer widens each raw tile inside
+// its slot (mla/fp8.cuh): both dtypes, 1 to 128 query rows per KV head (one and two row tiles),
+// s_q 1 / 2 / 4 with and without the causal rule, pages of 64 and 256, the lengths of
+// row_case (empty, one token, partial, odd and even tile counts, split), against the reference
+// on the same FP8 cache (unused rows hold e4m3 NaN bytes and NaN scales); then long items
+// that wrap the two-slot ring many times, two KV heads, rows 16 bytes apart beyond their 656,
+// and a lying block table.
+TEST(HopperPath, Fp8MlaCachesMatchReference) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (DType dtype : {DType::bf16, DType::f16})
+    for (int h_q : {1, 16, 64, 128})
+      for (int s_q : {1, 2, 4}) {
+        const ProblemSpec s = row_case(Variant::mla(), dtype, 1, h_q, s_q, s_q > 1 && n % 3 != 1,
+                                       n, 8000);
+        ++n;
+        const Plan p = run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
+        EXPECT_EQ(p.kernel, run_and_check_fp8(s, "automatic " + describe(s)).kernel)
+            << "the automatic choice takes the Hopper kernel for FP8 MLA";
+      }
+  const struct { int h_kv, h_q, s_q, b, len; bool causal; } cases[] = {
+      {1, 16, 1, 2, 12000, false}, {1, 128, 1, 1, 40000, false}, {2, 16, 2, 2, 700, true},
+      {1, 128, 4, 2, 900, true}};
+  for (const auto& c : cases) {
+    ProblemSpec s;
+    s.variant = Variant::mla();
+    s.h_kv = c.h_kv;
+    s.h_q = c.h_q;
+    s.s_q = c.s_q;
+    s.causal = c.causal;
+    s.b = c.b;
+    s.seqlens.assign(c.b, c.len);
+    s.seqlens[0] = c.len - 13;
+    s.seed = 8100 + n++;
+    run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
+    run_and_check_fp8(s, describe(s) + " rows 672 bytes apart", DecodeArgs::Path::hopper, 16);
+  }
+  for (int32_t bad : {-1, 1 << 30})
+    for (int h_q : {16, 128}) {
+      ProblemSpec s;
+      s.variant = Variant::mla();
+      s.h_q = h_q;
+      s.b = 3;
+      s.seqlens = {300, 200, 100};
+      s.seed = 8200 + n++;
+      run_and_check_fp8(s, describe(s) + " page " + std::to_string(bad),
+                        DecodeArgs::Path::hopper, 0, bad);
+    }
+}
+
 }  // namespace
 }  // namespace flashmfa::gputest

@@ -10,4 +10,6 @@ set(FLASHMFA_SM90_SOURCES
   sm90/decode/kernel_fp8_f16.cu
   sm90/mla/kernel_bf16.cu
   sm90/mla/kernel_f16.cu
+  sm90/mla/kernel_fp8_bf16.cu
+  sm90/mla/kernel_fp8_f16.cu
 )

@@ -207,4 +207,48 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
                   kMlaHalfRelease ? 2 : 1);
 }
 
+// MLA with FlashMLA's FP8 rows (fp8_mla: 512 e4m3 latent values, 4 f32 scales, 64 RoPE values
+// in q's dtype; 656 bytes): the same Q tile, two 16-bit slots and consumers as mla_plan, no room
+// for a raw ring, so each raw tile lands inside the slot it becomes (mla/fp8.cuh):
+//
+//   atoms 4..7   the 512 latent bytes of the 64 rows, four 128-byte boxes, 128B-swizzled
+//   atom 3       its last 1 KB: the rows' 4 scales (16 bytes per row)
+//   atom 8       the RoPE values, already 16-bit and swizzled: their final place
+//
+// and the producer warpgroup widens the latent boxes in place into atoms 0..7. Box b (values
+// [128 b, 128 b + 128)) becomes atoms 2b and 2b + 1; in the order b = 0..3 each box's output
+// only overwrites bytes already read (box 3's own atom 7 is held in registers first). Whole-slot
+// release (the widening needs the whole slot), and a raw-full barrier per slot beside mla_plan's
+// barriers. The producer needs registers for the widening: 56 (ptxas: 40 spill), the consumers
+// keep 224 (no spills; 56 * 128 + 2 * 224 * 128 = 64512, as kProducerRegs / kConsumerRegs).
+constexpr int kMlaFp8LatentAtom = 4;  // atom of latent box 0
+constexpr int kMlaFp8Boxes = 4;       // 128-byte latent boxes (one per scale group)
+constexpr uint32_t kMlaFp8BoxBytes = uint32_t(kBlockN) * 128;
+constexpr uint32_t kMlaFp8ScaleBytes = uint32_t(kBlockN) * 4 * sizeof(float);
+constexpr uint32_t kMlaFp8ScaleOffset = 4 * uint32_t(kAtomBytes) - kMlaFp8ScaleBytes;
+constexpr uint32_t kMlaFp8RopeBytes = uint32_t(kAtomBytes);
+constexpr uint32_t kMlaFp8TileBytes =
+    kMlaFp8Boxes * kMlaFp8BoxBytes + kMlaFp8ScaleBytes + kMlaFp8RopeBytes;  // 64 x 656
+static_assert(kMlaFp8TileBytes == uint32_t(kBlockN) * 656, "FlashMLA's 656-byte rows");
+// FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE (default 1): the consumer warpgroup that adds the other's
+// tile frees its slot as soon as that P V is done, before it waits for its own tile, so the
+// next tile's load does not wait for this one to land and be widened (-8% on MLA h_q 16 and
+// 64, docs/perf-notes.md K.2); 0 keeps the 16-bit kernel's order (same-machine A/B).
+#ifndef FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE
+#define FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE 1
+#endif
+constexpr bool kMlaFp8EarlyRelease = FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE != 0;
+constexpr int kMlaFp8ProducerRegs = 56;
+constexpr int kMlaFp8ConsumerRegs = 224;
+static_assert(kMlaFp8ProducerRegs + 2 * kMlaFp8ConsumerRegs == kProducerRegs + 2 * kConsumerRegs,
+              "setmaxnreg moves registers within the CTA's allocation only");
+FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {
+  SmemPlan plan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
+                sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0, 1);
+  plan.raw_full = plan.total;  // one raw-full barrier per latent box per slot
+  plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaStages * kMlaFp8Boxes;
+  plan.total = plan.raw_empty;
+  return plan;
+}
+
 }  // namespace flashmfa::cuda::sm90

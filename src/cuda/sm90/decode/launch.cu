@@ -28,9 +28,9 @@ constexpr uint64_t kTmaMaxStride = uint64_t(1) << 40;
 constexpr int kTensorRank = 4;       // (d, h_kv, page_size, num_pages)
 constexpr int kWideRank = 5;         // (64 columns, h_kv, page_size, d / 64 atoms, num_pages)
 
-// Bytes per cache element: 2 (bf16 / f16 rows) or 1 (e4m3 rows of an fp8_row cache).
+// Bytes per cache element: 2 (bf16 / f16 rows) or 1 (FP8 formats: strides are in bytes).
 int cache_elem_bytes(const detail::DecodeParams& p) {
-  return p.kv_format == CacheFormat::fp8_row ? 1 : kElemBytes;
+  return p.kv_format == CacheFormat::native ? kElemBytes : 1;
 }
 
 bool stride_ok(int64_t elems, int elem_bytes) {
@@ -96,26 +96,30 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
+// q's 16-bit element type as a tensor map element type.
+CUtensorMapDataType elem_type(const detail::DecodeParams& p) {
+  return p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+}
+
 // cuTensorMapEncodeTiled with the settings every cache map shares (interleave none, 256-byte
 // L2 promotion, no OOB fill); errors name the cache's strides.
 CUtensorMap encode_map(const detail::DecodeParams& p, const void* ptr, int rank,
                        const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
-                       int64_t sp, int64_t st, int64_t sh) {
-  const bool fp8 = p.kv_format == CacheFormat::fp8_row;
+                       CUtensorMapDataType type, CUtensorMapSwizzle swizzle) {
   const cuuint32_t elem_strides[kWideRank] = {1, 1, 1, 1, 1};
-  const CUtensorMapDataType type = fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8
-                                   : p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUtensorMap map{};
   const CUresult r = encode_fn()(
       &map, type, cuuint32_t(rank), const_cast<void*>(ptr), dims, strides, box, elem_strides,
-      CU_TENSOR_MAP_INTERLEAVE_NONE, fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     throw Error(Status::cuda_error,
                 "flashmfa: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
-                    ") for a cache the sm_90 path accepted; strides " + std::to_string(sp) + ", " +
-                    std::to_string(st) + ", " + std::to_string(sh));
+                    ") for a cache the sm_90 path accepted; k_cache strides " +
+                    std::to_string(p.k_sp) + ", " + std::to_string(p.k_st) + ", " +
+                    std::to_string(p.k_sh) + ", v_cache strides " + std::to_string(p.v_sp) + ", " +
+                    std::to_string(p.v_st) + ", " + std::to_string(p.v_sh));
   return map;
 }
 
@@ -135,7 +139,9 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
                                                cuuint64_t(st) * eb, cuuint64_t(sp) * eb};
   const cuuint32_t box[kTensorRank] = {fp8 ? cuuint32_t(d) : cuuint32_t(kAtomCols), 1, kBlockN,
                                        1};
-  return encode_map(p, ptr, kTensorRank, dims, strides, box, sp, st, sh);
+  return encode_map(p, ptr, kTensorRank, dims, strides, box,
+                    fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : elem_type(p),
+                    fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 // The same 16-bit cache as a 5-D map that splits each row into its 64-column atoms, the atom
@@ -153,7 +159,46 @@ CUtensorMap make_wide_map(const detail::DecodeParams& p, const void* ptr, int d,
                                              cuuint64_t(kAtomCols) * kElemBytes,
                                              cuuint64_t(sp) * kElemBytes};
   const cuuint32_t box[kWideRank] = {kAtomCols, 1, kBlockN, cuuint32_t(atoms), 1};
-  return encode_map(p, ptr, kWideRank, dims, strides, box, sp, st, sh);
+  return encode_map(p, ptr, kWideRank, dims, strides, box, elem_type(p),
+                    CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+// An fp8_mla cache [num_pages, page_size, h_kv, 656 bytes] as the three maps of mla/fp8.cuh,
+// each box (part of) one 64-token tile of one head: the 512 latent bytes, a box of 128 of them,
+// 128B-swizzled (one 8 KB atom per box); the 4 f32 scales at byte 512, unswizzled; the 64 RoPE
+// values in q's dtype at byte 528, 128B-swizzled (the slot's last atom as TMA writes a 16-bit
+// one).
+struct MlaFp8Maps {
+  CUtensorMap latent, scale, rope;
+};
+MlaFp8Maps make_mla_fp8_maps(const detail::DecodeParams& p) {
+  const auto* base = static_cast<const uint8_t*>(p.k);
+  const cuuint64_t head_stride = p.h_kv == 1 ? MlaFp8Row::kBytes : cuuint64_t(p.k_sh);
+  const cuuint64_t pages = cuuint64_t(p.num_pages > 0 ? p.num_pages : 1);
+  const cuuint64_t st = cuuint64_t(p.k_st), sp = cuuint64_t(p.k_sp);
+  const cuuint64_t h_kv = cuuint64_t(p.h_kv), page = cuuint64_t(p.page_size);
+  constexpr cuuint32_t kBoxBytes = kMlaFp8BoxBytes / kBlockN;  // 128
+  const cuuint64_t strides[kTensorRank - 1] = {head_stride, st, sp};
+  MlaFp8Maps m;
+  {
+    const cuuint64_t dims[kTensorRank] = {cuuint64_t(MlaFp8Row::kLatent), h_kv, page, pages};
+    const cuuint32_t box[kTensorRank] = {kBoxBytes, 1, kBlockN, 1};
+    m.latent = encode_map(p, base, kTensorRank, dims, strides, box, CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                          CU_TENSOR_MAP_SWIZZLE_128B);
+  }
+  {
+    const cuuint64_t dims[kTensorRank] = {cuuint64_t(MlaFp8Row::kScales), h_kv, page, pages};
+    const cuuint32_t box[kTensorRank] = {cuuint32_t(MlaFp8Row::kScales), 1, kBlockN, 1};
+    m.scale = encode_map(p, base + MlaFp8Row::kScaleOffset, kTensorRank, dims, strides, box,
+                         CU_TENSOR_MAP_DATA_TYPE_FLOAT32, CU_TENSOR_MAP_SWIZZLE_NONE);
+  }
+  {
+    const cuuint64_t dims[kTensorRank] = {cuuint64_t(MlaFp8Row::kRope), h_kv, page, pages};
+    const cuuint32_t box[kTensorRank] = {cuuint32_t(MlaFp8Row::kRope), 1, kBlockN, 1};
+    m.rope = encode_map(p, base + MlaFp8Row::kRopeOffset, kTensorRank, dims, strides, box,
+                        elem_type(p), CU_TENSOR_MAP_SWIZZLE_128B);
+  }
+  return m;
 }
 
 template <class T>
@@ -183,13 +228,20 @@ bool is_mla(const detail::DecodeParams& p) {
   return p.d_k == kMlaDk && p.d_v == kMlaDv && p.v_aliases_k;
 }
 
+namespace {
+SmemPlan mla_plan_for(const detail::DecodeParams& p) {
+  return p.kv_format == CacheFormat::fp8_mla ? mla_fp8_plan() : mla_plan();
+}
+}  // namespace
+
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (dev.cc_major != kComputeMajor || dev.cc_minor != kComputeMinor) return false;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  // FP8: fp8_row caches on the decode kernel; MLA's fp8_mla rows take the portable kernel.
+  // FP8: fp8_row caches on the decode kernel, MLA's fp8_mla rows on the MLA kernel.
   const bool fp8 = p.kv_format == CacheFormat::fp8_row;
-  if (p.kv_format != CacheFormat::native && !fp8) return false;
   const bool mla = is_mla(p);
+  if (p.kv_format == CacheFormat::fp8_mla ? !mla : p.kv_format != CacheFormat::native && !fp8)
+    return false;
   if (mla && fp8) return false;
   if (!mla && p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);
@@ -207,7 +259,7 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
       (p.q_ss * kElemBytes) % kTmaAlignBytes || (p.q_sh * kElemBytes) % kTmaAlignBytes)
     return false;
   const size_t smem =
-      mla ? mla_plan().launch_bytes()
+      mla ? mla_plan_for(p).launch_bytes()
           : make_config(p, dev, shape.warpgroups, shape.kv_split).smem_bytes;
   return smem <= dev.smem_per_block_optin;
 }
@@ -243,7 +295,8 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
     cfg.block_n = kBlockN;
     cfg.threads = 3 * kWarpgroupThreads;
     cfg.stages = kMlaStages;
-    cfg.smem_bytes = mla_plan().launch_bytes();
+    cfg.fp8 = p.kv_format == CacheFormat::fp8_mla;
+    cfg.smem_bytes = mla_plan_for(p).launch_bytes();
     cfg.ctas_per_sm = 1;
     (void)dev;
     return cfg;
@@ -255,6 +308,14 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
 void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelConfig& cfg,
             cudaStream_t stream) {
   if (p.b == 0 || sched.num_parts == 0) return;
+  if (cfg.mla && cfg.fp8) {
+    const MlaFp8Maps m = make_mla_fp8_maps(p);
+    if (p.dtype == DType::bf16)
+      launch_mla_fp8_typed<__nv_bfloat16>(p, sched, m.latent, m.scale, m.rope, stream);
+    else
+      launch_mla_fp8_typed<__half>(p, sched, m.latent, m.scale, m.rope, stream);
+    return;
+  }
   if (cfg.mla) {
     // Wide boxes: the two halves of a tile, [0, kMlaOutAtoms) and the rest (config.hpp).
     const CUtensorMap k_map =

@@ -24,6 +24,8 @@ enum class NamedBarrier : int {
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
   kTurn = 6,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
                    // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
+  kWiden = 8,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
+                   // tile in place is done (mla/fp8.cuh)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its

@@ -38,17 +38,27 @@
 
 namespace flashmfa::cuda::sm90 {
 
+// FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
+template <bool FP8 = false>
 struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
-  static constexpr bool kHalfRelease = kMlaHalfRelease;
+  static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
   static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
   __device__ static bool half_release(const detail::DecodeParams& p) {
     return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
   }
-  static constexpr bool kFp8 = false;         // 16-bit caches only
+  // The full barrier that atom `atom` of a slot lands on (FP8: the widening publishes the
+  // atoms two by two, the last pair with the RoPE atom).
+  __device__ static constexpr int full_index(int atom) {
+    return !FP8 ? mla_full_index(atom) : atom < kMlaAtoms - 1 ? atom & ~1 : kMlaAtoms - 3;
+  }
+  static constexpr bool kFp8 = FP8;
+  // The warpgroup that adds the other's tile frees its slot before it waits for its own tile
+  // (config.hpp, kMlaFp8EarlyRelease).
+  static constexpr bool kEarlyRelease = FP8 && kMlaFp8EarlyRelease;
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaAtoms;                            // 64-column atoms per K row
   static constexpr int kOutAtoms = kMlaOutAtoms;                      // 4 per warpgroup
@@ -56,16 +66,15 @@ struct MlaTraits {
   static constexpr int kConsumerThreads = kWarpgroups * kWarpgroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;
   static constexpr int kReadersPerSlot = kWarpgroups * kWarpsPerWarpgroup;
-  static constexpr SmemPlan kPlan = mla_plan();
+  static constexpr SmemPlan kPlan = FP8 ? mla_fp8_plan() : mla_plan();
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * kMlaDk * kElemBytes;
   static_assert(kPlan.launch_bytes() <= kSm90SmemOptin, "MLA plan exceeds shared memory");
   static_assert(kPlan.stats - kPlan.xchg == kPvSteps * 4 * kWarpgroupThreads * sizeof(uint32_t),
                 "xchg holds one P tile in A-fragment order");
 };
 
-template <class T>
-struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
-  using Tr = MlaTraits;
+template <class T, class Tr = MlaTraits<>>
+struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   using Base = ConsumerBase<Tr::kConsumerThreads>;
   using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
@@ -91,8 +100,8 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
   __device__ void wait_atoms(const RingPos& pos, int first, int last) const {
 #pragma unroll 1
     for (int a = first; a < last; ++a)
-      if (a == first || mla_full_index(a) == a)
-        mbar_wait(sm.full_bar(pos.stage, mla_full_index(a)), pos.phase);
+      if (a == first || Tr::full_index(a) == a)
+        mbar_wait(sm.full_bar(pos.stage, Tr::full_index(a)), pos.phase);
   }
   // Every atom of the slot at `pos` has landed (the owner: it reads them all).
   __device__ void wait_slot(const RingPos& pos) const { wait_atoms(pos, 0, Tr::kAtoms); }
@@ -170,6 +179,11 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    if (Tr::kEarlyRelease && has_prev) {
+      wgmma_wait<0>();
+      fence_acc(o);
+      release_slot(prev);
+    }
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
       clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
@@ -178,9 +192,10 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
     }
     float s[kAccRegs];
     // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
-    // wide boxes only the first atom of each half has a barrier (`atom` is a constant here).
+    // wide boxes (and FP8) only the first atom of each half has a barrier (`atom` is a constant
+    // here).
     auto wait_atom = [&](int atom) {
-      if (mla_full_index(atom) != atom) return;
+      if (Tr::full_index(atom) != atom) return;
       mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
       wgmma_fence();
     };
@@ -189,7 +204,7 @@ struct MlaConsumer : ConsumerBase<MlaTraits::kConsumerThreads> {
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
       issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
-    if (has_prev) {
+    if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
       release_slot(prev);

@@ -1,7 +1,8 @@
 // flashmfa CUDA, Hopper path: the MLA decode kernel (d_k 576, d_v 512, V = the first 512
 // columns of the cached row) -- the producer warpgroup of decode/ streaming 576-wide K tiles
-// into a two-slot ring, and the seesaw consumers of consumer.cuh -- and its typed launcher.
-// Included only by the instantiation files (kernel_bf16.cu, kernel_f16.cu).
+// into a two-slot ring (FP8 caches: the producer of fp8.cuh, which widens FlashMLA's 656-byte
+// rows in the slots), and the seesaw consumers of consumer.cuh -- and its typed launchers.
+// Included only by the instantiation files (kernel_bf16.cu, kernel_f16.cu, kernel_fp8_*.cu).
 #pragma once
 
 #include <cuda.h>
@@ -13,16 +14,20 @@
 #include "cuda/sm90/decode/producer.cuh"
 #include "cuda/sm90/decode/smem_optin.hpp"
 #include "cuda/sm90/mla/consumer.cuh"
+#include "cuda/sm90/mla/fp8.cuh"
 #include "cuda/sm90/mla/mla.hpp"
 
 namespace flashmfa::cuda::sm90 {
 
 // Grid (row tiles of 64, parts, h_kv), 384 threads: warpgroup 0 produces, 1 and 2 consume.
-template <class T>
-__global__ void __launch_bounds__(MlaTraits::kThreads, 1)
+// 16-bit caches: map0 / map1 are k_map / k_hi_map (mla.hpp). FP8: the latent, scale and RoPE
+// maps (fp8.cuh).
+template <class T, bool FP8>
+__global__ void __launch_bounds__(MlaTraits<FP8>::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
-           const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap k_hi_map) {
-  using Tr = MlaTraits;
+           const __grid_constant__ CUtensorMap map0, const __grid_constant__ CUtensorMap map1,
+           const __grid_constant__ CUtensorMap map2) {
+  using Tr = MlaTraits<FP8>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
   const SmemView sm(base, Tr::kPlan);
@@ -31,12 +36,16 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < Tr::kStages; ++s) {
-      for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), 1);
+      // FP8: the producer's four warps publish each half of a widened slot (fp8.cuh).
+      for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), FP8 ? kWarpsPerWarpgroup : 1);
       // Half release: each half counts the warps of the warpgroup that frees it; otherwise
       // barrier 0 counts every consumer warp (and barrier 1 is unused).
       const bool half = Tr::half_release(p);
       mbar_init(sm.empty_bar(s, 0), half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot);
       if constexpr (Tr::kHalfRelease) mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
+      if constexpr (FP8)  // one raw-full barrier per latent box
+        for (int b = 0; b < kMlaFp8Boxes; ++b)
+          mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
     }
     fence_mbar_init();
     launch_dependents();
@@ -44,31 +53,57 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   __syncthreads();
 
   if (role == 0) {
-    setmaxnreg_dec<kProducerRegs>();
-    if (threadIdx.x == 0) {
-      tma_prefetch_map(&k_map);
-      if constexpr (Tr::kWideBoxes) tma_prefetch_map(&k_hi_map);
-      Producer<Tr>{p, sched, &k_map, &k_map, sm, kv_head, 0, &k_hi_map}.run(part);
+    if constexpr (FP8) {
+      setmaxnreg_dec<kMlaFp8ProducerRegs>();
+      if (threadIdx.x == 0) {
+        tma_prefetch_map(&map0);
+        tma_prefetch_map(&map1);
+        tma_prefetch_map(&map2);
+      }
+      MlaFp8Producer<T>{p, sched, sm, kv_head, int(threadIdx.x), &map0, &map1, &map2}.run(part);
+    } else {
+      setmaxnreg_dec<kProducerRegs>();
+      if (threadIdx.x == 0) {
+        tma_prefetch_map(&map0);
+        if constexpr (Tr::kWideBoxes) tma_prefetch_map(&map1);
+        Producer<Tr>{p, sched, &map0, &map0, sm, kv_head, 0, &map1}.run(part);
+      }
     }
   } else {
-    setmaxnreg_inc<kConsumerRegs>();
+    if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
+    else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    MlaConsumer<T>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
+    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
         .run(part);
   }
+}
+
+template <class T, bool FP8>
+void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
+                       const CUtensorMap& map0, const CUtensorMap& map1, const CUtensorMap& map2,
+                       cudaStream_t stream) {
+  using Tr = MlaTraits<FP8>;
+  auto* kernel = &mla_kernel<T, FP8>;
+  constexpr size_t kSmem = Tr::kPlan.launch_bytes();
+  opt_in_smem<&mla_kernel<T, FP8>>(kSmem);
+  const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
+                  sched.num_parts, p.h_kv);
+  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2);
+  FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
                       const CUtensorMap& k_map, const CUtensorMap& k_hi_map,
                       cudaStream_t stream) {
-  auto* kernel = &mla_kernel<T>;
-  constexpr size_t kSmem = MlaTraits::kPlan.launch_bytes();
-  opt_in_smem<&mla_kernel<T>>(kSmem);
-  const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
-                  sched.num_parts, p.h_kv);
-  kernel<<<grid, MlaTraits::kThreads, kSmem, stream>>>(p, sched, k_map, k_hi_map);
-  FLASHMFA_CUDA_CHECK(cudaGetLastError());
+  launch_mla_kernel<T, false>(p, sched, k_map, k_hi_map, k_map, stream);
+}
+
+template <class T>
+void launch_mla_fp8_typed(const detail::DecodeParams& p, const Schedule& sched,
+                          const CUtensorMap& latent_map, const CUtensorMap& scale_map,
+                          const CUtensorMap& rope_map, cudaStream_t stream) {
+  launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, stream);
 }
 
 }  // namespace flashmfa::cuda::sm90

@@ -1,0 +1,172 @@
+// flashmfa CUDA, Hopper path: the MLA kernel's producer warpgroup for FlashMLA's FP8 rows
+// (fp8_mla, 656 bytes: 512 e4m3 latent values, 4 f32 scales, 64 RoPE values in q's dtype).
+//
+// Shared memory has no room for a raw ring beside Q and the two 16-bit slots (config.hpp,
+// mla_fp8_plan), so a raw tile lands inside the slot it becomes and is widened there:
+//
+//   thread 0:     wait for the slot to be free (empty) -> one TMA copy per latent box (64 rows
+//                 x 128 bytes, 128B-swizzled) into atoms 4..7, each on its own raw-full
+//                 barrier; the scales (64 x 16 bytes) with box 0 into the end of atom 3, the
+//                 RoPE values (64 x 64, swizzled) with box 3 into atom 8
+//   all 128:      per box, as it lands: widen it into its two atoms -> fence.proxy.async ->
+//                 one arrival per warp on the full barrier of those atoms (S = Q K^T follows
+//                 box by box)
+//
+// The consumers (consumer.cuh, MlaTraits<true>) read the slot exactly as a 16-bit one. Tiles
+// go in order, each issued once its slot is free and widened once it has landed, so a tile is
+// widened while the consumers work on the one before it.
+//
+// Widening: thread t owns row r = t % 64 (a warp's lanes are 32 consecutive rows, so eight
+// lanes of one 16-byte access phase cover the 8 rows of a swizzle period: no bank conflicts)
+// and chunks c = 4 h .. 4 h + 3, h = t / 64, of every box: chunk c of box b holds values
+// [128 b + 16 c, + 16), which become 16-byte units 2 (c % 4), + 1 of atom 2 b + h. Value =
+// T(e4m3 * T(scale of the row's group b)) (common/fp8_dequant.cuh), as on every backend.
+// Box b's output overwrites atoms 2b, 2b + 1: free (b = 0, 1; atom 3's scales are read first),
+// boxes 0 and 1 (b = 2, after a barrier), box 2 and box 3 itself (b = 3: its chunks are loaded
+// into registers and a barrier passed before any store).
+#pragma once
+
+#include <cuda.h>
+
+#include "core/params.hpp"
+#include "cuda/common/fp8_dequant.cuh"
+#include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/ptx.cuh"
+#include "cuda/sm90/decode/traits.cuh"
+#include "flashmfa/flashmfa.hpp"
+
+namespace flashmfa::cuda::sm90 {
+
+template <class T>
+struct MlaFp8Producer {
+  static constexpr int kChunks = 4;  // 16-byte chunks per thread per box
+
+  const detail::DecodeParams& p;
+  const Schedule& sched;
+  const SmemView& sm;
+  int kv_head;
+  int t;  // 0..127
+  const CUtensorMap* latent_map;  // (512 bytes, h_kv, page_size, num_pages), 128-byte box
+  const CUtensorMap* scale_map;   // (4 f32, h_kv, page_size, num_pages)
+  const CUtensorMap* rope_map;    // (64 T, h_kv, page_size, num_pages)
+
+  __device__ int row() const { return t % kBlockN; }
+  __device__ int half() const { return t / kBlockN; }
+  __device__ void sync() const { named_barrier_sync(int(NamedBarrier::kWiden), kWarpgroupThreads); }
+
+  // The raw-full barrier of latent box `box` (box 0 also carries the scales, box 3 RoPE).
+  __device__ uint32_t landed_bar(int stage, int box) const {
+    return sm.raw_full + uint32_t((stage * kMlaFp8Boxes + box) * sizeof(uint64_t));
+  }
+
+  // Thread 0: the raw tile `src` into the slot at `pos` once the consumers released it, each
+  // latent box on its own barrier so that it is widened as soon as it lands.
+  __device__ void issue(const RingPos& pos, const TileSource& src, uint64_t policy) const {
+    mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
+    const uint32_t slot = sm.slot(pos.stage);
+#pragma unroll
+    for (int b = 0; b < kMlaFp8Boxes; ++b) {
+      const uint32_t full = landed_bar(pos.stage, b);
+      if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
+        mbar_arrive(full);
+        continue;
+      }
+      mbar_arrive_expect_tx(full, kMlaFp8BoxBytes + (b == 0 ? kMlaFp8ScaleBytes : 0) +
+                                      (b == kMlaFp8Boxes - 1 ? kMlaFp8RopeBytes : 0));
+      tma_load_4d(slot + (kMlaFp8LatentAtom + b) * kAtomBytes, latent_map, full,
+                  b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
+      if (b == 0)
+        tma_load_4d(slot + kMlaFp8ScaleOffset, scale_map, full, 0, kv_head, src.in_page,
+                    src.page, policy);
+      if (b == kMlaFp8Boxes - 1)
+        tma_load_4d(slot + (kMlaAtoms - 1) * kAtomBytes, rope_map, full, 0, kv_head,
+                    src.in_page, src.page, policy);
+    }
+  }
+
+  // Address of 16-byte unit `unit` (0..7) of this thread's row in atom `atom` of `slot`
+  // (the 128B swizzle: unit ^ row % 8).
+  __device__ uint32_t unit_at(uint32_t slot, int atom, int unit) const {
+    const int r = row();
+    return slot + uint32_t(atom) * kAtomBytes + uint32_t(r) * kSwizzleRowBytes +
+           uint32_t((unit ^ (r % kSwizzleGroupRows)) * kDescUnitBytes);
+  }
+  // This thread's raw chunks of latent box `box`.
+  __device__ void load_box(uint32_t slot, int box, uint32_t (&in)[kChunks][4]) const {
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k)
+      ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), in[k]);
+  }
+  // Their 16-bit values into atom 2 box + half.
+  __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
+                            const RowScale<T>& scale) const {
+    const int atom = 2 * box + half();
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      uint32_t out[8];
+      dequant_chunk<T>(in[k], scale, out);
+      st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
+      st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
+    }
+  }
+  __device__ void widen_box(uint32_t slot, int box, float scale) const {
+    uint32_t in[kChunks][4];
+    load_box(slot, box, in);
+    store_box(slot, box, in, RowScale<T>(scale));
+  }
+  // Stores of this warp are complete and visible to wgmma: one arrival per warp on `full`.
+  __device__ void publish(uint32_t full) const {
+    fence_proxy_async();
+    __syncwarp();
+    if (t % kWarpSize == 0) mbar_arrive(full);
+  }
+
+  // All 128 threads: the raw tile at `pos`, box by box as the boxes land, into the 16-bit
+  // slot; each widened box is published on the full barrier of its two atoms (box 3's also
+  // covers the RoPE atom, landed with it).
+  __device__ void widen(const RingPos& pos) const {
+    const uint32_t slot = sm.slot(pos.stage);
+    auto landed = [&](int box) { mbar_wait(landed_bar(pos.stage, box), pos.phase); };
+    auto done = [&](int box) { publish(sm.full_bar(pos.stage, 2 * box)); };
+    landed(0);
+    uint32_t scales[4];
+    ld_shared(slot + kMlaFp8ScaleOffset + uint32_t(row()) * 4 * uint32_t(sizeof(float)), scales);
+    widen_box(slot, 0, __uint_as_float(scales[0]));
+    done(0);
+    sync();  // every thread has read the scales (atom 3)
+    landed(1);
+    widen_box(slot, 1, __uint_as_float(scales[1]));
+    done(1);
+    sync();  // boxes 0 and 1 (atoms 4, 5) are read
+    landed(2);
+    widen_box(slot, 2, __uint_as_float(scales[2]));
+    done(2);
+    landed(3);
+    uint32_t last[kChunks][4];
+    load_box(slot, 3, last);
+    sync();  // box 2 (atom 6) and box 3 (atom 7) are read
+    store_box(slot, 3, last, RowScale<T>(__uint_as_float(scales[3])));
+    done(3);
+  }
+
+  // Every tile of the part in order: issue it (thread 0), then widen it (all).
+  __device__ void run(int part) const {
+    const uint64_t policy = l2_evict_first_policy();
+    RingPos pos(0, kMlaStages);
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+        if (t == 0) {
+          const TileSource src = tile_source(p, it, blk);
+          if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+          issue(pos, src, policy);
+        }
+        widen(pos);
+        pos.advance();
+      }
+    }
+  }
+};
+
+}  // namespace flashmfa::cuda::sm90
