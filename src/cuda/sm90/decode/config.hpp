@@ -219,8 +219,9 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
 // [128 b, 128 b + 128)) becomes atoms 2b and 2b + 1; in the order b = 0..3 each box's output
 // only overwrites bytes already read (box 3's own atom 7 is held in registers first). Whole-slot
 // release (the widening needs the whole slot), and a raw-full barrier per slot beside mla_plan's
-// barriers. The producer needs registers for the widening: 56 (ptxas: 40 spill), the consumers
-// keep 224 (no spills; 56 * 128 + 2 * 224 * 128 = 64512, as kProducerRegs / kConsumerRegs).
+// barriers. The producer needs registers for the widening and its walk over the next loads:
+// 72 (ptxas: 56 spill), the consumers keep 216 (no spills; 72 * 128 + 2 * 216 * 128 = 64512,
+// as kProducerRegs / kConsumerRegs).
 constexpr int kMlaFp8LatentAtom = 4;  // atom of latent box 0
 constexpr int kMlaFp8Boxes = 4;       // 128-byte latent boxes (one per scale group)
 constexpr uint32_t kMlaFp8BoxBytes = uint32_t(kBlockN) * 128;
@@ -238,8 +239,28 @@ static_assert(kMlaFp8TileBytes == uint32_t(kBlockN) * 656, "FlashMLA's 656-byte 
 #define FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE 1
 #endif
 constexpr bool kMlaFp8EarlyRelease = FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE != 0;
-constexpr int kMlaFp8ProducerRegs = 56;
-constexpr int kMlaFp8ConsumerRegs = 224;
+// The raw tile lands on kMlaFp8Landings barriers (latent boxes split evenly; the scales with
+// the first, RoPE with the last) and each landed part is widened at once; the widened atoms are
+// published to the consumers on kMlaFp8Publishes full barriers (S = Q K^T follows them).
+#ifndef FLASHMFA_SM90_MLA_FP8_LANDINGS
+#define FLASHMFA_SM90_MLA_FP8_LANDINGS 2
+#endif
+#ifndef FLASHMFA_SM90_MLA_FP8_PUBLISHES
+#define FLASHMFA_SM90_MLA_FP8_PUBLISHES 2
+#endif
+// FLASHMFA_SM90_MLA_FP8_LOOKAHEAD (default 1): the producer's thread 0 issues the next tile's
+// load between the boxes it widens, as soon as that slot is free; 0 issues each tile only
+// when its widening starts (same-machine A/B).
+#ifndef FLASHMFA_SM90_MLA_FP8_LOOKAHEAD
+#define FLASHMFA_SM90_MLA_FP8_LOOKAHEAD 1
+#endif
+constexpr bool kMlaFp8Lookahead = FLASHMFA_SM90_MLA_FP8_LOOKAHEAD != 0;
+constexpr int kMlaFp8Landings = FLASHMFA_SM90_MLA_FP8_LANDINGS;
+constexpr int kMlaFp8Publishes = FLASHMFA_SM90_MLA_FP8_PUBLISHES;
+static_assert(kMlaFp8Boxes % kMlaFp8Landings == 0 && kMlaFp8Boxes % kMlaFp8Publishes == 0,
+              "whole boxes per landing and per publication");
+constexpr int kMlaFp8ProducerRegs = 72;
+constexpr int kMlaFp8ConsumerRegs = 216;
 static_assert(kMlaFp8ProducerRegs + 2 * kMlaFp8ConsumerRegs == kProducerRegs + 2 * kConsumerRegs,
               "setmaxnreg moves registers within the CTA's allocation only");
 FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {

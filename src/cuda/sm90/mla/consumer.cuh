@@ -51,9 +51,10 @@ struct MlaTraits {
     return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
   }
   // The full barrier that atom `atom` of a slot lands on (FP8: the widening publishes the
-  // atoms two by two, the last pair with the RoPE atom).
+  // atoms in kMlaFp8Publishes groups, the last with the RoPE atom; fp8.cuh).
   __device__ static constexpr int full_index(int atom) {
-    return !FP8 ? mla_full_index(atom) : atom < kMlaAtoms - 1 ? atom & ~1 : kMlaAtoms - 3;
+    constexpr int kGroup = 2 * kMlaFp8Boxes / kMlaFp8Publishes;  // atoms per publication
+    return !FP8 ? mla_full_index(atom) : min(atom, kMlaAtoms - 2) / kGroup * kGroup;
   }
   static constexpr bool kFp8 = FP8;
   // The warpgroup that adds the other's tile frees its slot before it waits for its own tile

@@ -56,7 +56,9 @@ struct MlaFp8Producer {
 
   // The raw-full barrier of latent box `box` (box 0 also carries the scales, box 3 RoPE).
   __device__ uint32_t landed_bar(int stage, int box) const {
-    return sm.raw_full + uint32_t((stage * kMlaFp8Boxes + box) * sizeof(uint64_t));
+    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
+    return sm.raw_full +
+           uint32_t((stage * kMlaFp8Boxes + box / kBoxesPerLanding) * sizeof(uint64_t));
   }
 
   // Thread 0: the raw tile `src` into the slot at `pos` once the consumers released it, each
@@ -64,15 +66,21 @@ struct MlaFp8Producer {
   __device__ void issue(const RingPos& pos, const TileSource& src, uint64_t policy) const {
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t slot = sm.slot(pos.stage);
+    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
 #pragma unroll
     for (int b = 0; b < kMlaFp8Boxes; ++b) {
       const uint32_t full = landed_bar(pos.stage, b);
-      if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
-        mbar_arrive(full);
-        continue;
+      if (b % kBoxesPerLanding == 0) {  // the landing's one arrival
+        if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
+          mbar_arrive(full);
+          continue;
+        }
+        const bool first = b == 0, last = b + kBoxesPerLanding == kMlaFp8Boxes;
+        mbar_arrive_expect_tx(full, kBoxesPerLanding * kMlaFp8BoxBytes +
+                                        (first ? kMlaFp8ScaleBytes : 0) +
+                                        (last ? kMlaFp8RopeBytes : 0));
       }
-      mbar_arrive_expect_tx(full, kMlaFp8BoxBytes + (b == 0 ? kMlaFp8ScaleBytes : 0) +
-                                      (b == kMlaFp8Boxes - 1 ? kMlaFp8RopeBytes : 0));
+      if (!src.page_ok) continue;
       tma_load_4d(slot + (kMlaFp8LatentAtom + b) * kAtomBytes, latent_map, full,
                   b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
       if (b == 0)
@@ -121,13 +129,22 @@ struct MlaFp8Producer {
     if (t % kWarpSize == 0) mbar_arrive(full);
   }
 
-  // All 128 threads: the raw tile at `pos`, box by box as the boxes land, into the 16-bit
-  // slot; each widened box is published on the full barrier of its two atoms (box 3's also
-  // covers the RoPE atom, landed with it).
-  __device__ void widen(const RingPos& pos) const {
+  // All 128 threads: the raw tile at `pos`, part by part as it lands, into the 16-bit slot;
+  // the widened atoms are published in kMlaFp8Publishes groups (the last with the RoPE atom,
+  // landed with the last box). `between` runs before each box (thread 0: the next tile's load).
+  template <class Between>
+  __device__ void widen(const RingPos& pos, Between&& between) const {
     const uint32_t slot = sm.slot(pos.stage);
-    auto landed = [&](int box) { mbar_wait(landed_bar(pos.stage, box), pos.phase); };
-    auto done = [&](int box) { publish(sm.full_bar(pos.stage, 2 * box)); };
+    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
+    constexpr int kBoxesPerPublish = kMlaFp8Boxes / kMlaFp8Publishes;
+    auto landed = [&](int box) {
+      between();
+      if (box % kBoxesPerLanding == 0) mbar_wait(landed_bar(pos.stage, box), pos.phase);
+    };
+    auto done = [&](int box) {
+      if (box % kBoxesPerPublish == kBoxesPerPublish - 1)
+        publish(sm.full_bar(pos.stage, 2 * (box + 1 - kBoxesPerPublish)));
+    };
     landed(0);
     uint32_t scales[4];
     ld_shared(slot + kMlaFp8ScaleOffset + uint32_t(row()) * 4 * uint32_t(sizeof(float)), scales);
@@ -149,21 +166,69 @@ struct MlaFp8Producer {
     done(3);
   }
 
-  // Every tile of the part in order: issue it (thread 0), then widen it (all).
+  // Thread 0's walk over the tiles to load, at most one ahead of the widening: the next tile's
+  // load is issued as soon as its slot is free -- while this tile is still landing or being
+  // widened -- so the two slots overlap one tile's load with the other's widening and use.
+  struct Loads {
+    PartWalker walker;
+    WorkItem it{};
+    int blk = 0;
+    bool more = false;
+    RingPos pos{0, kMlaStages};
+    int issued = 0;  // tiles issued so far
+
+    __device__ Loads(const Schedule& sched, int part) : walker(sched, part) {
+      more = walker.valid();
+      if (more) start_item();
+    }
+    __device__ void start_item() {
+      it = walker.item();
+      blk = it.block_begin;
+      skip_empty();
+    }
+    __device__ void skip_empty() {
+      while (more && blk >= it.block_end) {
+        walker.next();
+        more = walker.valid();
+        if (more) {
+          it = walker.item();
+          blk = it.block_begin;
+        }
+      }
+    }
+    // Issues the next tile: always when `wait`, else only if its slot is already free.
+    __device__ void next(const MlaFp8Producer& pr, uint64_t policy, bool wait) {
+      if (!more) return;
+      if (!wait && !mbar_test(pr.sm.empty_bar(pos.stage), pos.phase ^ 1)) return;
+      const TileSource src = tile_source(pr.p, it, blk);
+      if (!src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+      pr.issue(pos, src, policy);
+      pos.advance();
+      ++issued;
+      ++blk;
+      skip_empty();
+    }
+  };
+
+  // Every tile of the part in order: widened by all once thread 0 has issued it; thread 0
+  // issues the next one between the boxes as soon as its slot is free.
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
+    Loads loads(sched, part);
     RingPos pos(0, kMlaStages);
+    int k = 0;  // tiles widened so far
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if (t == 0) {
-          const TileSource src = tile_source(p, it, blk);
-          if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-          issue(pos, src, policy);
-        }
-        widen(pos);
+        if (t == 0)
+          while (loads.issued <= k) loads.next(*this, policy, true);
+        widen(pos, [&] {
+          if (kMlaFp8Lookahead && t == 0 && loads.issued == k + 1)
+            loads.next(*this, policy, false);
+        });
         pos.advance();
+        ++k;
       }
     }
   }
