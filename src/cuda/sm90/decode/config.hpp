@@ -248,13 +248,6 @@ constexpr bool kMlaFp8EarlyRelease = FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE != 0;
 #ifndef FLASHMFA_SM90_MLA_FP8_PUBLISHES
 #define FLASHMFA_SM90_MLA_FP8_PUBLISHES 2
 #endif
-// FLASHMFA_SM90_MLA_FP8_LOOKAHEAD (default 1): the producer's thread 0 issues the next tile's
-// load between the boxes it widens, as soon as that slot is free; 0 issues each tile only
-// when its widening starts (same-machine A/B).
-#ifndef FLASHMFA_SM90_MLA_FP8_LOOKAHEAD
-#define FLASHMFA_SM90_MLA_FP8_LOOKAHEAD 1
-#endif
-constexpr bool kMlaFp8Lookahead = FLASHMFA_SM90_MLA_FP8_LOOKAHEAD != 0;
 constexpr int kMlaFp8Landings = FLASHMFA_SM90_MLA_FP8_LANDINGS;
 constexpr int kMlaFp8Publishes = FLASHMFA_SM90_MLA_FP8_PUBLISHES;
 static_assert(kMlaFp8Boxes % kMlaFp8Landings == 0 && kMlaFp8Boxes % kMlaFp8Publishes == 0,

@@ -131,14 +131,12 @@ struct MlaFp8Producer {
 
   // All 128 threads: the raw tile at `pos`, part by part as it lands, into the 16-bit slot;
   // the widened atoms are published in kMlaFp8Publishes groups (the last with the RoPE atom,
-  // landed with the last box). `between` runs before each box (thread 0: the next tile's load).
-  template <class Between>
-  __device__ void widen(const RingPos& pos, Between&& between) const {
+  // landed with the last box).
+  __device__ void widen(const RingPos& pos) const {
     const uint32_t slot = sm.slot(pos.stage);
     constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
     constexpr int kBoxesPerPublish = kMlaFp8Boxes / kMlaFp8Publishes;
     auto landed = [&](int box) {
-      between();
       if (box % kBoxesPerLanding == 0) mbar_wait(landed_bar(pos.stage, box), pos.phase);
     };
     auto done = [&](int box) {
@@ -166,25 +164,24 @@ struct MlaFp8Producer {
     done(3);
   }
 
-  // Thread 0's walk over the tiles to load, at most one ahead of the widening: the next tile's
-  // load is issued as soon as its slot is free -- while this tile is still landing or being
-  // widened -- so the two slots overlap one tile's load with the other's widening and use.
+  // Thread 0's walk over the tiles to load, in the widening's order, with the next tile's
+  // block-table entry read one issue ahead (its latency off the widening's path).
   struct Loads {
     PartWalker walker;
     WorkItem it{};
     int blk = 0;
     bool more = false;
     RingPos pos{0, kMlaStages};
-    int issued = 0;  // tiles issued so far
+    TileSource src{};
 
-    __device__ Loads(const Schedule& sched, int part) : walker(sched, part) {
+    __device__ Loads(const MlaFp8Producer& pr, int part) : walker(pr.sched, part) {
       more = walker.valid();
-      if (more) start_item();
-    }
-    __device__ void start_item() {
-      it = walker.item();
-      blk = it.block_begin;
+      if (more) {
+        it = walker.item();
+        blk = it.block_begin;
+      }
       skip_empty();
+      if (more) src = tile_source(pr.p, it, blk);
     }
     __device__ void skip_empty() {
       while (more && blk >= it.block_end) {
@@ -196,39 +193,31 @@ struct MlaFp8Producer {
         }
       }
     }
-    // Issues the next tile: always when `wait`, else only if its slot is already free.
-    __device__ void next(const MlaFp8Producer& pr, uint64_t policy, bool wait) {
-      if (!more) return;
-      if (!wait && !mbar_test(pr.sm.empty_bar(pos.stage), pos.phase ^ 1)) return;
-      const TileSource src = tile_source(pr.p, it, blk);
+    // Issues the next tile once its slot is free.
+    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
       if (!src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
       pr.issue(pos, src, policy);
       pos.advance();
-      ++issued;
       ++blk;
       skip_empty();
+      if (more) src = tile_source(pr.p, it, blk);
     }
   };
 
-  // Every tile of the part in order: widened by all once thread 0 has issued it; thread 0
-  // issues the next one between the boxes as soon as its slot is free.
+  // Every tile of the part in order: thread 0 issues it once its slot is free, then all widen
+  // it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
+  // free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
-    Loads loads(sched, part);
+    Loads loads(*this, part);
     RingPos pos(0, kMlaStages);
-    int k = 0;  // tiles widened so far
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if (t == 0)
-          while (loads.issued <= k) loads.next(*this, policy, true);
-        widen(pos, [&] {
-          if (kMlaFp8Lookahead && t == 0 && loads.issued == k + 1)
-            loads.next(*this, policy, false);
-        });
+        if (t == 0) loads.next(*this, policy);
+        widen(pos);
         pos.advance();
-        ++k;
       }
     }
   }
