@@ -218,7 +218,7 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_plan() {
 // and the producer warpgroup widens the latent boxes in place into atoms 0..7. Box b (values
 // [128 b, 128 b + 128)) becomes atoms 2b and 2b + 1; in the order b = 0..3 each box's output
 // only overwrites bytes already read (box 3's own atom 7 is held in registers first). Whole-slot
-// release (the widening needs the whole slot), and a raw-full barrier per slot beside mla_plan's
+// release (the widening needs the whole slot), and raw-full barriers per slot beside mla_plan's
 // barriers. The producer needs registers for the widening and its walk over the next loads:
 // 72 (ptxas: 56 spill), the consumers keep 216 (no spills; 72 * 128 + 2 * 216 * 128 = 64512,
 // as kProducerRegs / kConsumerRegs).
@@ -259,7 +259,7 @@ static_assert(kMlaFp8ProducerRegs + 2 * kMlaFp8ConsumerRegs == kProducerRegs + 2
 FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {
   SmemPlan plan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
                 sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0, 1);
-  plan.raw_full = plan.total;  // one raw-full barrier per latent box per slot
+  plan.raw_full = plan.total;  // raw-full barriers: room for one per latent box per slot
   plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaStages * kMlaFp8Boxes;
   plan.total = plan.raw_empty;
   return plan;

@@ -5,16 +5,18 @@
 // mla_fp8_plan), so a raw tile lands inside the slot it becomes and is widened there:
 //
 //   thread 0:     wait for the slot to be free (empty) -> one TMA copy per latent box (64 rows
-//                 x 128 bytes, 128B-swizzled) into atoms 4..7, each on its own raw-full
-//                 barrier; the scales (64 x 16 bytes) with box 0 into the end of atom 3, the
-//                 RoPE values (64 x 64, swizzled) with box 3 into atom 8
-//   all 128:      per box, as it lands: widen it into its two atoms -> fence.proxy.async ->
-//                 one arrival per warp on the full barrier of those atoms (S = Q K^T follows
-//                 box by box)
+//                 x 128 bytes, 128B-swizzled) into atoms 4..7, the scales (64 x 16 bytes) into
+//                 the end of atom 3, the RoPE values (64 x 64, swizzled) into atom 8; on
+//                 kMlaFp8Landings raw-full barriers (2: boxes 0, 1 and the scales; boxes 2, 3
+//                 and RoPE)
+//   all 128:      each landed part widened into its atoms at once -> fence.proxy.async -> one
+//                 arrival per warp on the full barrier of the atoms (kMlaFp8Publishes groups,
+//                 2: atoms 0..3, then 4..8; S = Q K^T follows them)
 //
 // The consumers (consumer.cuh, MlaTraits<true>) read the slot exactly as a 16-bit one. Tiles
 // go in order, each issued once its slot is free and widened once it has landed, so a tile is
-// widened while the consumers work on the one before it.
+// widened while the consumers work on the one before it. (Finer landings and publications,
+// and issuing the next load between boxes, measured slower: docs/perf-notes.md K.3, K.4.)
 //
 // Widening: thread t owns row r = t % 64 (a warp's lanes are 32 consecutive rows, so eight
 // lanes of one 16-byte access phase cover the 8 rows of a swizzle period: no bank conflicts)
