@@ -43,6 +43,25 @@ ProblemSpec row_case(Variant v, DType dtype, int h_kv, int h_q, int s_q, bool ca
   return s;
 }
 
+// An MLA problem of b sequences of `len` tokens (the first 13 shorter: a partial last tile).
+struct MlaItems {
+  int h_kv, h_q, s_q, b, len;
+  bool causal;
+};
+ProblemSpec mla_items(const MlaItems& c, int seed) {
+  ProblemSpec s;
+  s.variant = Variant::mla();
+  s.h_kv = c.h_kv;
+  s.h_q = c.h_q;
+  s.s_q = c.s_q;
+  s.causal = c.causal;
+  s.b = c.b;
+  s.seqlens.assign(c.b, c.len);
+  s.seqlens[0] = c.len - 13;
+  s.seed = seed;
+  return s;
+}
+
 // MLA (d_k 576, d_v 512 from the K rows): the seesaw kernel's every row count and tail case.
 // Lengths: empty, one token, a partial first tile, a single full tile, an odd and an even tile
 // count (which warpgroup owns the last tile), and one long enough to be split over parts.
@@ -63,21 +82,12 @@ TEST(HopperPath, MlaMatchesReference) {
 // times inside one work item.
 TEST(HopperPath, MlaHeadsAndLongItems) {
   SKIP_WITHOUT_HOPPER_PATH();
-  const struct { int h_kv, h_q, s_q, b, len; bool causal; } cases[] = {
+  const MlaItems cases[] = {
       {2, 16, 1, 3, 700, false}, {8, 16, 2, 2, 300, true}, {1, 128, 16, 2, 900, true},
       {1, 32, 1, 2, 12000, false}, {1, 128, 1, 1, 40000, false}};
   int n = 0;
   for (const auto& c : cases) {
-    ProblemSpec s;
-    s.variant = Variant::mla();
-    s.h_kv = c.h_kv;
-    s.h_q = c.h_q;
-    s.s_q = c.s_q;
-    s.causal = c.causal;
-    s.b = c.b;
-    s.seqlens.assign(c.b, c.len);
-    s.seqlens[0] = c.len - 13;
-    s.seed = 5000 + n++;
+    const ProblemSpec s = mla_items(c, 5000 + n++);
     run_and_check(s, describe(s), DecodeArgs::Path::hopper);
   }
 }
@@ -178,20 +188,11 @@ TEST(HopperPath, Fp8MlaCachesMatchReference) {
         EXPECT_EQ(p.kernel, run_and_check_fp8(s, "automatic " + describe(s)).kernel)
             << "the automatic choice takes the Hopper kernel for FP8 MLA";
       }
-  const struct { int h_kv, h_q, s_q, b, len; bool causal; } cases[] = {
+  const MlaItems cases[] = {
       {1, 16, 1, 2, 12000, false}, {1, 128, 1, 1, 40000, false}, {2, 16, 2, 2, 700, true},
       {1, 128, 4, 2, 900, true}};
   for (const auto& c : cases) {
-    ProblemSpec s;
-    s.variant = Variant::mla();
-    s.h_kv = c.h_kv;
-    s.h_q = c.h_q;
-    s.s_q = c.s_q;
-    s.causal = c.causal;
-    s.b = c.b;
-    s.seqlens.assign(c.b, c.len);
-    s.seqlens[0] = c.len - 13;
-    s.seed = 8100 + n++;
+    const ProblemSpec s = mla_items(c, 8100 + n++);
     run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
     run_and_check_fp8(s, describe(s) + " rows 672 bytes apart", DecodeArgs::Path::hopper, 16);
   }
