@@ -7,12 +7,9 @@
 // chunks), 256 threads, so that each row's many partials are read with many loads in flight.
 // The row's d_v / 4 float4 columns are cut into `chunks` equal chunks (a power of two, chosen
 // on the host so that the grid has about two CTAs per SM while a chunk keeps >= 16 float4
-// columns; 1 when the rows alone fill the GPU). A CTA's threads are C column threads (each
-// owning one float4 of its chunk: C = min(chunk width, 256)) times G = 256 / C split groups;
-// group g sums splits g, g + G, g + 2G, ... with kUnroll float4 loads in flight per thread, and
-// the G groups are reduced through shared memory. MFA at b = 1 (64 rows, d_v 256): 4 chunks of
-// 16 x 16, 256 CTAs with 32 KB of partials in flight each; MLA at b = 1 (128 rows, d_v 512):
-// 4 chunks of 32 x 8; a chunk above 1024 columns loops over pieces of 1024.
+// columns; 1 when the rows alone fill the GPU); combine::combine_chunk (combine.cuh) merges one
+// chunk in one pass over the partials. MFA at b = 1 (64 rows, d_v 256): 4 chunks of 16 column
+// threads x 16 split groups, 256 CTAs; MLA at b = 1 (128 rows, d_v 512): 4 chunks of 32 x 8.
 //
 // Many rows (serving batches, where a split sequence has two or three partials): one warp per
 // (sequence, row), 8 warps per CTA, lanes over float4 column groups, splits in a loop. The
@@ -20,8 +17,8 @@
 // (measured on MFA h_q 64 b 128 8k varlen: 94.5% of copy bandwidth with this layout, 88.2% with
 // one CTA per row).
 //
-// lse = log sum_k exp(lse_k) comes from a warp reduction (every warp computes it: no barrier),
-// the weights exp(lse_k - lse) once per split into shared memory. Sequences with one split
+// In the warp-per-row layout lse = log sum_k exp(lse_k) comes from a warp reduction (every warp
+// computes it: no barrier), then the weights exp(lse_k - lse) per split. Sequences with one split
 // (written directly by the decode kernel) exit at once; a row whose splits are all empty
 // (lse_k = -inf) gets out = 0 and lse = -inf.
 //
@@ -37,8 +34,10 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <type_traits>
 
+#include "cuda/common/combine.cuh"
 #include "cuda/common/combine.hpp"
 #include "cuda/common/device.hpp"
 
@@ -47,12 +46,13 @@ namespace {
 
 constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;
-constexpr int kColsPerThread = 4;  // one float4
-constexpr int kUnroll = 8;         // float4 loads in flight per thread
-constexpr int kWeights = 512;      // split weights staged in shared memory per round
+using combine::kColsPerThread;
+using combine::out_row;
+using combine::store4;
+using combine::fma4;
 // With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
-// registers and interleaves the FMAs with the loads, keeping ~3 of the 8 in flight; a minimum
-// of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
+// registers and interleaves the FMAs with the loads, keeping ~3 of the 8 (combine::kBatch) in
+// flight; a minimum of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
 constexpr int kMinCtasPerSm = 4;
 // The warp-per-row layout from this many partial rows per SM on.
 constexpr int kWarpLayoutRowsPerSm = 16;
@@ -61,29 +61,10 @@ constexpr int kWarpLayoutRowsPerSm = 16;
 constexpr int kChunkCtasPerSm = 2;
 constexpr int kMinChunkCols4 = 16;
 
-template <class T> __device__ T from_float(float x);
-template <> __device__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __half from_float(float x) { return __float2half_rn(x); }
-
-template <class T> struct Pair;
-template <> struct Pair<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-  __device__ static type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
-};
-template <> struct Pair<__half> {
-  using type = __half2;
-  __device__ static type make(float a, float b) { return __floats2half2_rn(a, b); }
-};
-
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-}
-
-__device__ __forceinline__ void fma4(float4& acc, float w, const float4& v) {
-  acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
-  acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
 }
 
 // lse = log sum_k exp(lse_k) over the n partials of one row (stride rows_all), reduced over the
@@ -100,31 +81,6 @@ __device__ __forceinline__ float row_lse(const float* lse_k, int n, int rows_all
   }
   for (int off = kWarpSize / 2; off > 0; off /= 2) sum += __shfl_xor_sync(~0u, sum, off);
   return m == -INFINITY ? -INFINITY : m + __logf(sum);
-}
-
-// The out row of partial row `row` of sequence seq (partial row (kv, r), r = t * q_per_kv +
-// h_in_group, belongs to head kv * q_per_kv + h); writes its lse when `write_lse`.
-template <class T>
-__device__ __forceinline__ T* out_row(const detail::DecodeParams& p, int seq, int row, float lse,
-                                      bool write_lse) {
-  const int rows = p.s_q * p.q_per_kv;
-  const int kv = row / rows, r = row % rows;
-  const int t = r / p.q_per_kv, head = kv * p.q_per_kv + r % p.q_per_kv;
-  if (write_lse) p.lse[seq * p.lse_sb + head * p.lse_sh + t * p.lse_ss] = lse;
-  return static_cast<T*>(p.out) + seq * p.o_sb + t * p.o_ss + head * p.o_sh;
-}
-
-// Four columns of an out row (PAIRS: as two packed 16-bit pairs).
-template <class T, bool PAIRS>
-__device__ __forceinline__ void store4(T* dst, const float4& acc) {
-  if constexpr (PAIRS) {
-    using P2 = typename Pair<T>::type;
-    reinterpret_cast<P2*>(dst)[0] = Pair<T>::make(acc.x, acc.y);
-    reinterpret_cast<P2*>(dst)[1] = Pair<T>::make(acc.z, acc.w);
-  } else {
-    dst[0] = from_float<T>(acc.x), dst[1] = from_float<T>(acc.y);
-    dst[2] = from_float<T>(acc.z), dst[3] = from_float<T>(acc.w);
-  }
 }
 
 // The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w.
@@ -163,72 +119,13 @@ template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
   grid_dependency_wait();  // before any read of the schedule or the partials
-
-  __shared__ float s_w[kWeights];
-  __shared__ float4 s_acc[kThreads];
-
+  __shared__ combine::Partial scratch[kThreads];
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
-  const int n = s.num_splits[seq];
-  if (n <= 1) return;  // written directly by the decode kernel
-  const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
-  const int tid = threadIdx.x, lane = tid % kWarpSize;
-  const int64_t slot0 = s.slot_begin[seq];
-  const float* lse_k = s.lse_partial + slot0 * rows_all + row;
-
-  // lse, in every warp (the same value everywhere: the same loads in the same order).
-  const float lse = row_lse(lse_k, n, rows_all, lane);
-  // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row.
+  if (s.num_splits[seq] <= 1) return;  // written directly by the decode kernel
+  // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row (<= 128 <= kThreads).
   const int cols4 = p.d_v / kColsPerThread / int(gridDim.z);
-  T* out = out_row<T>(p, seq, row, lse, tid == 0 && chunk == 0) + chunk * cols4 * kColsPerThread;
-
-  const int col_threads = cols4 < kThreads ? cols4 : kThreads;
-  const int groups = kThreads / col_threads;
-  const int g = tid / col_threads, c = tid % col_threads;
-  const bool active = g < groups;  // threads past col_threads * groups idle (d_v not dividing 1024)
-  const float4* o_row =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v) +
-      chunk * cols4;
-  const int64_t slot_stride4 = int64_t(rows_all) * (p.d_v / kColsPerThread);
-
-  for (int c0 = 0; c0 < cols4; c0 += col_threads) {  // one round unless the chunk > 1024
-    const int c4 = c0 + c;
-    const bool mine = active && c4 < cols4;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (lse != -INFINITY) {
-      for (int k0 = 0; k0 < n; k0 += kWeights) {  // one round unless n > kWeights
-        const int nk = n - k0 < kWeights ? n - k0 : kWeights;
-        if (k0 > 0 || c0 > 0) __syncthreads();  // the previous round's weights are consumed
-        for (int k = tid; k < nk; k += kThreads)
-          s_w[k] = __expf(lse_k[int64_t(k0 + k) * rows_all] - lse);
-        __syncthreads();
-        if (mine) {
-          const float4* o = o_row + k0 * slot_stride4 + c4;
-          int k = g;
-          for (; k + (kUnroll - 1) * groups < nk; k += kUnroll * groups) {
-            float4 v[kUnroll];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) v[u] = o[int64_t(k + u * groups) * slot_stride4];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) fma4(acc, s_w[k + u * groups], v[u]);
-          }
-          for (; k < nk; k += groups) fma4(acc, s_w[k], o[int64_t(k) * slot_stride4]);
-        }
-      }
-    }
-    // Reduce the split groups: group 0 adds the others' sums and writes the columns.
-    if (groups > 1) {
-      if (c0 > 0) __syncthreads();  // the previous chunk's sums are read
-      s_acc[tid] = acc;
-      __syncthreads();
-      if (g == 0) {
-        for (int j = 1; j < groups; ++j) {
-          const float4 v = s_acc[j * col_threads + c];
-          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
-        }
-      }
-    }
-    if (g == 0 && c4 < cols4) store4<T, PAIRS>(out + c4 * kColsPerThread, acc);
-  }
+  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols4, cols4, threadIdx.x,
+                                             scratch, [] { __syncthreads(); });
 }
 
 // Whether the combine kernels that run on the current device were compiled with the
@@ -286,8 +183,11 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
 
 void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   if (p.b == 0 || p.h_q * p.s_q == 0) return;
-  if (p.d_v % kColsPerThread != 0)  // every supported d_v is (64, 128, 256, 512)
-    throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0");
+  // Every supported d_v is 64, 128, 256 or 512; a chunk is at most one float4 per thread.
+  if (p.d_v % kColsPerThread != 0 || p.d_v / kColsPerThread > kThreads)
+    throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0 and d_v <= " +
+                                         std::to_string(kColsPerThread * kThreads) + ", got " +
+                                         std::to_string(p.d_v));
   const bool pairs = out_pairs_aligned(p);
   if (p.dtype == DType::bf16) {
     if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream);

@@ -27,6 +27,7 @@
 #include "cuda/sm90/decode/dequant.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
 #include "cuda/sm90/decode/mainloop.cuh"
+#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
@@ -221,6 +222,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         fence_proxy_async();
         sync_own();
       }
+      if (tid == 0) FLASHMFA_PHASE(3);
       int visible[kRowsPerThread];
       Base::visible_rows(it, visible);
       const bool precise = it.seqlen <= kPreciseMaxTokens;
@@ -241,8 +243,10 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
           if (!reads_tile<KV_SPLIT>(blk, it.block_begin, warpgroup)) continue;
           tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
                precise);
+          if (tid == 0 && blk == it.block_begin) FLASHMFA_PHASE(4);
         }
       }
+      if (tid == 0) FLASHMFA_PHASE(5);
 
       if constexpr (KV_SPLIT) {
         merge_and_store(it, o, softmax);
@@ -252,6 +256,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         store_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
                                   lse);
       }
+      if (tid == 0) FLASHMFA_PHASE(6);
     }
     pingpong_finish();
   }

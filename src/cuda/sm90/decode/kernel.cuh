@@ -11,6 +11,7 @@
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/consumer.cuh"
 #include "cuda/sm90/decode/decode.hpp"
+#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/producer.cuh"
 #include "cuda/sm90/decode/smem_optin.hpp"
 #include "cuda/sm90/decode/traits.cuh"
@@ -37,6 +38,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   const int role = __shfl_sync(~0u, int(threadIdx.x) / kWarpgroupThreads, 0);
 
   if (threadIdx.x == 0) {
+    FLASHMFA_PHASE(0);
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(sm.full_bar(s), Tr::kFullArrivals);
       mbar_init(sm.empty_bar(s), Tr::kReadersPerSlot);
@@ -49,6 +51,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     launch_dependents();  // no effect unless the next launch opted in
   }
   __syncthreads();
+  if (threadIdx.x == 0) FLASHMFA_PHASE(1);
 
   if (role == 0) {
     if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kProducerRegs>();
@@ -82,6 +85,7 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, const CU
   auto* kernel = &decode_kernel<T, D, WARPGROUPS, KV_SPLIT, FP8>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
   opt_in_smem<&decode_kernel<T, D, WARPGROUPS, KV_SPLIT, FP8>>(kSmem);
+  FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + Tr::kBlockM - 1) / Tr::kBlockM, sched.num_parts, p.h_kv);
   kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, k_map, v_map);
   FLASHMFA_CUDA_CHECK(cudaGetLastError());

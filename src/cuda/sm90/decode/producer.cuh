@@ -19,6 +19,7 @@
 
 #include "core/params.hpp"
 #include "cuda/common/schedule.cuh"
+#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 #include "flashmfa/flashmfa.hpp"
@@ -200,6 +201,7 @@ struct Producer {
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         const TileSource src = tile_source(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+        if (blk == it.block_begin) FLASHMFA_PHASE(2);
         auto load = [&](RingPos& pos) {
           load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);

@@ -1,0 +1,77 @@
+// flashmfa CUDA, Hopper path: phase clocks, a measuring aid compiled only with
+// -DFLASHMFA_PHASE_CLOCK=1 (otherwise every macro here is empty and nothing is emitted).
+//
+// Each CTA records %globaltimer (ns, one clock for the whole GPU) at up to kPhases numbered
+// points of its first work item; the last launch's readings stay in a __device__ table, and at
+// process exit the table is printed to stderr as, per point, the minimum / median / maximum
+// over CTAs of the time since the earliest CTA's entry. Built for questions such as "how long
+// after the kernel starts does the first tile land" that event timing cannot answer.
+//
+//   FLASHMFA_PHASE(i)        record point i (called by one thread of the CTA)
+//   FLASHMFA_PHASE_REPORT()  host side, in the launcher: registers the exit-time report once
+#pragma once
+
+#if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace flashmfa::cuda::sm90::phase_clock {
+
+constexpr int kPhases = 8;
+constexpr int kMaxCtas = 1024;
+// One table per translation unit (static): the kernel and its reader share it.
+static __device__ unsigned long long g_table[kMaxCtas][kPhases];
+
+__device__ __forceinline__ void record(int i) {
+  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta >= kMaxCtas) return;
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  g_table[cta][i] = t;
+}
+
+inline void report() {
+  static std::vector<unsigned long long> host(size_t(kMaxCtas) * kPhases);
+  if (cudaMemcpyFromSymbol(host.data(), g_table, host.size() * sizeof(host[0])) != cudaSuccess)
+    return;
+  unsigned long long t0 = ~0ull;
+  int ctas = 0;
+  for (int c = 0; c < kMaxCtas; ++c)
+    if (host[size_t(c) * kPhases] != 0) t0 = std::min(t0, host[size_t(c) * kPhases]), ++ctas;
+  std::fprintf(stderr, "phase clock (%d CTAs, us since the first entry): point min / median / max\n",
+               ctas);
+  for (int i = 0; i < kPhases; ++i) {
+    std::vector<double> v;
+    for (int c = 0; c < kMaxCtas; ++c) {
+      const unsigned long long t = host[size_t(c) * kPhases + i];
+      if (host[size_t(c) * kPhases] != 0 && t >= t0) v.push_back((t - t0) * 1e-3);
+    }
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end());
+    std::fprintf(stderr, "  %d: %8.2f %8.2f %8.2f  (%zu CTAs)\n", i, v.front(), v[v.size() / 2],
+                 v.back(), v.size());
+  }
+}
+
+inline void register_report() {
+  static const bool once = [] { return std::atexit(report) == 0; }();
+  (void)once;
+}
+
+}  // namespace flashmfa::cuda::sm90::phase_clock
+
+#define FLASHMFA_PHASE(i) ::flashmfa::cuda::sm90::phase_clock::record(i)
+#define FLASHMFA_PHASE_REPORT() ::flashmfa::cuda::sm90::phase_clock::register_report()
+
+#else
+
+#define FLASHMFA_PHASE(i) ((void)0)
+#define FLASHMFA_PHASE_REPORT() ((void)0)
+
+#endif
