@@ -4,12 +4,18 @@
 // Each CTA records %globaltimer (ns, one clock for the whole GPU) at up to kPhases numbered
 // points of its first work item; the last launch's readings stay in a __device__ table, and at
 // process exit the table is printed to stderr as, per point, the minimum / median / maximum
-// over CTAs of the time since the earliest CTA's entry. Built for questions such as "how long
+// over CTAs of the time since the earliest CTA's entry, and the median of the time since each
+// CTA's own point 1. Built for questions such as "how long
 // after the kernel starts does the first tile land" that event timing cannot answer.
 //
 //   FLASHMFA_PHASE(i)        record point i (called by one thread of the CTA)
 //   FLASHMFA_PHASE_REPORT()  host side, in the launcher: registers the exit-time report once
 #pragma once
+
+namespace flashmfa::cuda::sm90 {
+// The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
+constexpr int kPhaseTile = 40;
+}  // namespace flashmfa::cuda::sm90
 
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 
@@ -23,9 +29,9 @@
 
 namespace flashmfa::cuda::sm90::phase_clock {
 
-constexpr int kPhases = 8;
+constexpr int kPhases = 16;
 constexpr int kMaxCtas = 1024;
-// One table per translation unit (static): the kernel and its reader share it.
+// One table per translation unit (static), and static readers: each kernel file reports its own.
 static __device__ unsigned long long g_table[kMaxCtas][kPhases];
 
 __device__ __forceinline__ void record(int i) {
@@ -36,7 +42,7 @@ __device__ __forceinline__ void record(int i) {
   g_table[cta][i] = t;
 }
 
-inline void report() {
+static void report() {
   static std::vector<unsigned long long> host(size_t(kMaxCtas) * kPhases);
   if (cudaMemcpyFromSymbol(host.data(), g_table, host.size() * sizeof(host[0])) != cudaSuccess)
     return;
@@ -44,6 +50,7 @@ inline void report() {
   int ctas = 0;
   for (int c = 0; c < kMaxCtas; ++c)
     if (host[size_t(c) * kPhases] != 0) t0 = std::min(t0, host[size_t(c) * kPhases]), ++ctas;
+  if (ctas == 0) return;
   std::fprintf(stderr, "phase clock (%d CTAs, us since the first entry): point min / median / max\n",
                ctas);
   for (int i = 0; i < kPhases; ++i) {
@@ -54,12 +61,20 @@ inline void report() {
     }
     if (v.empty()) continue;
     std::sort(v.begin(), v.end());
-    std::fprintf(stderr, "  %d: %8.2f %8.2f %8.2f  (%zu CTAs)\n", i, v.front(), v[v.size() / 2],
-                 v.back(), v.size());
+    // And the median over CTAs of the time since the CTA's own point 1 (a chain's start).
+    std::vector<double> d;
+    for (int c = 0; c < kMaxCtas; ++c) {
+      const unsigned long long t = host[size_t(c) * kPhases + i], t1 = host[size_t(c) * kPhases + 1];
+      if (host[size_t(c) * kPhases] != 0 && t >= t0 && t1 >= t0)
+        d.push_back((double(t) - double(t1)) * 1e-3);
+    }
+    std::sort(d.begin(), d.end());
+    std::fprintf(stderr, "  %2d: %8.2f %8.2f %8.2f  (%zu CTAs)  from point 1: %8.2f\n", i,
+                 v.front(), v[v.size() / 2], v.back(), v.size(), d.empty() ? 0.0 : d[d.size() / 2]);
   }
 }
 
-inline void register_report() {
+static void register_report() {
   static const bool once = [] { return std::atexit(report) == 0; }();
   (void)once;
 }

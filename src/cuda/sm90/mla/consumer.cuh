@@ -32,6 +32,7 @@
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
 #include "cuda/sm90/decode/mainloop.cuh"
+#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
@@ -174,9 +175,12 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // slots the load of tile j + 1 waits for that release (issuing S_j first measured 20-30%
   // slower on every MLA row, and +37-65% again with half release: docs/perf-notes.md H.9). O is
   // only rescaled while no wgmma is in flight (ptxas would otherwise insert its own wait).
+  // `probe`: phase clocks of the MLA FP8 chain (phase_clock.cuh), recorded by thread 0 of the
+  // warpgroup.
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           Out& o, OnlineSoftmax& softmax) const {
+                           Out& o, OnlineSoftmax& softmax, bool probe = false) const {
+    probe = probe && wg_tid() == 0;
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
@@ -184,6 +188,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       wgmma_wait<0>();
       fence_acc(o);
       release_slot(prev);
+      if (probe && warpgroup == 1) FLASHMFA_PHASE(8);
     }
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
@@ -198,6 +203,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     auto wait_atom = [&](int atom) {
       if (Tr::full_index(atom) != atom) return;
       mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      if (probe && warpgroup == 0 && atom == 0) FLASHMFA_PHASE(9);
       wgmma_fence();
     };
     // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
@@ -219,11 +225,13 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
+    if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
+    if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
 
   // Issues O += P V for the other warpgroup's tile at `pos`: waits for the atoms it reads (so
@@ -251,6 +259,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void run(int part) const {
     const uint32_t q_tile = sm.query(0);
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
+    int n = 0;                    // tiles so far (phase clocks only)
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
@@ -273,10 +282,13 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       bool pending = false;
       RingPos pending_pos = pos;
 #pragma unroll 1
-      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+      for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
         if (alternate_owner(blk, it.block_begin) == warpgroup) {
+          // Phase clocks: warpgroup 0 follows tile kPhaseTile, warpgroup 1 the one after it.
+          const bool probe = n == kPhaseTile + warpgroup;
+          if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                   visible, q_tile, o, softmax);
+                   visible, q_tile, o, softmax, probe);
           pending = false;
         } else {
           pending = true;

@@ -35,6 +35,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   const int role = __shfl_sync(~0u, int(threadIdx.x) / kWarpgroupThreads, 0);  // uniform
 
   if (threadIdx.x == 0) {
+    FLASHMFA_PHASE(0);
     for (int s = 0; s < Tr::kStages; ++s) {
       // FP8: the producer's four warps publish each half of a widened slot (fp8.cuh).
       for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), FP8 ? kWarpsPerWarpgroup : 1);
@@ -86,6 +87,7 @@ void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
   auto* kernel = &mla_kernel<T, FP8>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
   opt_in_smem<&mla_kernel<T, FP8>>(kSmem);
+  FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
   kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2);
