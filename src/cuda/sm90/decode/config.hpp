@@ -248,13 +248,6 @@ constexpr bool kMlaFp8EarlyRelease = FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE != 0;
 #ifndef FLASHMFA_SM90_MLA_FP8_PUBLISHES
 #define FLASHMFA_SM90_MLA_FP8_PUBLISHES 2
 #endif
-// FLASHMFA_SM90_MLA_FP8_LOOKAHEAD (default 1): between the boxes of tile n the producer's
-// thread 0 issues tile n + 1 as soon as its slot is free, instead of after tile n is widened
-// (docs/perf-notes.md L.3); 0 for same-machine A/Bs.
-#ifndef FLASHMFA_SM90_MLA_FP8_LOOKAHEAD
-#define FLASHMFA_SM90_MLA_FP8_LOOKAHEAD 1
-#endif
-constexpr bool kMlaFp8Lookahead = FLASHMFA_SM90_MLA_FP8_LOOKAHEAD != 0;
 constexpr int kMlaFp8Landings = FLASHMFA_SM90_MLA_FP8_LANDINGS;
 constexpr int kMlaFp8Publishes = FLASHMFA_SM90_MLA_FP8_PUBLISHES;
 static_assert(kMlaFp8Boxes % kMlaFp8Landings == 0 && kMlaFp8Boxes % kMlaFp8Publishes == 0,

@@ -147,25 +147,15 @@ struct TileSource {
   int valid;     // rows [0, valid) hold loaded tokens
   bool page_ok;
 };
-// The block-table entry of tile blk (a global load: a caller that wants its latency off its
-// path reads it early and calls tile_source_at later).
-__device__ __forceinline__ int tile_page(const detail::DecodeParams& p, const WorkItem& it,
-                                         int blk) {
-  return p.block_table[int64_t(it.seq) * p.bt_sb + ((blk * kBlockN) >> p.log2_page_size)];
-}
-__device__ __forceinline__ TileSource tile_source_at(const detail::DecodeParams& p,
-                                                     const WorkItem& it, int blk, int page) {
+__device__ __forceinline__ TileSource tile_source(const detail::DecodeParams& p,
+                                                  const WorkItem& it, int blk) {
   const int token = blk * kBlockN;
   TileSource t;
-  t.page = page;
+  t.page = p.block_table[int64_t(it.seq) * p.bt_sb + (token >> p.log2_page_size)];
   t.page_ok = t.page >= 0 && t.page < p.num_pages;
   t.valid = t.page_ok ? min(kBlockN, it.seqlen - token) : 0;
   t.in_page = token & (p.page_size - 1);
   return t;
-}
-__device__ __forceinline__ TileSource tile_source(const detail::DecodeParams& p,
-                                                  const WorkItem& it, int blk) {
-  return tile_source_at(p, it, blk, tile_page(p, it, blk));
 }
 
 // Position of a slot in a ring of slots [begin, end) and the parity of its current fill.

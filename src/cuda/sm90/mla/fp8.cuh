@@ -134,10 +134,9 @@ struct MlaFp8Producer {
 
   // All 128 threads: the raw tile at `pos`, part by part as it lands, into the 16-bit slot;
   // the widened atoms are published in kMlaFp8Publishes groups (the last with the RoPE atom,
-  // landed with the last box). `ahead()` runs between the boxes (thread 0 issues the next
-  // tile there if its slot is already free).
-  template <class Ahead>
-  __device__ void widen(const RingPos& pos, bool probe, Ahead ahead) const {
+  // landed with the last box).
+  // `probe`: phase clocks of this tile (phase_clock.cuh).
+  __device__ void widen(const RingPos& pos, bool probe = false) const {
     const uint32_t slot = sm.slot(pos.stage);
     constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
     constexpr int kBoxesPerPublish = kMlaFp8Boxes / kMlaFp8Publishes;
@@ -154,18 +153,15 @@ struct MlaFp8Producer {
     ld_shared(slot + kMlaFp8ScaleOffset + uint32_t(row()) * 4 * uint32_t(sizeof(float)), scales);
     widen_box(slot, 0, __uint_as_float(scales[0]));
     done(0);
-    ahead();
     sync();  // every thread has read the scales (atom 3)
     landed(1);
     widen_box(slot, 1, __uint_as_float(scales[1]));
     done(1);
-    ahead();
     sync();  // boxes 0 and 1 (atoms 4, 5) are read
     landed(2);
     if (probe && t == 0) FLASHMFA_PHASE(3);
     widen_box(slot, 2, __uint_as_float(scales[2]));
     done(2);
-    ahead();
     landed(3);
     uint32_t last[kChunks][4];
     load_box(slot, 3, last);
@@ -175,18 +171,15 @@ struct MlaFp8Producer {
     if (probe && t == 0) FLASHMFA_PHASE(4);
   }
 
-  // Thread 0's walk over the tiles to load, in the widening's order. The block-table entry of
-  // the tile after the one issued is read right after each issue and looked at only when that
-  // tile is issued: between boxes, a load that thread 0 waited on would hold up the widening
-  // (the other 127 threads meet it at the next barrier).
+  // Thread 0's walk over the tiles to load, in the widening's order, with the next tile's
+  // block-table entry read one issue ahead (its latency off the widening's path).
   struct Loads {
     PartWalker walker;
     WorkItem it{};
     int blk = 0;
     bool more = false;
     RingPos pos{0, kMlaStages};
-    int page = 0;  // block-table entry of tile blk (read ahead)
-    int issued = 0;
+    TileSource src{};
 
     __device__ Loads(const MlaFp8Producer& pr, int part) : walker(pr.sched, part) {
       more = walker.valid();
@@ -195,7 +188,7 @@ struct MlaFp8Producer {
         blk = it.block_begin;
       }
       skip_empty();
-      if (more) page = tile_page(pr.p, it, blk);
+      if (more) src = tile_source(pr.p, it, blk);
     }
     __device__ void skip_empty() {
       while (more && blk >= it.block_end) {
@@ -207,42 +200,36 @@ struct MlaFp8Producer {
         }
       }
     }
-    // Issues the next tile: once its slot is free (wait), or only if it already is. Whether
-    // it did (false with nothing left to issue).
-    __device__ bool next(const MlaFp8Producer& pr, uint64_t policy, bool wait) {
-      if (!more) return false;
-      if (!wait && !mbar_test_wait(pr.sm.empty_bar(pos.stage), pos.phase ^ 1)) return false;
-      const TileSource src = tile_source_at(pr.p, it, blk, page);
+    // Issues the next tile once its slot is free.
+    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
       if (!src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
       pr.issue(pos, src, policy);
-      if (issued == kPhaseTile) FLASHMFA_PHASE(1);
-      if (issued == kPhaseTile + 1) FLASHMFA_PHASE(5);
-      if (issued == kPhaseTile + 2) FLASHMFA_PHASE(12);
       pos.advance();
-      ++issued;
       ++blk;
       skip_empty();
-      if (more) page = tile_page(pr.p, it, blk);
-      return true;
+      if (more) src = tile_source(pr.p, it, blk);
     }
   };
 
-  // Every tile of the part in order, widened as it lands. Thread 0 issues tile n + 1 between
-  // the boxes of tile n as soon as its slot (that of tile n - 1) is free, and at the latest
-  // before tile n + 1 is widened.
+  // Every tile of the part in order: thread 0 issues it once its slot is free, then all widen
+  // it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
+  // free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
     Loads loads(*this, part);
     RingPos pos(0, kMlaStages);
-    int n = 0;  // tiles so far
+    int n = 0;  // tiles so far (phase clocks only)
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
-        if (t == 0 && loads.issued == n) loads.next(*this, policy, true);
-        widen(pos, n == kPhaseTile, [&] {
-          if (kMlaFp8Lookahead && t == 0 && loads.issued == n + 1) loads.next(*this, policy, false);
-        });
+        if (t == 0) {
+          loads.next(*this, policy);  // issue, then the next block-table read
+          if (n == kPhaseTile) FLASHMFA_PHASE(1);
+          if (n == kPhaseTile + 1) FLASHMFA_PHASE(5);
+          if (n == kPhaseTile + 2) FLASHMFA_PHASE(12);
+        }
+        widen(pos, n == kPhaseTile);
         if (n == kPhaseTile + 1 && t == 0) FLASHMFA_PHASE(13);
         pos.advance();
       }
