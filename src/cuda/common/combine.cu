@@ -17,8 +17,8 @@
 // (measured on MFA h_q 64 b 128 8k varlen: 94.5% of copy bandwidth with this layout, 88.2% with
 // one CTA per row).
 //
-// In the warp-per-row layout lse = log sum_k exp(lse_k) comes from a warp reduction (every warp
-// computes it: no barrier), then the weights exp(lse_k - lse) per split. Sequences with one split
+// Both layouts merge in one pass (combine.cuh's RowMerge); in the warp layout each lane takes
+// all of its columns' partials, so no lane waits for another. Sequences with one split
 // (written directly by the decode kernel) exit at once; a row whose splits are all empty
 // (lse_k = -inf) gets out = 0 and lse = -inf.
 //
@@ -49,7 +49,6 @@ constexpr int kThreads = 256;
 using combine::kColsPerThread;
 using combine::out_row;
 using combine::store4;
-using combine::fma4;
 // With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
 // registers and interleaves the FMAs with the loads, keeping ~3 of the 8 (combine::kBatch) in
 // flight; a minimum of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
@@ -60,6 +59,9 @@ constexpr int kWarpLayoutRowsPerSm = 16;
 // SM, keeping at least kMinChunkCols4 float4 columns (16 threads of a 256-thread CTA) a chunk.
 constexpr int kChunkCtasPerSm = 2;
 constexpr int kMinChunkCols4 = 16;
+#ifndef FLASHMFA_COMBINE_ROWS_OLD
+#define FLASHMFA_COMBINE_ROWS_OLD 0
+#endif
 
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -67,6 +69,38 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
+// The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w,
+// lane l owning float4 columns l, l + 32, ... (COLS of them), each lane over all the row's
+// partials in one pass (no shuffles: every lane computes the same lse).
+constexpr int kWarpsPerCta = kThreads / kWarpSize;
+template <class T, bool PAIRS, int COLS>
+__global__ void __launch_bounds__(kThreads)
+combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
+                    const __grid_constant__ Schedule s) {
+  grid_dependency_wait();  // before any read of the schedule or the partials
+  const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
+  const int rows_all = p.h_q * p.s_q;
+  const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
+  if (row >= rows_all) return;
+  const int n = s.num_splits[seq];
+  if (n <= 1) return;  // written directly by the decode kernel
+  const int64_t slot0 = s.slot_begin[seq];
+  const int cols4 = p.d_v / kColsPerThread;
+  int col[COLS];
+#pragma unroll
+  for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols4 ? lane + kWarpSize * j : -1;
+  combine::RowMerge<COLS> merged;
+  merged.template add<(combine::kBatch / COLS > 0 ? combine::kBatch / COLS : 1)>(
+      s.lse_partial + slot0 * rows_all + row, rows_all,
+      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v),
+      int64_t(rows_all) * cols4, col, 0, 1, n);
+  T* out = out_row<T>(p, seq, row, merged.lse(), lane == 0);
+#pragma unroll
+  for (int j = 0; j < COLS; ++j)
+    if (col[j] >= 0) store4<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
+}
+
+#if FLASHMFA_COMBINE_ROWS_OLD  // A/B only
 // lse = log sum_k exp(lse_k) over the n partials of one row (stride rows_all), reduced over the
 // warp; -inf when every partial is empty.
 __device__ __forceinline__ float row_lse(const float* lse_k, int n, int rows_all, int lane) {
@@ -84,10 +118,9 @@ __device__ __forceinline__ float row_lse(const float* lse_k, int n, int rows_all
 }
 
 // The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w.
-constexpr int kWarpsPerCta = kThreads / kWarpSize;
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads)
-combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
+combine_rows_kernel_old(const __grid_constant__ detail::DecodeParams p,
                     const __grid_constant__ Schedule s) {
   grid_dependency_wait();  // before any read of the schedule or the partials
   const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
@@ -108,10 +141,12 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (lse != -INFINITY)
       for (int k = 0; k < n; ++k)
-        fma4(acc, __expf(lse_k[int64_t(k) * rows_all] - lse), o_row[k * slot_stride4 + c4]);
+        combine::fma4(acc, __expf(lse_k[int64_t(k) * rows_all] - lse), o_row[k * slot_stride4 + c4]);
     store4<T, PAIRS>(out + c4 * kColsPerThread, acc);
   }
 }
+
+#endif
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
 // written as packed 16-bit pairs; otherwise element by element.
@@ -157,9 +192,18 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   // Shapes only decide the layout and the grid: grid-stable under graph replay.
   const int rows_all = p.h_q * p.s_q;
   const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
-  auto* kernel = warp_rows ? &combine_rows_kernel<T, PAIRS> : &combine_kernel<T, PAIRS>;
-  int chunks = 1;
   const int cols4 = p.d_v / kColsPerThread;
+  // Warp layout: float4 columns per lane (d_v <= 512: at most 4).
+  auto* rows_kernel = cols4 <= kWarpSize       ? &combine_rows_kernel<T, PAIRS, 1>
+                      : cols4 <= 2 * kWarpSize ? &combine_rows_kernel<T, PAIRS, 2>
+                                               : &combine_rows_kernel<T, PAIRS, 4>;
+#if FLASHMFA_COMBINE_ROWS_OLD
+  (void)rows_kernel;
+  auto* kernel = warp_rows ? &combine_rows_kernel_old<T, PAIRS> : &combine_kernel<T, PAIRS>;
+#else
+  auto* kernel = warp_rows ? rows_kernel : &combine_kernel<T, PAIRS>;
+#endif
+  int chunks = 1;
   while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
          cols4 % (2 * chunks) == 0 && cols4 / (2 * chunks) >= kMinChunkCols4)
     chunks *= 2;

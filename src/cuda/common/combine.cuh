@@ -6,10 +6,11 @@
 //
 //   lse = log sum_k exp(lse_k),   out = sum_k exp(lse_k - lse) o_k
 //
-// computed in one pass over the partials (combine_chunk): each thread keeps its own running max
-// m, sum l = sum exp(lse_k - m) and accumulator, rescaling them when m grows, so every lse_k and
-// o_k load of a batch is in flight together; the threads' states are merged at the end. A row
-// whose partials are all empty gets out = 0 and lse = -inf.
+// computed in one pass over the partials (RowMerge): each thread keeps its own running max m,
+// sum l = sum exp(lse_k - m) and accumulator, rescaling them when m grows, so every lse_k and
+// o_k load of a batch is in flight together; threads that shared a row's partials merge their
+// states at the end (combine_chunk). A row whose partials are all empty gets out = 0 and
+// lse = -inf.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -74,6 +75,80 @@ __device__ __forceinline__ void store4(T* dst, const float4& acc) {
   }
 }
 
+// The running state of a one-pass merge over some of a row's partials, for COLS float4
+// columns: the largest lse_k seen (m), sum exp(lse_k - m) (l) and sum exp(lse_k - m) o_k.
+template <int COLS>
+struct RowMerge {
+  float m = -INFINITY, l = 0.f;
+  float4 acc[COLS];
+
+  __device__ RowMerge() {
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+
+  // Partials k = first, first + step, ... (k < n), BATCH of them loaded at a time: lse_k at
+  // lse[k * lse_stride], column j at o[k * o_stride + col[j]] (col[j] < 0: not this thread's).
+  template <int BATCH>
+  __device__ void add(const float* lse, int64_t lse_stride, const float4* o, int64_t o_stride,
+                      const int (&col)[COLS], int first, int step, int n) {
+    for (int k0 = first; k0 < n; k0 += BATCH * step) {
+      float x[BATCH];
+      float4 v[BATCH][COLS];
+#pragma unroll
+      for (int b = 0; b < BATCH; ++b) {
+        const int k = k0 + b * step;
+        x[b] = k < n ? lse[k * lse_stride] : -INFINITY;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j)
+          v[b][j] = k < n && col[j] >= 0 ? o[k * o_stride + col[j]] : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+      float mb = m;
+#pragma unroll
+      for (int b = 0; b < BATCH; ++b) mb = fmaxf(mb, x[b]);
+      if (mb == -INFINITY) continue;  // nothing seen yet
+      rescale(__expf(m - mb));        // m = -inf: 0 (acc and l are 0 anyway)
+#pragma unroll
+      for (int b = 0; b < BATCH; ++b) {
+        const float w = __expf(x[b] - mb);  // an empty partial, or past n: 0
+        l += w;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) fma4(acc[j], w, v[b][j]);
+      }
+      m = mb;
+    }
+  }
+
+  // Folds in another state of the same columns (its max m2, sum l2, accumulator acc2).
+  __device__ void merge(float m2, float l2, const float4 (&acc2)[COLS]) {
+    const float mx = fmaxf(m, m2);
+    if (mx == -INFINITY) return;
+    const float a = __expf(m - mx), b = __expf(m2 - mx);
+    l = l * a + l2 * b;
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) {
+      scale4(acc[j], a);
+      fma4(acc[j], b, acc2[j]);
+    }
+    m = mx;
+  }
+
+  // The merged row: lse (-inf when every partial was empty) and column j (0 then).
+  __device__ float lse() const { return l > 0.f ? m + __logf(l) : -INFINITY; }
+  __device__ float4 out(int j) const {
+    float4 r = acc[j];
+    scale4(r, l > 0.f ? 1.f / l : 0.f);
+    return r;
+  }
+
+ private:
+  __device__ void rescale(float r) {
+    l *= r;
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) scale4(acc[j], r);
+  }
+};
+
 // One thread's share of a chunk, exchanged through shared memory at the end.
 struct Partial {
   float4 acc;
@@ -93,58 +168,27 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
   const int64_t slot0 = s.slot_begin[seq];
   const int groups = THREADS / cols4;
   const int g = tid / cols4, c = tid % cols4;
-  const int64_t row_stride4 = int64_t(rows_all) * (p.d_v / kColsPerThread);  // between slots
   const float* lse_k = s.lse_partial + slot0 * rows_all + row;
   const float4* o_k =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v) + col4 + c;
+      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v) + col4;
 
-  float m = -INFINITY, l = 0.f;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (g < groups) {  // threads past cols4 * groups idle (cols4 not dividing THREADS)
-    for (int k0 = g; k0 < n; k0 += kBatch * groups) {
-      float lse[kBatch];
-      float4 v[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int k = k0 + j * groups;
-        lse[j] = k < n ? lse_k[int64_t(k) * rows_all] : -INFINITY;
-        v[j] = k < n ? o_k[k * row_stride4] : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-      float mb = m;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) mb = fmaxf(mb, lse[j]);
-      if (mb == -INFINITY) continue;  // nothing seen yet
-      const float rescale = __expf(m - mb);  // m = -inf: 0 (acc and l are 0 anyway)
-      scale4(acc, rescale);
-      l *= rescale;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const float w = __expf(lse[j] - mb);  // empty partial or past n: 0
-        l += w;
-        fma4(acc, w, v[j]);
-      }
-      m = mb;
-    }
-  }
-  scratch[tid] = Partial{acc, m, l};
+  RowMerge<1> mine;
+  const int col[1] = {c};
+  // Threads past cols4 * groups idle (cols4 not dividing THREADS).
+  if (g < groups)
+    mine.add<kBatch>(lse_k, rows_all, o_k, int64_t(rows_all) * (p.d_v / kColsPerThread), col, g,
+                     groups, n);
+  scratch[tid] = Partial{mine.acc[0], mine.m, mine.l};
   sync();
   if (g == 0) {
-    float mx = -INFINITY;
-    for (int j = 0; j < groups; ++j) mx = fmaxf(mx, scratch[j * cols4 + c].m);
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    float total = 0.f;
-    if (mx != -INFINITY) {
-      for (int j = 0; j < groups; ++j) {
-        const Partial& q = scratch[j * cols4 + c];
-        const float w = __expf(q.m - mx);
-        total += w * q.l;
-        fma4(sum, w, q.acc);
-      }
-      scale4(sum, 1.f / total);
+    for (int j = 1; j < groups; ++j) {
+      const Partial& q = scratch[j * cols4 + c];
+      const float4 acc2[1] = {q.acc};
+      mine.merge(q.m, q.l, acc2);
     }
-    const float lse = mx == -INFINITY ? -INFINITY : mx + __logf(total);
+    const float lse = mine.lse();
     T* out = out_row<T>(p, seq, row, lse, col4 == 0 && c == 0);
-    store4<T, PAIRS>(out + (col4 + c) * kColsPerThread, sum);
+    store4<T, PAIRS>(out + (col4 + c) * kColsPerThread, mine.out(0));
   }
   sync();
 }
