@@ -59,9 +59,6 @@ constexpr int kWarpLayoutRowsPerSm = 16;
 // SM, keeping at least kMinChunkCols4 float4 columns (16 threads of a 256-thread CTA) a chunk.
 constexpr int kChunkCtasPerSm = 2;
 constexpr int kMinChunkCols4 = 16;
-#ifndef FLASHMFA_COMBINE_ROWS_OLD
-#define FLASHMFA_COMBINE_ROWS_OLD 0
-#endif
 
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -99,54 +96,6 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   for (int j = 0; j < COLS; ++j)
     if (col[j] >= 0) store4<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
 }
-
-#if FLASHMFA_COMBINE_ROWS_OLD  // A/B only
-// lse = log sum_k exp(lse_k) over the n partials of one row (stride rows_all), reduced over the
-// warp; -inf when every partial is empty.
-__device__ __forceinline__ float row_lse(const float* lse_k, int n, int rows_all, int lane) {
-  float m = -INFINITY;
-#pragma unroll 4
-  for (int k = lane; k < n; k += kWarpSize) m = fmaxf(m, lse_k[int64_t(k) * rows_all]);
-  for (int off = kWarpSize / 2; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(~0u, m, off));
-  float sum = 0.f;
-  if (m != -INFINITY) {
-#pragma unroll 4
-    for (int k = lane; k < n; k += kWarpSize) sum += __expf(lse_k[int64_t(k) * rows_all] - m);
-  }
-  for (int off = kWarpSize / 2; off > 0; off /= 2) sum += __shfl_xor_sync(~0u, sum, off);
-  return m == -INFINITY ? -INFINITY : m + __logf(sum);
-}
-
-// The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w.
-template <class T, bool PAIRS>
-__global__ void __launch_bounds__(kThreads)
-combine_rows_kernel_old(const __grid_constant__ detail::DecodeParams p,
-                    const __grid_constant__ Schedule s) {
-  grid_dependency_wait();  // before any read of the schedule or the partials
-  const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
-  const int rows_all = p.h_q * p.s_q;
-  const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
-  if (row >= rows_all) return;
-  const int n = s.num_splits[seq];
-  if (n <= 1) return;  // written directly by the decode kernel
-  const int64_t slot0 = s.slot_begin[seq];
-  const float* lse_k = s.lse_partial + slot0 * rows_all + row;
-  const float lse = row_lse(lse_k, n, rows_all, lane);
-  T* out = out_row<T>(p, seq, row, lse, lane == 0);
-  const int cols4 = p.d_v / kColsPerThread;
-  const float4* o_row =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
-  const int64_t slot_stride4 = int64_t(rows_all) * cols4;
-  for (int c4 = lane; c4 < cols4; c4 += kWarpSize) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (lse != -INFINITY)
-      for (int k = 0; k < n; ++k)
-        combine::fma4(acc, __expf(lse_k[int64_t(k) * rows_all] - lse), o_row[k * slot_stride4 + c4]);
-    store4<T, PAIRS>(out + c4 * kColsPerThread, acc);
-  }
-}
-
-#endif
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
 // written as packed 16-bit pairs; otherwise element by element.
@@ -197,12 +146,7 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   auto* rows_kernel = cols4 <= kWarpSize       ? &combine_rows_kernel<T, PAIRS, 1>
                       : cols4 <= 2 * kWarpSize ? &combine_rows_kernel<T, PAIRS, 2>
                                                : &combine_rows_kernel<T, PAIRS, 4>;
-#if FLASHMFA_COMBINE_ROWS_OLD
-  (void)rows_kernel;
-  auto* kernel = warp_rows ? &combine_rows_kernel_old<T, PAIRS> : &combine_kernel<T, PAIRS>;
-#else
   auto* kernel = warp_rows ? rows_kernel : &combine_kernel<T, PAIRS>;
-#endif
   int chunks = 1;
   while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
          cols4 % (2 * chunks) == 0 && cols4 / (2 * chunks) >= kMinChunkCols4)
