@@ -231,12 +231,6 @@ constexpr uint32_t kMlaFp8RopeBytes = uint32_t(kAtomBytes);
 constexpr uint32_t kMlaFp8TileBytes =
     kMlaFp8Boxes * kMlaFp8BoxBytes + kMlaFp8ScaleBytes + kMlaFp8RopeBytes;  // 64 x 656
 static_assert(kMlaFp8TileBytes == uint32_t(kBlockN) * 656, "FlashMLA's 656-byte rows");
-// FLASHMFA_SM90_EARLY_QUERY (default 1): the consumers stage the first work item's Q before
-// they walk the schedule (ConsumerBase::first_query_seq); 0 for same-machine A/Bs.
-#ifndef FLASHMFA_SM90_EARLY_QUERY
-#define FLASHMFA_SM90_EARLY_QUERY 1
-#endif
-constexpr bool kEarlyQuery = FLASHMFA_SM90_EARLY_QUERY != 0;
 // FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE (default 1): the consumer warpgroup that adds the other's
 // tile frees its slot as soon as that P V is done, before it waits for its own tile, so the
 // next tile's load does not wait for this one to land and be widened (-8% on MLA h_q 16 and

@@ -209,26 +209,19 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     const uint32_t q_tile = sm.query(KV_SPLIT ? 0 : warpgroup);
     RingPos pos = ring_of<Tr::kConsumerRingStages, KV_SPLIT>(warpgroup);
     pingpong_start();
-    auto stage_query = [&](int seq) {
-      if constexpr (KV_SPLIT)
-        load_query<T, D, Tr::kConsumerThreads>(p, seq, kv_head, first_row, q_tile, tid);
-      else
-        load_query<T, D, kWarpgroupThreads>(p, seq, kv_head, first_row, q_tile, wg_tid());
-    };
-    // The first item's Q, staged before the schedule walk (first_query_seq).
-    int staged = Base::first_query_seq(part);
-    if (staged >= 0) stage_query(staged);
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      if (it.seq != staged) {
-        if constexpr (KV_SPLIT) sync_all();  // the previous item's merge has read the Q tile
-        stage_query(it.seq);
+      if constexpr (KV_SPLIT) {
+        sync_all();  // the previous item's merge has read the Q tile
+        load_query<T, D, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+        fence_proxy_async();  // Q is read by wgmma
+        sync_all();
+      } else {
+        load_query<T, D, kWarpgroupThreads>(p, it.seq, kv_head, first_row, q_tile, wg_tid());
+        fence_proxy_async();
+        sync_own();
       }
-      staged = -1;
-      fence_proxy_async();  // Q is read by wgmma
-      if constexpr (KV_SPLIT) sync_all();
-      else sync_own();
       if (tid == 0) FLASHMFA_PHASE(3);
       int visible[kRowsPerThread];
       Base::visible_rows(it, visible);

@@ -232,17 +232,6 @@ struct ConsumerBase {
     if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage));
   }
 
-  // The sequence of the part's first work item, if the part has one that may be (-1 when its
-  // first sequence is past the batch). One load: the consumers stage that item's Q before the
-  // rest of the schedule is read, so that its loads are on their way before the producer's
-  // first TMA copies fill the memory system (measured: Q staged ~5 us after the kernel's start
-  // when it waited behind them, docs/perf-notes.md L.1).
-  __device__ int first_query_seq(int part) const {
-    if (!kEarlyQuery) return -1;
-    const int seq = sched.part_first_seq[part];
-    return seq < sched.b ? seq : -1;
-  }
-
   // Last visible token + 1 of the thread's two rows (causal: query token tq sees cached tokens
   // j <= seqlen - s_q + tq). Rows past s_q * q_per_kv see everything; they are not written.
   __device__ void visible_rows(const WorkItem& it, int (&visible)[kRowsPerThread]) const {

@@ -261,18 +261,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
 
-    // The first item's Q, staged before the schedule walk (first_query_seq).
-    int staged = Base::first_query_seq(part);
-    if (staged >= 0)
-      load_query<T, kMlaDk, Tr::kConsumerThreads>(p, staged, kv_head, first_row, q_tile, tid);
-
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      if (it.seq != staged) {
-        sync_all();  // the previous item's products have read Q, its row sums have been read
-        load_query<T, kMlaDk, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
-      }
-      staged = -1;
+      sync_all();  // the previous item's products have read Q, its row sums have been read
+      load_query<T, kMlaDk, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
       fence_proxy_async();  // Q is read by wgmma
       sync_all();
       int visible[kRowsPerThread];
