@@ -52,19 +52,13 @@ using combine::store4;
 // With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
 // registers and interleaves the FMAs with the loads, keeping ~3 of the 8 (combine::kBatch) in
 // flight; a minimum of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
-#ifndef FLASHMFA_COMBINE_MIN_CTAS
-#define FLASHMFA_COMBINE_MIN_CTAS 4
-#endif
-constexpr int kMinCtasPerSm = FLASHMFA_COMBINE_MIN_CTAS;
+constexpr int kMinCtasPerSm = 4;
 // The warp-per-row layout from this many partial rows per SM on.
 constexpr int kWarpLayoutRowsPerSm = 16;
 // The CTA-per-row layout cuts rows into column chunks until the grid has this many CTAs per
 // SM, keeping at least kMinChunkCols4 float4 columns (16 threads of a 256-thread CTA) a chunk.
 constexpr int kChunkCtasPerSm = 2;
-#ifndef FLASHMFA_COMBINE_MIN_CHUNK_COLS4
-#define FLASHMFA_COMBINE_MIN_CHUNK_COLS4 16
-#endif
-constexpr int kMinChunkCols4 = FLASHMFA_COMBINE_MIN_CHUNK_COLS4;
+constexpr int kMinChunkCols4 = 16;
 
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -25,10 +25,7 @@
 namespace flashmfa::cuda::combine {
 
 constexpr int kColsPerThread = 4;  // one float4 of a row per thread
-#ifndef FLASHMFA_COMBINE_BATCH
-#define FLASHMFA_COMBINE_BATCH 8
-#endif
-constexpr int kBatch = FLASHMFA_COMBINE_BATCH;  // partials in flight per thread
+constexpr int kBatch = 8;          // partials in flight per thread
 
 template <class T> __device__ T from_float(float x);
 template <> __device__ inline __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
