@@ -9,7 +9,8 @@
 # VARIANTS: space-separated name:CUDA-flags (flags may be empty; commas stand for spaces);
 # each argument is one flashmfa-bench command line. ROUNDS (default 2); TIMEOUT (seconds per
 # run, default 120: a hung kernel costs one run, not the device call). Output: $OUT/ab-<variant>-
-# <round>-<n>.json, and one table line per row in $OUT/ab.log.
+# <round>-<n>.json, and one table line per row in $OUT/ab.log; scripts/ab-json.py adds the runs
+# to a committed bench/results/*-ab.json (schema flashmfa-ab/1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
