@@ -86,8 +86,9 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   int col[COLS];
 #pragma unroll
   for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols4 ? lane + kWarpSize * j : -1;
+  static_assert(combine::kBatch % COLS == 0, "the same loads in flight for every COLS");
   combine::RowMerge<COLS> merged;
-  merged.template add<(combine::kBatch / COLS > 0 ? combine::kBatch / COLS : 1)>(
+  merged.template add<combine::kBatch / COLS>(
       s.lse_partial + slot0 * rows_all + row, rows_all,
       reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v),
       int64_t(rows_all) * cols4, col, 0, 1, n);

@@ -2,11 +2,12 @@
 // -DFLASHMFA_PHASE_CLOCK=1 (otherwise every macro here is empty and nothing is emitted).
 //
 // Each CTA records %globaltimer (ns, one clock for the whole GPU) at up to kPhases numbered
-// points of its first work item; the last launch's readings stay in a __device__ table, and at
-// process exit the table is printed to stderr as, per point, the minimum / median / maximum
-// over CTAs of the time since the earliest CTA's entry, and the median of the time since each
-// CTA's own point 1. Built for questions such as "how long
-// after the kernel starts does the first tile land" that event timing cannot answer.
+// points (a point reached again, e.g. by a later work item, keeps the later reading); the last
+// launch's readings stay in a __device__ table, and at process exit the table is printed to
+// stderr as, per point, the minimum / median / maximum over CTAs of the time since the
+// earliest CTA's entry, and the median of the time since each CTA's own point 1. Built for
+// questions such as "how long after the kernel starts does the first tile land" that event
+// timing cannot answer.
 //
 //   FLASHMFA_PHASE(i)        record point i (called by one thread of the CTA)
 //   FLASHMFA_PHASE_REPORT()  host side, in the launcher: registers the exit-time report once
