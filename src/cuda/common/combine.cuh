@@ -27,6 +27,44 @@ namespace flashmfa::cuda::combine {
 constexpr int kColsPerThread = 4;  // one float4 of a row per thread
 constexpr int kBatch = 8;          // partials in flight per thread
 
+// Partials are scratch: the decode kernel writes them and one thread here reads each float4
+// once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the next
+// call's KV stream (8.4 MB at MFA b = 1, ~17 MB for a b = 128 varlen batch), so every line is
+// dropped after the merge (discard.global.L2: invalidated without a write-back; sm_80 on).
+#ifndef FLASHMFA_COMBINE_DISCARD
+#define FLASHMFA_COMBINE_DISCARD 1
+#endif
+constexpr int kLineBytes = 128;
+constexpr int kLineCols = kLineBytes / (kColsPerThread * int(sizeof(float)));  // float4s a line
+
+// Whether partial lines may be dropped: every partial row starts on a line (the workspace
+// layout aligns o_partial to 256 bytes, but the workspace pointer comes from the caller).
+__device__ inline bool can_discard(const Schedule& s, int d_v) {
+  return FLASHMFA_COMBINE_DISCARD && reinterpret_cast<uintptr_t>(s.o_partial) % kLineBytes == 0 &&
+         (d_v * sizeof(float)) % kLineBytes == 0;
+}
+
+// Drops the L2 lines of partials k = first, first + step, ... (k < n) at o[k * o_stride +
+// col[j]], once their values have been used: the lane holding a line's first float4 drops
+// it. A line is read by the kLineCols lanes of one 8-aligned lane group, which all call this
+// with the same first, step and n after their merge, so a __syncwarp over them orders every
+// read before the drop.
+template <int COLS>
+__device__ void drop_lines(const float4* o, int64_t o_stride, const int (&col)[COLS], int first,
+                           int step, int n) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const int lane = int(threadIdx.x) % 32;
+  __syncwarp(((1u << kLineCols) - 1) << (lane / kLineCols * kLineCols));
+  for (int k = first; k < n; k += step)
+#pragma unroll
+    for (int j = 0; j < COLS; ++j)
+      if (col[j] >= 0 && col[j] % kLineCols == 0)
+        asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(o + k * o_stride + col[j]) : "memory");
+#else
+  (void)o, (void)o_stride, (void)col, (void)first, (void)step, (void)n;
+#endif
+}
+
 template <class T> __device__ T from_float(float x);
 template <> __device__ inline __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ inline __half from_float(float x) { return __float2half_rn(x); }
@@ -175,9 +213,17 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
   RowMerge<1> mine;
   const int col[1] = {c};
   // Threads past cols4 * groups idle (cols4 not dividing THREADS).
-  if (g < groups)
-    mine.add<kBatch>(lse_k, rows_all, o_k, int64_t(rows_all) * (p.d_v / kColsPerThread), col, g,
-                     groups, n);
+  const int64_t o_stride = int64_t(rows_all) * (p.d_v / kColsPerThread);
+  if (g < groups) {
+    mine.add<kBatch>(lse_k, rows_all, o_k, o_stride, col, g, groups, n);
+    // Whole lines when cols4 is a multiple of kLineCols (col4 is a multiple of cols4). The
+    // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
+    // across the merge's loads.
+    if (can_discard(s, p.d_v) && cols4 % kLineCols == 0) {
+      const float* base = s.o_partial + (s.slot_begin[seq] * int64_t(rows_all) + row) * p.d_v;
+      drop_lines(reinterpret_cast<const float4*>(base) + col4, o_stride, col, g, groups, n);
+    }
+  }
   scratch[tid] = Partial{mine.acc[0], mine.m, mine.l};
   sync();
   if (g == 0) {
