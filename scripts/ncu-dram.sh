@@ -24,9 +24,11 @@ col = {name: i for i, name in enumerate(head)}
 def val(r, m):
     unit = units[col[m]].strip().lower()
     x = float(r[col[m]].replace(",", ""))
-    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "byte": 1e-6, "kbyte": 1e-3,
-             "mbyte": 1.0, "gbyte": 1e3}.get(unit, 1.0)
-    return x * scale
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+             "b": 1e-6, "byte": 1e-6, "kb": 1e-3, "kbyte": 1e-3, "mb": 1.0, "mbyte": 1.0,
+             "gb": 1e3, "gbyte": 1e3}
+    if unit not in scale: sys.exit("ncu-dram: unknown unit %r of %s" % (unit, m))
+    return x * scale[unit]
 for r in rows[2:]:
     name = r[col["Kernel Name"]].split("(")[0].split("<")[0].split("::")[-1]
     print("%-22s %8.2f us  read %8.2f MB  write %7.2f MB" % (name,
