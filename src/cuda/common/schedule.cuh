@@ -83,6 +83,11 @@ class PartWalker {
 
   __device__ bool valid() const { return seq_ < s_.b && s_.prefix_cost[seq_] < hi_; }
   __device__ void next() { ++seq_; }
+  // The sequence of the part's next work item, or -1 when the current one is its last.
+  __device__ int peek() const {
+    const int n = seq_ + 1;
+    return n < s_.b && s_.prefix_cost[n] < hi_ ? n : -1;
+  }
 
   __device__ WorkItem item() const {
     const int p0 = s_.prefix_cost[seq_];

@@ -240,6 +240,13 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       } else {
 #pragma unroll 1
         for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+          if (query_prefetch_tile(blk, it.block_begin, it.block_end))
+            if (const int next = w.peek(); next >= 0) {
+              if constexpr (KV_SPLIT)
+                prefetch_query<T, D, Tr::kConsumerThreads>(p, next, kv_head, first_row, tid);
+              else
+                prefetch_query<T, D, kWarpgroupThreads>(p, next, kv_head, first_row, wg_tid());
+            }
           if (!reads_tile<KV_SPLIT>(blk, it.block_begin, warpgroup)) continue;
           tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
                precise);

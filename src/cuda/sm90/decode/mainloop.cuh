@@ -17,6 +17,11 @@ namespace flashmfa::cuda::sm90 {
 
 constexpr uint32_t kKMajorLbo = kDescUnitBytes;  // unused by swizzled K-major operands
 constexpr int kUnitElems = kDescUnitBytes / kElemBytes;  // 8 elements per 16-byte load
+// Most 16-byte Q loads a thread has in flight (load_query).
+#ifndef FLASHMFA_SM90_Q_BATCH
+#define FLASHMFA_SM90_Q_BATCH 8
+#endif
+constexpr int kQueryBatchMax = FLASHMFA_SM90_Q_BATCH;
 
 // Copies the 64 query rows of work item `seq` starting at query row first_row into a swizzled Q
 // tile, shared over THREADS threads (thread index tid); rows past `rows` (s_q * q_per_kv) are
@@ -28,9 +33,13 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   constexpr int kUnitsPerRow = D / kUnitElems;
   constexpr int kUnits = kRowsPerWarpgroup * kUnitsPerRow;
   constexpr int kPerThread = kUnits / THREADS;
-  // Loads in flight before their stores: the largest divisor of kPerThread up to 8.
-  constexpr int kBatch = kPerThread % 8 == 0 ? 8 : kPerThread % 6 == 0 ? 6
-                       : kPerThread % 4 == 0 ? 4 : kPerThread % 2 == 0 ? 2 : 1;
+  // Loads in flight before their stores: the largest divisor of kPerThread up to
+  // kQueryBatchMax.
+  constexpr int kBatch = [] {
+    int b = kQueryBatchMax < kPerThread ? kQueryBatchMax : kPerThread;
+    while (kPerThread % b != 0) --b;
+    return b;
+  }();
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
@@ -58,6 +67,37 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
       const int r = i / kUnitsPerRow, u = i % kUnitsPerRow;
       st_shared(q_tile + swizzled_offset(r, u), v[j]);
     }
+  }
+}
+
+// The next work item's Q is fetched into L2 this many KV tiles before the current item ends
+// (at its start when it is shorter): at an item switch load_query then waits for L2, not for
+// DRAM behind the KV stream (docs/perf-notes.md M.2). FLASHMFA_SM90_Q_PREFETCH=0: no prefetch.
+#ifndef FLASHMFA_SM90_Q_PREFETCH
+#define FLASHMFA_SM90_Q_PREFETCH 1
+#endif
+constexpr int kQueryPrefetchTiles = 8;
+
+// Whether tile blk of an item of tiles [begin, end) is where the next item's Q is prefetched.
+__device__ __forceinline__ bool query_prefetch_tile(int blk, int begin, int end) {
+  return FLASHMFA_SM90_Q_PREFETCH && blk == max(begin, end - kQueryPrefetchTiles);
+}
+
+// Fetches the 128-byte lines of the 64 query rows that load_query would read for sequence
+// `seq` into L2 (prefetch.global.L2, no registers written), shared over THREADS threads.
+template <class T, int D, int THREADS>
+__device__ void prefetch_query(const detail::DecodeParams& p, int seq, int kv_head, int first_row,
+                               int tid) {
+  constexpr int kLineElems = 128 / int(sizeof(T));
+  constexpr int kLinesPerRow = (D + kLineElems - 1) / kLineElems;
+  const int rows = p.s_q * p.q_per_kv;
+  const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
+  for (int i = tid; i < kRowsPerWarpgroup * kLinesPerRow; i += THREADS) {
+    const int row = first_row + i / kLinesPerRow, line = i % kLinesPerRow;
+    if (row >= rows) continue;
+    const int t = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
+    const T* at = q + t * p.q_ss + head * p.q_sh + line * kLineElems;
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(at));
   }
 }
 

@@ -283,6 +283,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       RingPos pending_pos = pos;
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
+        if (query_prefetch_tile(blk, it.block_begin, it.block_end))
+          if (const int next = w.peek(); next >= 0)
+            prefetch_query<T, kMlaDk, Tr::kConsumerThreads>(p, next, kv_head, first_row, tid);
         if (alternate_owner(blk, it.block_begin) == warpgroup) {
           // Phase clocks: warpgroup 0 follows tile kPhaseTile, warpgroup 1 the one after it.
           const bool probe = n == kPhaseTile + warpgroup;
