@@ -31,18 +31,8 @@ constexpr int kBatch = 8;          // partials in flight per thread
 // once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the next
 // call's KV stream (8.4 MB at MFA b = 1, ~17 MB for a b = 128 varlen batch), so every line is
 // dropped after the merge (discard.global.L2: invalidated without a write-back; sm_80 on).
-#ifndef FLASHMFA_COMBINE_DISCARD
-#define FLASHMFA_COMBINE_DISCARD 1
-#endif
-constexpr int kLineBytes = 128;
-constexpr int kLineCols = kLineBytes / (kColsPerThread * int(sizeof(float)));  // float4s a line
-
-// Whether partial lines may be dropped: every partial row starts on a line (the workspace
-// layout aligns o_partial to 256 bytes, but the workspace pointer comes from the caller).
-__device__ inline bool can_discard(const Schedule& s, int d_v) {
-  return FLASHMFA_COMBINE_DISCARD && reinterpret_cast<uintptr_t>(s.o_partial) % kLineBytes == 0 &&
-         (d_v * sizeof(float)) % kLineBytes == 0;
-}
+constexpr int kLineCols = kPartialLineBytes / (kColsPerThread * int(sizeof(float)));  // float4s
+using flashmfa::cuda::can_discard;
 
 // Drops the L2 lines of partials k = first, first + step, ... (k < n) at o[k * o_stride +
 // col[j]], once their values have been used: the lane holding a line's first float4 drops
