@@ -12,13 +12,6 @@
 
 namespace flashmfa::cuda::sm90 {
 
-// Partial rows are stored with an L2 evict-last policy (FLASHMFA_SM90_PARTIAL_EVICT_LAST=0:
-// plain stores).
-#ifndef FLASHMFA_SM90_PARTIAL_EVICT_LAST
-#define FLASHMFA_SM90_PARTIAL_EVICT_LAST 1
-#endif
-constexpr bool kPartialEvictLast = FLASHMFA_SM90_PARTIAL_EVICT_LAST != 0;
-
 // The thread's rows are first_row + 16 w + g + 8 h (softmax.cuh); each writes pairs of
 // adjacent columns (4-byte T2 / 8-byte float2 stores), the quad covering 8 consecutive ones.
 //
@@ -64,22 +57,16 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
       if (t == 0 && write_lse)
         p.lse[int64_t(it.seq) * p.lse_sb + head * p.lse_sh + tq * p.lse_ss] = lse[h];
     } else {
-      // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing). Evict-last
-      // where the combine drops the lines after reading them (so none linger): they must
-      // outlast the rest of the KV stream in L2 (docs/perf-notes.md M.3).
+      // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing).
       const int64_t prow = int64_t(it.slot) * p.h_q * p.s_q + int64_t(kv_head) * rows + row;
       float* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols + 2 * t;
-      const bool keep = kPartialEvictLast && can_discard(sched, p.d_v);
-      const uint64_t policy = l2_evict_last_policy();
 #pragma unroll
       for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll
         for (int c = 0; c < kWgmmaN / 8; ++c) {
           const int i = 4 * c + 2 * h;
-          auto* d2 = reinterpret_cast<float2*>(dst + at * kAtomCols + 8 * c);
-          const float2 v = make_float2(o[at][i], o[at][i + 1]);
-          if (keep) st_global_hint(d2, v, policy);
-          else *d2 = v;
+          *reinterpret_cast<float2*>(dst + at * kAtomCols + 8 * c) =
+              make_float2(o[at][i], o[at][i + 1]);
         }
       if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
     }

@@ -139,21 +139,6 @@ __device__ __forceinline__ uint64_t l2_evict_first_policy() {
   return policy;
 }
 
-// An L2 policy that keeps lines past evict-normal ones: the partial rows of split sequences,
-// which the combine reads back after the KV stream and then drops (combine.cuh).
-__device__ __forceinline__ uint64_t l2_evict_last_policy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-
-// Two floats to global memory under an L2 cache policy.
-__device__ __forceinline__ void st_global_hint(float2* dst, float2 v, uint64_t policy) {
-  asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;\n" ::"l"(dst), "f"(v.x),
-               "f"(v.y), "l"(policy)
-               : "memory");
-}
-
 // One box of a 4-D tensor map, (c0, c1, c2, c3) innermost first, into shared memory at `dst`;
 // completion is counted in bytes on `bar`.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0,
