@@ -12,18 +12,12 @@ namespace {
 
 using testing::ProblemSpec;
 
-TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
-  SKIP_WITHOUT_GPU();
-  ProblemSpec s;
-  s.variant = Variant::mla();
-  s.h_q = 32;
-  s.b = 4;
-  s.s_q = 2;
-  s.causal = true;
-  s.seqlens = {900, 2000, 40, 1500};  // the largest lengths the block table will hold
+// Captures plan + run of `s` once and replays the graph with each round's lengths (at most
+// the first round's, which sized the block table), comparing every replay with the reference.
+void replay_rounds(ProblemSpec s, const std::vector<std::vector<int32_t>>& rounds) {
+  s.seqlens = rounds.front();
   testing::HostProblem h = testing::make_problem(s);
   DeviceProblem d(h);
-
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph;
@@ -33,9 +27,7 @@ TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
   CUDA_OK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-
-  const std::vector<std::vector<int32_t>> rounds = {
-      {900, 2000, 40, 1500}, {1, 2000, 0, 3}, {64, 65, 39, 1}, {899, 10, 40, 1499}};
+  int round = 0;
   for (const auto& lens : rounds) {
     h.seqlens = lens;
     CUDA_OK(cudaMemcpyAsync(d.seqlens.get(), lens.data(), lens.size() * sizeof(int32_t),
@@ -48,13 +40,51 @@ TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
     d.out.download(out);
     d.lse.download(lse);
     const std::string why = compare_with_reference(h, out, lse);
-    EXPECT_TRUE(why.empty()) << "replay with lengths " << lens[0] << "," << lens[1] << ","
-                             << lens[2] << "," << lens[3] << ": " << why;
+    EXPECT_TRUE(why.empty()) << describe(s) << " replay " << round << ": " << why;
+    ++round;
   }
-  EXPECT_EQ(read_error_flags(p, stream), 0u);
+  EXPECT_EQ(read_error_flags(p, stream), 0u) << describe(s);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
+  SKIP_WITHOUT_GPU();
+  ProblemSpec s;
+  s.variant = Variant::mla();
+  s.h_q = 32;
+  s.b = 4;
+  s.s_q = 2;
+  s.causal = true;
+  // The first round holds the largest lengths the block table will hold.
+  replay_rounds(s, {{900, 2000, 40, 1500}, {1, 2000, 0, 3}, {64, 65, 39, 1}, {899, 10, 40, 1499}});
+}
+
+// Batches whose sequences are split over two to four parts, which the Hopper kernels merge
+// themselves (the split-KV fixup's counters, schedule.cuh): every replay must find them reset
+// by the previous one. Lengths change every round, so the parts that finish a sequence last
+// change too.
+TEST(CudaGraph, FixupCountersSurviveReplays) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    Variant v;
+    int h_q, s_q;
+  };
+  for (const Case& c : {Case{Variant::mfa(), 64, 1}, Case{Variant::mla(), 128, 1},
+                        Case{Variant::mfa_kr(256), 64, 4}}) {
+    ProblemSpec s;
+    s.variant = c.v;
+    s.h_q = c.h_q;
+    s.s_q = c.s_q;
+    s.causal = c.s_q > 1;
+    s.b = 96;
+    std::vector<std::vector<int32_t>> rounds(4, std::vector<int32_t>(s.b));
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < s.b; ++i)
+        rounds[r][i] = r == 0 ? 1600 : (i * 131 + r * 977) % 1601;  // round 0: the largest
+    replay_rounds(s, rounds);
+  }
 }
 
 // A problem whose sequence 0 gets a lie written into it; the others must stay exact.

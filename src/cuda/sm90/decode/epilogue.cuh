@@ -8,6 +8,7 @@
 #include "cuda/sm90/decode/config.hpp"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
+#include "cuda/sm90/decode/traits.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
 namespace flashmfa::cuda::sm90 {
@@ -71,6 +72,157 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
       if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
     }
   }
+}
+
+// ---- split-KV fixup ----------------------------------------------------------------------
+//
+// A sequence split over n <= Schedule::fixup_max_splits parts is finished inside the decode
+// kernel rather than by the combine kernel after the grid (docs/perf-notes.md M.4). Per group
+// of 64 query rows (the threads that hold them: one warpgroup under a row split, both
+// otherwise), every part's group takes a ticket once its rows are final. The one that takes
+// the last ticket keeps its rows in registers and waits until the other n - 1 parts have
+// written theirs; every other part writes its partial rows and counts them written. The last
+// one then merges the others' rows (same thread, same fragment positions: the addresses differ
+// only in the slot) into its own, writes out and lse, and resets both counters for the next
+// call. No part waits on anything but parts that have already taken their ticket, so the wait
+// always ends.
+
+// Whether item `it` of this group is merged here.
+__device__ __forceinline__ bool fixup_applies(const Schedule& s, const WorkItem& it) {
+  return it.slot >= 0 && s.num_splits[it.seq] <= s.fixup_max_splits;
+}
+
+// This group's pair of counters (arrived, written) for item `it`.
+__device__ __forceinline__ int* fixup_ticket(const detail::DecodeParams& p, const Schedule& s,
+                                             const WorkItem& it, int kv_head, int first_row) {
+  const int rows = p.s_q * p.q_per_kv;
+  return s.tickets + (int64_t(it.seq) * p.h_kv + kv_head) * ((rows + 63) / 64) + first_row / 64;
+}
+
+// Out rows of a split item of at most fixup_max_splits parts: the fixup protocol above, then
+// store_rows (directly to out / lse for the last part, to the partial slot for the others).
+// Every thread of the group (gtid in [0, threads), named barriers bar + kFixupTicket /
+// kFixupWritten) calls it together; the arguments are store_rows'.
+template <class T, int ATOMS, int AT_BEGIN = 0, int AT_END = ATOMS>
+__device__ void fixup_rows(const detail::DecodeParams& p, const Schedule& sched,
+                           const WorkItem& it, int kv_head, int first_row, int warp, int lane,
+                           float (&o)[ATOMS][kAccRegs], const float (&inv_sum)[kRowsPerThread],
+                           const float (&lse)[kRowsPerThread], bool write_lse, int col_atom0,
+                           int gtid, int threads, int bar) {
+  const int n = sched.num_splits[it.seq];
+  int* arrived = fixup_ticket(p, sched, it, kv_head, first_row);
+  int* written = arrived + sched.ticket_groups;
+  bool mine = false;
+  if (gtid == 0) mine = atomicAdd(arrived, 1) == n - 1;
+  const bool last = named_barrier_any(int(NamedBarrier::kFixupTicket) + bar, threads, mine);
+  if (!last) {
+    store_rows<T, ATOMS, AT_BEGIN, AT_END>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                           inv_sum, lse, write_lse, col_atom0);
+    __threadfence();  // this thread's partial rows, before the group counts them written
+    named_barrier_sync(int(NamedBarrier::kFixupWritten) + bar, threads);
+    if (gtid == 0) atomicAdd(written, 1);
+    return;
+  }
+  if (gtid == 0) {
+    while (ld_acquire_gpu(written) < n - 1) __nanosleep(64);
+    *arrived = 0;  // every part has arrived and written: ready for the next call
+    *written = 0;
+  }
+  named_barrier_sync(int(NamedBarrier::kFixupWritten) + bar, threads);
+  __threadfence();
+
+  // Merge: out = sum_k exp(lse_k - lse) o_k over the parts' normalized rows, lse = log sum_k
+  // exp(lse_k); this part's o_k is o * inv_sum, in registers. The others' values are read at
+  // L2 (ld.global.cg), never from a stale L1 line.
+  const int rows = p.s_q * p.q_per_kv, rows_all = p.h_q * p.s_q;
+  const int g = lane / kQuadLanes, t = lane % kQuadLanes;
+  const int first_slot = sched.slot_begin[it.seq];
+  const bool drop = can_discard(sched, p.d_v);
+  // lse of part k's row h (-inf: this part's own slot, past n, or a row not written).
+  auto lse_of = [&](int k, int h) {
+    const int slot = first_slot + k, row = first_row + 16 * warp + g + 8 * h;
+    if (k >= n || slot == it.slot || row >= rows) return -INFINITY;
+    return __ldcg(sched.lse_partial + int64_t(slot) * rows_all + int64_t(kv_head) * rows + row);
+  };
+  // Per row: the largest lse (base), 1 / sum_k exp(lse_k - base), the merged lse; this part's
+  // rows scaled to their final weight in place.
+  float base[kRowsPerThread], inv_total[kRowsPerThread], merged[kRowsPerThread];
+  float ones[kRowsPerThread], w_self[kRowsPerThread];
+#pragma unroll
+  for (int h = 0; h < kRowsPerThread; ++h) {
+    ones[h] = 1.f;
+    float m = lse[h];
+    for (int k = 0; k < n; ++k) m = fmaxf(m, lse_of(k, h));
+    base[h] = m == -INFINITY ? 0.f : m;  // every part empty: out 0, lse -inf
+    float total = __expf(lse[h] - base[h]);
+    w_self[h] = total;
+    for (int k = 0; k < n; ++k) total += __expf(lse_of(k, h) - base[h]);
+    inv_total[h] = m == -INFINITY ? 0.f : 1.f / total;
+    merged[h] = m == -INFINITY ? -INFINITY : base[h] + __logf(total);
+    w_self[h] *= inv_total[h] * inv_sum[h];
+  }
+#pragma unroll
+  for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+    for (int i = 0; i < kAccRegs; ++i) o[at][i] *= w_self[acc_row(i)];
+  // The other parts one at a time (their weights reloaded, so that no per-part array stays
+  // live beside O: the FP8 MLA consumers have 216 registers).
+#pragma unroll 1
+  for (int k = 0; k < n; ++k) {
+    const int slot = first_slot + k;
+    if (slot == it.slot) continue;
+    float w[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) w[h] = __expf(lse_of(k, h) - base[h]) * inv_total[h];
+#pragma unroll
+    for (int at = AT_BEGIN; at < AT_END; ++at) {
+#pragma unroll
+      for (int h = 0; h < kRowsPerThread; ++h) {
+        const int row = first_row + 16 * warp + g + 8 * h;
+        if (row >= rows) continue;
+        const int64_t prow = int64_t(slot) * rows_all + int64_t(kv_head) * rows + row;
+        const float2* src = reinterpret_cast<const float2*>(
+            sched.o_partial + prow * p.d_v + (col_atom0 + at) * kAtomCols + 2 * t);
+        float2 v[kWgmmaN / 8];
+#pragma unroll
+        for (int c = 0; c < kWgmmaN / 8; ++c) v[c] = __ldcg(src + 4 * c);
+#pragma unroll
+        for (int c = 0; c < kWgmmaN / 8; ++c) {
+          const int i = 4 * c + 2 * h;
+          o[at][i] = fmaf(w[h], v[c].x, o[at][i]);
+          o[at][i + 1] = fmaf(w[h], v[c].y, o[at][i + 1]);
+        }
+        // Scratch read once: its 128-byte lines (4 consecutive c of one quad) are dropped
+        // from L2 without a write-back, by the quad's first lane once all four used theirs.
+        if (drop) {
+          __syncwarp(0xfu << (lane & ~(kQuadLanes - 1)));
+          if (t == 0)
+#pragma unroll
+            for (int c = 0; c < kWgmmaN / 8; c += 4)
+              asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(src + 4 * c) : "memory");
+        }
+      }
+    }
+  }
+  WorkItem done = it;
+  done.slot = -1;  // out and lse, as for an unsplit sequence
+  store_rows<T, ATOMS, AT_BEGIN, AT_END>(p, sched, done, kv_head, first_row, warp, lane, o, ones,
+                                         merged, write_lse, col_atom0);
+}
+
+// store_rows, or fixup_rows for an item the kernel merges itself.
+template <class T, int ATOMS, int AT_BEGIN = 0, int AT_END = ATOMS>
+__device__ void finish_rows(const detail::DecodeParams& p, const Schedule& sched,
+                            const WorkItem& it, int kv_head, int first_row, int warp, int lane,
+                            float (&o)[ATOMS][kAccRegs], const float (&inv_sum)[kRowsPerThread],
+                            const float (&lse)[kRowsPerThread], bool write_lse, int col_atom0,
+                            int gtid, int threads, int bar) {
+  if (fixup_applies(sched, it))
+    fixup_rows<T, ATOMS, AT_BEGIN, AT_END>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                           inv_sum, lse, write_lse, col_atom0, gtid, threads, bar);
+  else
+    store_rows<T, ATOMS, AT_BEGIN, AT_END>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                           inv_sum, lse, write_lse, col_atom0);
 }
 
 }  // namespace flashmfa::cuda::sm90
