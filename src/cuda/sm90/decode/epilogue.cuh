@@ -137,7 +137,6 @@ __device__ void fixup_rows(const detail::DecodeParams& p, const Schedule& sched,
   const int rows = p.s_q * p.q_per_kv, rows_all = p.h_q * p.s_q;
   const int g = lane / kQuadLanes, t = lane % kQuadLanes;
   const int first_slot = sched.slot_begin[it.seq];
-  const bool drop = can_discard(sched, p.d_v);
   // lse of part k's row h (-inf: this part's own slot, past n, or a row not written).
   auto lse_of = [&](int k, int h) {
     const int slot = first_slot + k, row = first_row + 16 * warp + g + 8 * h;
@@ -165,24 +164,44 @@ __device__ void fixup_rows(const detail::DecodeParams& p, const Schedule& sched,
   for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) o[at][i] *= w_self[acc_row(i)];
+  // Addresses of part k's float2 at (atom at, row h, column group 0) for this thread, or null.
+  auto row_src = [&](int k, int at, int h) -> const float2* {
+    const int slot = first_slot + k, row = first_row + 16 * warp + g + 8 * h;
+    if (row >= rows) return nullptr;
+    const int64_t prow = int64_t(slot) * rows_all + int64_t(kv_head) * rows + row;
+    return reinterpret_cast<const float2*>(sched.o_partial + prow * p.d_v +
+                                           (col_atom0 + at) * kAtomCols + 2 * t);
+  };
+  // Every line the merge reads is requested into L2 first (a quad's four lanes share two
+  // 128-byte lines per atom and row; no registers held), so that the loads below, in batches
+  // the registers allow, wait for L2 rather than DRAM: most of the others' rows were written
+  // long before (a part's first item is the end of the sequence its left neighbour ends with).
+  if (t == 0)
+    for (int k = 0; k < n; ++k) {
+      if (first_slot + k == it.slot) continue;
+#pragma unroll
+      for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+        for (int h = 0; h < kRowsPerThread; ++h)
+          if (const float2* src = row_src(k, at, h))
+#pragma unroll
+            for (int c = 0; c < kWgmmaN / 8; c += 4)
+              asm volatile("prefetch.global.L2 [%0];\n" ::"l"(src + 4 * c));
+    }
   // The other parts one at a time (their weights reloaded, so that no per-part array stays
   // live beside O: the FP8 MLA consumers have 216 registers).
 #pragma unroll 1
   for (int k = 0; k < n; ++k) {
-    const int slot = first_slot + k;
-    if (slot == it.slot) continue;
+    if (first_slot + k == it.slot) continue;
     float w[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) w[h] = __expf(lse_of(k, h) - base[h]) * inv_total[h];
 #pragma unroll
-    for (int at = AT_BEGIN; at < AT_END; ++at) {
+    for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll
       for (int h = 0; h < kRowsPerThread; ++h) {
-        const int row = first_row + 16 * warp + g + 8 * h;
-        if (row >= rows) continue;
-        const int64_t prow = int64_t(slot) * rows_all + int64_t(kv_head) * rows + row;
-        const float2* src = reinterpret_cast<const float2*>(
-            sched.o_partial + prow * p.d_v + (col_atom0 + at) * kAtomCols + 2 * t);
+        const float2* src = row_src(k, at, h);
+        if (src == nullptr) continue;
         float2 v[kWgmmaN / 8];
 #pragma unroll
         for (int c = 0; c < kWgmmaN / 8; ++c) v[c] = __ldcg(src + 4 * c);
@@ -192,17 +211,24 @@ __device__ void fixup_rows(const detail::DecodeParams& p, const Schedule& sched,
           o[at][i] = fmaf(w[h], v[c].x, o[at][i]);
           o[at][i + 1] = fmaf(w[h], v[c].y, o[at][i + 1]);
         }
-        // Scratch read once: its 128-byte lines (4 consecutive c of one quad) are dropped
-        // from L2 without a write-back, by the quad's first lane once all four used theirs.
-        if (drop) {
-          __syncwarp(0xfu << (lane & ~(kQuadLanes - 1)));
-          if (t == 0)
-#pragma unroll
-            for (int c = 0; c < kWgmmaN / 8; c += 4)
-              asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(src + 4 * c) : "memory");
-        }
       }
-    }
+  }
+  // Scratch read once: the lines are dropped from L2 without a write-back, by each quad's first
+  // lane once the whole warp has used its values.
+  if (can_discard(sched, p.d_v)) {
+    __syncwarp();
+    if (t == 0)
+      for (int k = 0; k < n; ++k) {
+        if (first_slot + k == it.slot) continue;
+#pragma unroll
+        for (int at = AT_BEGIN; at < AT_END; ++at)
+#pragma unroll
+          for (int h = 0; h < kRowsPerThread; ++h)
+            if (const float2* src = row_src(k, at, h))
+#pragma unroll
+              for (int c = 0; c < kWgmmaN / 8; c += 4)
+                asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(src + 4 * c) : "memory");
+      }
   }
   WorkItem done = it;
   done.slot = -1;  // out and lse, as for an unsplit sequence
