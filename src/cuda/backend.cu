@@ -39,8 +39,7 @@ int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
 WorkspaceLayout layout(const detail::DecodeParams& p, const Plan& plan) {
-  return WorkspaceLayout(p.b, plan.num_parts, plan.num_slots, int64_t(p.h_q) * p.s_q, p.d_v,
-                         fixup_groups(p.b, p.h_kv, int64_t(p.s_q) * p.q_per_kv));
+  return WorkspaceLayout(p.b, plan.num_parts, plan.num_slots, int64_t(p.h_q) * p.s_q, p.d_v);
 }
 
 template <class T>
@@ -57,7 +56,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.slot_begin = at<int32_t>(plan, w.slot_begin);
   s.num_splits = at<int32_t>(plan, w.num_splits);
   s.part_first_seq = at<int32_t>(plan, w.part_first_seq);
-  s.tickets = at<int32_t>(plan, w.tickets);
   s.o_partial = at<float>(plan, w.o_partial);
   s.lse_partial = at<float>(plan, w.lse_partial);
   s.b = p.b;
@@ -65,10 +63,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.num_slots = plan.num_slots;
   s.block_n = plan.block_n;
   s.fixed_cost = fixed_cost_blocks(plan.block_n);
-  s.ticket_groups = int32_t(fixup_groups(p.b, p.h_kv, int64_t(p.s_q) * p.q_per_kv));
-  // Only the sm90 kernels take tickets; the portable kernel leaves every split to the combine.
-  s.fixup_max_splits =
-      plan.kernel == static_cast<int>(KernelId::sm90_decode) ? kFixupMaxSplits : 0;
   return s;
 }
 
@@ -141,8 +135,6 @@ void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
   a.slot_begin = const_cast<int32_t*>(s.slot_begin);
   a.num_splits = const_cast<int32_t*>(s.num_splits);
   a.part_first_seq = const_cast<int32_t*>(s.part_first_seq);
-  a.tickets = s.tickets;
-  a.ticket_groups = s.ticket_groups;
   a.b = p.b;
   a.num_parts = s.num_parts;
   a.block_n = s.block_n;

@@ -61,11 +61,10 @@ TEST(CudaGraph, PlanAndRunReplayWithNewLengths) {
   replay_rounds(s, {{900, 2000, 40, 1500}, {1, 2000, 0, 3}, {64, 65, 39, 1}, {899, 10, 40, 1499}});
 }
 
-// Batches whose sequences are split over two to four parts, which the Hopper kernels merge
-// themselves (the split-KV fixup's counters, schedule.cuh): every replay must find them reset
-// by the previous one. Lengths change every round, so the parts that finish a sequence last
-// change too.
-TEST(CudaGraph, FixupCountersSurviveReplays) {
+// Serving-sized batches whose sequences are mostly split over two parts, replayed with new
+// lengths every round (so the cut, the split sequences and their partial slots move): every
+// replay's partials must be merged afresh, with nothing left from the round before.
+TEST(CudaGraph, SplitBatchesReplayWithNewLengths) {
   SKIP_WITHOUT_GPU();
   struct Case {
     Variant v;

@@ -80,7 +80,7 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
   if (row >= rows_all) return;
   const int n = s.num_splits[seq];
-  if (n <= 1 || n <= s.fixup_max_splits) return;  // written by the decode kernel
+  if (n <= 1) return;  // written directly by the decode kernel
   const int64_t slot0 = s.slot_begin[seq];
   const int cols4 = p.d_v / kColsPerThread;
   int col[COLS];
@@ -106,8 +106,7 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   grid_dependency_wait();  // before any read of the schedule or the partials
   __shared__ combine::Partial scratch[kThreads];
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
-  const int n = s.num_splits[seq];
-  if (n <= 1 || n <= s.fixup_max_splits) return;  // written by the decode kernel
+  if (s.num_splits[seq] <= 1) return;  // written directly by the decode kernel
   // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row (<= 128 <= kThreads).
   const int cols4 = p.d_v / kColsPerThread / int(gridDim.z);
   combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols4, cols4, threadIdx.x,

@@ -52,11 +52,6 @@ struct Schedule {
   const int32_t* slot_begin;      // [b]      first partial slot of seq i; -1: not split
   const int32_t* num_splits;      // [b]      parts that seq i is cut into (>= 1)
   const int32_t* part_first_seq;  // [num_parts] first sequence part p meets
-  // Split-KV fixup (sm90 kernels): a split sequence of at most fixup_max_splits parts is merged
-  // inside the decode kernel by the part that finishes its rows last (tickets counts the
-  // parts that have arrived, per (seq, kv head, 64-row group); tickets + ticket_groups, the
-  // parts whose partial rows are written), and the combine kernel skips it. 0: no fixup.
-  int32_t* tickets;               // [2][b, h_kv, ceil(rows / 64)]
   float* o_partial;               // [num_slots, h_q * s_q, d_v]  row = kv * rows + r
   float* lse_partial;             // [num_slots, h_q * s_q]       natural log; -inf: empty
   int32_t b;
@@ -64,23 +59,7 @@ struct Schedule {
   int32_t num_slots;
   int32_t block_n;                // KV tokens per block (the decode kernel's tile)
   int32_t fixed_cost;             // F, in blocks
-  int32_t ticket_groups;          // b * h_kv * ceil(rows / 64)
-  int32_t fixup_max_splits;
 };
-
-// Most parts a split sequence may have for the sm90 kernels to merge it themselves (the last
-// part reads the others' rows: at most kFixupMaxSplits - 1 partials per row). Sequences cut
-// finer (a few long ones over many SMs, e.g. b = 1) are left to the combine kernel.
-// FLASHMFA_SM90_FIXUP=0: every split sequence goes to the combine kernel.
-#ifndef FLASHMFA_SM90_FIXUP
-#define FLASHMFA_SM90_FIXUP 1
-#endif
-constexpr int kFixupMaxSplits = FLASHMFA_SM90_FIXUP ? 4 : 0;
-
-// Fixup groups of a decode: one per (sequence, KV head, 64 query rows of the head).
-__host__ __device__ inline int64_t fixup_groups(int64_t b, int64_t h_kv, int64_t rows) {
-  return b * h_kv * ((rows + 63) / 64);
-}
 
 // The combine drops each partial's L2 lines once merged (combine.cuh, discard.global.L2);
 // FLASHMFA_COMBINE_DISCARD=0 keeps them.

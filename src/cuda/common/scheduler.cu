@@ -58,10 +58,6 @@ schedule_kernel(const int32_t* __restrict__ seqlens_in, SchedulerArgs a) {
   if (threadIdx.x == 0) flags = 0;
   __syncthreads();
 
-  // The split-KV fixup's counters start every call at zero (the last part of a sequence
-  // resets its group's pair; schedule.cuh).
-  for (int i = threadIdx.x; i < 2 * a.ticket_groups; i += kSchedulerThreads) a.tickets[i] = 0;
-
   // Clamp lengths into what the block table can address; flag what was wrong.
   const int64_t capacity = int64_t(a.max_pages) * a.page_size;
   uint32_t my_flags = 0;

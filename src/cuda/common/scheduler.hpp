@@ -15,12 +15,11 @@ namespace flashmfa::cuda {
 struct WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t header = 0, prefix_cost = 0, seqlen = 0, slot_begin = 0, num_splits = 0,
-         part_first_seq = 0, tickets = 0, lse_partial = 0, o_partial = 0, total = 0;
+         part_first_seq = 0, lse_partial = 0, o_partial = 0, total = 0;
 
-  // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v floats,
-  // ticket_groups split-KV fixup groups (Schedule::tickets; two counters each).
+  // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v floats.
   WorkspaceLayout(int64_t b, int64_t num_parts, int64_t num_slots, int64_t rows_all,
-                  int64_t d_v, int64_t ticket_groups) {
+                  int64_t d_v) {
     size_t at = 0;
     auto take = [&](size_t bytes) {
       const size_t here = at;
@@ -33,7 +32,6 @@ struct WorkspaceLayout {
     slot_begin = take(sizeof(int32_t) * (b + 1));
     num_splits = take(sizeof(int32_t) * b);
     part_first_seq = take(sizeof(int32_t) * num_parts);
-    tickets = take(sizeof(int32_t) * 2 * ticket_groups);
     lse_partial = take(sizeof(float) * num_slots * rows_all);
     o_partial = take(sizeof(float) * num_slots * rows_all * d_v);
     total = at;
@@ -48,8 +46,7 @@ struct SchedulerArgs {
   int32_t* slot_begin;      // [b + 1]
   int32_t* num_splits;      // [b]
   int32_t* part_first_seq;  // [num_parts]
-  int32_t* tickets;         // [2 * ticket_groups], zeroed
-  int b, num_parts, block_n, fixed_cost, page_size, max_pages, ticket_groups;
+  int b, num_parts, block_n, fixed_cost, page_size, max_pages;
 };
 
 void launch_scheduler(const int32_t* seqlens, const SchedulerArgs& args, cudaStream_t stream);

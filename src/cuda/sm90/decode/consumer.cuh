@@ -260,8 +260,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       } else {
         float inv_sum[kRowsPerThread], lse[kRowsPerThread];
         softmax.finish(inv_sum, lse);
-        finish_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
-                                   lse, true, 0, wg_tid(), kWarpgroupThreads, warpgroup);
+        store_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
+                                  lse);
       }
       if (tid == 0) FLASHMFA_PHASE(6);
     }
@@ -340,13 +340,12 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     };
     if (warpgroup == 0) {
       merge(std::integral_constant<int, 0>{});
-      finish_rows<T, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv,
-                                           lse, true, 0, me, Tr::kConsumerThreads, 0);
+      store_rows<T, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv,
+                                          lse, true);
     } else {
       merge(std::integral_constant<int, kHalf>{});
-      finish_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
-                                                    o, inv, lse, false, 0, me,
-                                                    Tr::kConsumerThreads, 0);
+      store_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
+                                                   o, inv, lse, false);
     }
   }
 };

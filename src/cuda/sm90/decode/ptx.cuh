@@ -182,25 +182,6 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// Named barrier over `threads` threads that also returns whether any of them passed `pred`.
-__device__ __forceinline__ bool named_barrier_any(int id, int threads, bool pred) {
-  uint32_t any;
-  asm volatile(
-      "{\n .reg .pred p, q;\n setp.ne.u32 p, %1, 0;\n bar.red.or.pred q, %2, %3, p;\n"
-      " selp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(any)
-      : "r"(uint32_t(pred)), "r"(id), "r"(threads)
-      : "memory");
-  return any != 0;
-}
-
-// A 32-bit load with acquire semantics at GPU scope (a counter other CTAs release to).
-__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 // Hands registers back to / takes them from the SM's pool for the whole warp group. Needs a
 // register cap at entry (__launch_bounds__(threads, 1)); each role must be one branch.
 template <int N>
