@@ -56,7 +56,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.slot_begin = at<int32_t>(plan, w.slot_begin);
   s.num_splits = at<int32_t>(plan, w.num_splits);
   s.part_first_seq = at<int32_t>(plan, w.part_first_seq);
-  s.ready = at<int32_t>(plan, w.ready);
   s.o_partial = at<float>(plan, w.o_partial);
   s.lse_partial = at<float>(plan, w.lse_partial);
   s.b = p.b;
@@ -64,11 +63,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.num_slots = plan.num_slots;
   s.block_n = plan.block_n;
   s.fixed_cost = fixed_cost_blocks(plan.block_n);
-  // Only the sm90 kernels count their written partials; the combine waits for the portable
-  // kernel's grid.
-  s.early_combine =
-      FLASHMFA_EARLY_COMBINE && plan.kernel == static_cast<int>(KernelId::sm90_decode);
-  s.groups_per_part = p.h_kv * ((p.s_q * p.q_per_kv + 63) / 64);
   return s;
 }
 
@@ -141,7 +135,6 @@ void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
   a.slot_begin = const_cast<int32_t*>(s.slot_begin);
   a.num_splits = const_cast<int32_t*>(s.num_splits);
   a.part_first_seq = const_cast<int32_t*>(s.part_first_seq);
-  a.ready = s.ready;
   a.b = p.b;
   a.num_parts = s.num_parts;
   a.block_n = s.block_n;

@@ -66,48 +66,6 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
-// Returns the number of partials of sequence `seq` once they can be read, or 0 when it has
-// nothing to combine (one split: written by the decode kernel). Early combine (schedule.cuh):
-// the schedule was written by the scheduler kernel before the decode grid started, so it is
-// read at once, and the CTA waits only for its own sequence's partials; the `ctas` CTAs of a
-// sequence count themselves in, and the last one resets both counters. Otherwise the CTA waits
-// for the whole decode grid first (griddepcontrol.wait), as every CTA does when the partials
-// come from the portable kernel. Called by every thread of the CTA. A merging CTA (and the
-// grid's first) still waits for the decode grid before it exits (finish_after_grid), so this
-// grid never completes before the decode grid has.
-__device__ int await_partials(const Schedule& s, int seq, int ctas) {
-  if (!s.early_combine) {
-    grid_dependency_wait();  // before any read of the schedule or the partials
-    const int n = s.num_splits[seq];
-    return n > 1 ? n : 0;
-  }
-  const int n = s.num_splits[seq];
-  if (n <= 1) {
-    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) grid_dependency_wait();
-    return 0;
-  }
-  __shared__ int go;
-  if (threadIdx.x == 0) {
-    int* written = s.ready + seq;
-    int* passed = s.ready + s.b + seq;
-    const int target = n * s.groups_per_part;
-    int seen;
-    while (true) {
-      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(written) : "memory");
-      if (seen >= target) break;
-      __nanosleep(256);
-    }
-    if (atomicAdd(passed, 1) == ctas - 1) {  // every CTA of the sequence is past the wait
-      *written = 0;
-      *passed = 0;
-    }
-    go = n;
-  }
-  __syncthreads();
-  __threadfence();  // the partials, after thread 0's acquire
-  return go;
-}
-
 // The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w,
 // lane l owning float4 columns l, l + 32, ... (COLS of them), each lane over all the row's
 // partials in one pass (no shuffles: every lane computes the same lse).
@@ -116,12 +74,13 @@ template <class T, bool PAIRS, int COLS>
 __global__ void __launch_bounds__(kThreads)
 combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
                     const __grid_constant__ Schedule s) {
+  grid_dependency_wait();  // before any read of the schedule or the partials
   const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
-  const int n = await_partials(s, seq, int(gridDim.x));
-  if (n == 0) return;  // written directly by the decode kernel
   const int rows_all = p.h_q * p.s_q;
   const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
   if (row >= rows_all) return;
+  const int n = s.num_splits[seq];
+  if (n <= 1) return;  // written directly by the decode kernel
   const int64_t slot0 = s.slot_begin[seq];
   const int cols4 = p.d_v / kColsPerThread;
   int col[COLS];
@@ -137,7 +96,6 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
 #pragma unroll
   for (int j = 0; j < COLS; ++j)
     if (col[j] >= 0) store4<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
-  if (s.early_combine) grid_dependency_wait();
 }
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
@@ -145,14 +103,14 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
+  grid_dependency_wait();  // before any read of the schedule or the partials
   __shared__ combine::Partial scratch[kThreads];
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
-  if (await_partials(s, seq, int(gridDim.x * gridDim.z)) == 0) return;  // written directly
+  if (s.num_splits[seq] <= 1) return;  // written directly by the decode kernel
   // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row (<= 128 <= kThreads).
   const int cols4 = p.d_v / kColsPerThread / int(gridDim.z);
   combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols4, cols4, threadIdx.x,
                                              scratch, [] { __syncthreads(); });
-  if (s.early_combine) grid_dependency_wait();  // exits only after the decode grid
 }
 
 // Whether the combine kernels that run on the current device were compiled with the

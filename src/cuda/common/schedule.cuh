@@ -52,12 +52,6 @@ struct Schedule {
   const int32_t* slot_begin;      // [b]      first partial slot of seq i; -1: not split
   const int32_t* num_splits;      // [b]      parts that seq i is cut into (>= 1)
   const int32_t* part_first_seq;  // [num_parts] first sequence part p meets
-  // Early combine (sm90 kernels): every group of 64 query rows (of a KV head) that writes a
-  // partial of sequence i adds 1 to ready[i] after a fence; the combine merges sequence i once
-  // ready[i] = num_splits[i] * groups_per_part, without waiting for the whole decode grid, and
-  // its CTAs count themselves in ready[b + i] to reset both for the next call. 0: the combine
-  // waits for the grid (griddepcontrol.wait).
-  int32_t* ready;                 // [2][b]
   float* o_partial;               // [num_slots, h_q * s_q, d_v]  row = kv * rows + r
   float* lse_partial;             // [num_slots, h_q * s_q]       natural log; -inf: empty
   int32_t b;
@@ -65,14 +59,7 @@ struct Schedule {
   int32_t num_slots;
   int32_t block_n;                // KV tokens per block (the decode kernel's tile)
   int32_t fixed_cost;             // F, in blocks
-  int32_t early_combine;
-  int32_t groups_per_part;        // h_kv * ceil(s_q * q_per_kv / 64)
 };
-
-// Early combine (above). FLASHMFA_EARLY_COMBINE=0: the combine always waits for the grid.
-#ifndef FLASHMFA_EARLY_COMBINE
-#define FLASHMFA_EARLY_COMBINE 1
-#endif
 
 // The combine drops each partial's L2 lines once merged (combine.cuh, discard.global.L2);
 // FLASHMFA_COMBINE_DISCARD=0 keeps them.

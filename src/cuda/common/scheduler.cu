@@ -58,9 +58,6 @@ schedule_kernel(const int32_t* __restrict__ seqlens_in, SchedulerArgs a) {
   if (threadIdx.x == 0) flags = 0;
   __syncthreads();
 
-  // The early combine's counters start at zero (the combine resets them after every call).
-  for (int i = threadIdx.x; i < 2 * a.b; i += kSchedulerThreads) a.ready[i] = 0;
-
   // Clamp lengths into what the block table can address; flag what was wrong.
   const int64_t capacity = int64_t(a.max_pages) * a.page_size;
   uint32_t my_flags = 0;

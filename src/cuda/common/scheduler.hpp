@@ -15,7 +15,7 @@ namespace flashmfa::cuda {
 struct WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t header = 0, prefix_cost = 0, seqlen = 0, slot_begin = 0, num_splits = 0,
-         part_first_seq = 0, ready = 0, lse_partial = 0, o_partial = 0, total = 0;
+         part_first_seq = 0, lse_partial = 0, o_partial = 0, total = 0;
 
   // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v floats.
   WorkspaceLayout(int64_t b, int64_t num_parts, int64_t num_slots, int64_t rows_all,
@@ -32,7 +32,6 @@ struct WorkspaceLayout {
     slot_begin = take(sizeof(int32_t) * (b + 1));
     num_splits = take(sizeof(int32_t) * b);
     part_first_seq = take(sizeof(int32_t) * num_parts);
-    ready = take(sizeof(int32_t) * 2 * b);
     lse_partial = take(sizeof(float) * num_slots * rows_all);
     o_partial = take(sizeof(float) * num_slots * rows_all * d_v);
     total = at;
@@ -47,7 +46,6 @@ struct SchedulerArgs {
   int32_t* slot_begin;      // [b + 1]
   int32_t* num_splits;      // [b]
   int32_t* part_first_seq;  // [num_parts]
-  int32_t* ready;           // [2 * b], zeroed
   int b, num_parts, block_n, fixed_cost, page_size, max_pages;
 };
 

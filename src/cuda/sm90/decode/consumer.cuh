@@ -262,7 +262,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         softmax.finish(inv_sum, lse);
         store_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
                                   lse);
-        signal_written(sched, it, wg_tid(), kWarpgroupThreads, warpgroup);
       }
       if (tid == 0) FLASHMFA_PHASE(6);
     }
@@ -348,7 +347,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       store_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
                                                    o, inv, lse, false);
     }
-    signal_written(sched, it, me, Tr::kConsumerThreads, 0);
   }
 };
 

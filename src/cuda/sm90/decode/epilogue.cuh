@@ -8,7 +8,6 @@
 #include "cuda/sm90/decode/config.hpp"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
-#include "cuda/sm90/decode/traits.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
 namespace flashmfa::cuda::sm90 {
@@ -72,18 +71,6 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
       if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
     }
   }
-}
-
-// Early combine (schedule.cuh): after every thread of a group of 64 query rows (threads
-// `threads`, index gtid, named barrier kWritten + bar) has stored its share of a split item's
-// partial rows, the group counts them written for the combine kernel, which may already be
-// waiting on that sequence.
-__device__ __forceinline__ void signal_written(const Schedule& sched, const WorkItem& it,
-                                               int gtid, int threads, int bar) {
-  if (it.slot < 0 || !sched.early_combine) return;
-  __threadfence();  // this thread's partial rows, before the count
-  named_barrier_sync(int(NamedBarrier::kWritten) + bar, threads);
-  if (gtid == 0) atomicAdd(sched.ready + it.seq, 1);
 }
 
 }  // namespace flashmfa::cuda::sm90

@@ -26,8 +26,6 @@ enum class NamedBarrier : int {
                    // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
   kWiden = 8,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
                    // tile in place is done (mla/fp8.cuh)
-  kWritten = 9,    // + group (row split: the warpgroup; else 0): the group's partial rows are
-                   // written and fenced (epilogue.cuh, signal_written)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its

@@ -324,7 +324,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     }
     store_rows<T, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv, lse,
                                  warpgroup == 0, warpgroup * Tr::kOutAtoms);
-    signal_written(sched, it, tid, Tr::kConsumerThreads, 0);
   }
 };
 
