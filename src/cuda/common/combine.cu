@@ -88,10 +88,12 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols4 ? lane + kWarpSize * j : -1;
   static_assert(combine::kBatch % COLS == 0, "the same loads in flight for every COLS");
   combine::RowMerge<COLS> merged;
-  const auto* o_k = reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
+  const auto* o_k =
+      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
+  const int64_t o_stride = int64_t(rows_all) * cols4;
   merged.template add<combine::kBatch / COLS>(s.lse_partial + slot0 * rows_all + row, rows_all,
-                                              o_k, int64_t(rows_all) * cols4, col, 0, 1, n);
-  if (combine::can_discard(s, p.d_v)) combine::drop_lines(o_k, int64_t(rows_all) * cols4, col, 0, 1, n);
+                                              o_k, o_stride, col, 0, 1, n);
+  if (combine::can_discard(s, p.d_v)) combine::drop_lines(o_k, o_stride, col, 0, 1, n);
   T* out = out_row<T>(p, seq, row, merged.lse(), lane == 0);
 #pragma unroll
   for (int j = 0; j < COLS; ++j)

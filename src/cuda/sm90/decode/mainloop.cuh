@@ -17,11 +17,6 @@ namespace flashmfa::cuda::sm90 {
 
 constexpr uint32_t kKMajorLbo = kDescUnitBytes;  // unused by swizzled K-major operands
 constexpr int kUnitElems = kDescUnitBytes / kElemBytes;  // 8 elements per 16-byte load
-// Most 16-byte Q loads a thread has in flight (load_query).
-#ifndef FLASHMFA_SM90_Q_BATCH
-#define FLASHMFA_SM90_Q_BATCH 8
-#endif
-constexpr int kQueryBatchMax = FLASHMFA_SM90_Q_BATCH;
 
 // Copies the 64 query rows of work item `seq` starting at query row first_row into a swizzled Q
 // tile, shared over THREADS threads (thread index tid); rows past `rows` (s_q * q_per_kv) are
@@ -33,13 +28,10 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   constexpr int kUnitsPerRow = D / kUnitElems;
   constexpr int kUnits = kRowsPerWarpgroup * kUnitsPerRow;
   constexpr int kPerThread = kUnits / THREADS;
-  // Loads in flight before their stores: the largest divisor of kPerThread up to
-  // kQueryBatchMax.
-  constexpr int kBatch = [] {
-    int b = kQueryBatchMax < kPerThread ? kQueryBatchMax : kPerThread;
-    while (kPerThread % b != 0) --b;
-    return b;
-  }();
+  // Loads in flight before their stores: the largest divisor of kPerThread up to 8 (more bought
+  // nothing once the next item's Q is prefetched: docs/perf-notes.md M.2).
+  constexpr int kBatch = kPerThread % 8 == 0 ? 8 : kPerThread % 6 == 0 ? 6
+                       : kPerThread % 4 == 0 ? 4 : kPerThread % 2 == 0 ? 2 : 1;
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
