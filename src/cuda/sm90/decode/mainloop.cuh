@@ -17,6 +17,10 @@ namespace flashmfa::cuda::sm90 {
 
 constexpr uint32_t kKMajorLbo = kDescUnitBytes;  // unused by swizzled K-major operands
 constexpr int kUnitElems = kDescUnitBytes / kElemBytes;  // 8 elements per 16-byte load
+#ifndef FLASHMFA_SM90_Q_EVICT_FIRST
+#define FLASHMFA_SM90_Q_EVICT_FIRST 1
+#endif
+constexpr bool kQueryEvictFirst = FLASHMFA_SM90_Q_EVICT_FIRST != 0;
 
 // Copies the 64 query rows of work item `seq` starting at query row first_row into a swizzled Q
 // tile, shared over THREADS threads (thread index tid); rows past `rows` (s_q * q_per_kv) are
@@ -35,6 +39,9 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
+  // Q is read once per CTA: evict-first, so that it does not push the partials of split
+  // sequences out of L2 before the combine reads them (docs/perf-notes.md M.8).
+  const uint64_t policy = l2_evict_first_policy();
   // The row and swizzle arithmetic below does not depend on the work item, so the compiler
   // would hoist all of it out of the item loop and keep ~40 registers live across the KV
   // loop (spilling at D = 256). Opaque copies of first_row and tid make it per-item work.
@@ -50,7 +57,8 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
       v[j] = make_uint4(0, 0, 0, 0);
       if (row < rows) {
         const int t = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
-        v[j] = *reinterpret_cast<const uint4*>(q + t * p.q_ss + head * p.q_sh + u * kUnitElems);
+        const T* src = q + t * p.q_ss + head * p.q_sh + u * kUnitElems;
+        v[j] = kQueryEvictFirst ? ld_global_hint(src, policy) : *reinterpret_cast<const uint4*>(src);
       }
     }
 #pragma unroll

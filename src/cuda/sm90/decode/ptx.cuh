@@ -139,6 +139,15 @@ __device__ __forceinline__ uint64_t l2_evict_first_policy() {
   return policy;
 }
 
+// 16 bytes from global memory under an L2 cache policy.
+__device__ __forceinline__ uint4 ld_global_hint(const void* src, uint64_t policy) {
+  uint4 v;
+  asm volatile("ld.global.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(src), "l"(policy));
+  return v;
+}
+
 // One box of a 4-D tensor map, (c0, c1, c2, c3) innermost first, into shared memory at `dst`;
 // completion is counted in bytes on `bar`.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0,
