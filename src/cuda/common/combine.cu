@@ -93,7 +93,7 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   const int64_t o_stride = int64_t(rows_all) * cols4;
   merged.template add<combine::kBatch / COLS>(s.lse_partial + slot0 * rows_all + row, rows_all,
                                               o_k, o_stride, col, 0, 1, n);
-  if (combine::can_discard(s, p.d_v)) combine::drop_lines(o_k, o_stride, col, 0, 1, n);
+  if (can_discard(s, p.d_v)) combine::drop_lines(o_k, o_stride, col, 0, 1, n);
   T* out = out_row<T>(p, seq, row, merged.lse(), lane == 0);
 #pragma unroll
   for (int j = 0; j < COLS; ++j)

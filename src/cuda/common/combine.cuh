@@ -31,8 +31,7 @@ constexpr int kBatch = 8;          // partials in flight per thread
 // once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the next
 // call's KV stream (8.4 MB at MFA b = 1, ~17 MB for a b = 128 varlen batch), so every line is
 // dropped after the merge (discard.global.L2: invalidated without a write-back; sm_80 on).
-constexpr int kLineCols = kPartialLineBytes / (kColsPerThread * int(sizeof(float)));  // float4s
-using flashmfa::cuda::can_discard;
+constexpr int kLineCols = kL2LineBytes / (kColsPerThread * int(sizeof(float)));  // float4s
 
 // Drops the L2 lines of partials k = first, first + step, ... (k < n) at o[k * o_stride +
 // col[j]], once their values have been used: the lane holding a line's first float4 drops

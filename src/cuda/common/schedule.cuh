@@ -66,14 +66,14 @@ struct Schedule {
 #ifndef FLASHMFA_COMBINE_DISCARD
 #define FLASHMFA_COMBINE_DISCARD 1
 #endif
-constexpr int kPartialLineBytes = 128;
+constexpr int kL2LineBytes = 128;  // what discard.global.L2 and prefetch.global.L2 act on
 
 // Whether partial lines may be dropped: every partial row starts on a line (the workspace
 // layout aligns o_partial to 256 bytes, but the workspace pointer comes from the caller).
 __host__ __device__ inline bool can_discard(const Schedule& s, int d_v) {
   return FLASHMFA_COMBINE_DISCARD &&
-         reinterpret_cast<uintptr_t>(s.o_partial) % kPartialLineBytes == 0 &&
-         (d_v * sizeof(float)) % kPartialLineBytes == 0;
+         reinterpret_cast<uintptr_t>(s.o_partial) % kL2LineBytes == 0 &&
+         (d_v * sizeof(float)) % kL2LineBytes == 0;
 }
 
 // One piece of a part's work: blocks [block_begin, block_end) of sequence seq.

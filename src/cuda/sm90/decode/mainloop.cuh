@@ -17,16 +17,21 @@ namespace flashmfa::cuda::sm90 {
 
 constexpr uint32_t kKMajorLbo = kDescUnitBytes;  // unused by swizzled K-major operands
 constexpr int kUnitElems = kDescUnitBytes / kElemBytes;  // 8 elements per 16-byte load
+// MLA's Q (19 MB for 128 sequences x 128 heads, read once per CTA) is read evict-first, so that
+// it does not push the partials of split sequences out of L2 before the combine reads them
+// (docs/perf-notes.md M.8); the decode kernel's Q (4 MB at MFA h_q 64) is too small to matter
+// and measured 0.5% slower with the hint. load_query's EVICT_FIRST; the MLA consumer passes this.
 #ifndef FLASHMFA_SM90_Q_EVICT_FIRST
 #define FLASHMFA_SM90_Q_EVICT_FIRST 1
 #endif
-constexpr bool kQueryEvictFirst = FLASHMFA_SM90_Q_EVICT_FIRST != 0;
+constexpr bool kMlaQueryEvictFirst = FLASHMFA_SM90_Q_EVICT_FIRST != 0;
 
 // Copies the 64 query rows of work item `seq` starting at query row first_row into a swizzled Q
 // tile, shared over THREADS threads (thread index tid); rows past `rows` (s_q * q_per_kv) are
 // zero, so their scores are finite and simply never written out. Tile row r is query row
-// first_row + r = t * q_per_kv + head_in_group.
-template <class T, int D, int THREADS>
+// first_row + r = t * q_per_kv + head_in_group. EVICT_FIRST: Q is read with an L2 evict-first
+// policy (kMlaQueryEvictFirst).
+template <class T, int D, int THREADS, bool EVICT_FIRST = false>
 __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, int first_row,
                            uint32_t q_tile, int tid) {
   constexpr int kUnitsPerRow = D / kUnitElems;
@@ -39,12 +44,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
-  // MLA's Q (19 MB for 128 sequences x 128 heads, read once per CTA) is read evict-first, so
-  // that it does not push the partials of split sequences out of L2 before the combine reads
-  // them (docs/perf-notes.md M.8); the 64 x 256 Q of MFA is too small to matter, and measured
-  // 0.5% slower with the hint.
-  constexpr bool kEvictFirst = kQueryEvictFirst && D == kMlaDk;
-  const uint64_t policy = kEvictFirst ? l2_evict_first_policy() : 0;
+  const uint64_t policy = EVICT_FIRST ? l2_evict_first_policy() : 0;
   // The row and swizzle arithmetic below does not depend on the work item, so the compiler
   // would hoist all of it out of the item loop and keep ~40 registers live across the KV
   // loop (spilling at D = 256). Opaque copies of first_row and tid make it per-item work.
@@ -61,7 +61,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
       if (row < rows) {
         const int t = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
         const T* src = q + t * p.q_ss + head * p.q_sh + u * kUnitElems;
-        v[j] = kEvictFirst ? ld_global_hint(src, policy) : *reinterpret_cast<const uint4*>(src);
+        v[j] = EVICT_FIRST ? ld_global_hint(src, policy) : *reinterpret_cast<const uint4*>(src);
       }
     }
 #pragma unroll
@@ -91,7 +91,7 @@ __device__ __forceinline__ bool query_prefetch_tile(int blk, int begin, int end)
 template <class T, int D, int THREADS>
 __device__ void prefetch_query(const detail::DecodeParams& p, int seq, int kv_head, int first_row,
                                int tid) {
-  constexpr int kLineElems = 128 / int(sizeof(T));
+  constexpr int kLineElems = kL2LineBytes / int(sizeof(T));
   constexpr int kLinesPerRow = (D + kLineElems - 1) / kLineElems;
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;

@@ -264,7 +264,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       sync_all();  // the previous item's products have read Q, its row sums have been read
-      load_query<T, kMlaDk, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+      load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst>(p, it.seq, kv_head,
+                                                                       first_row, q_tile, tid);
       fence_proxy_async();  // Q is read by wgmma
       sync_all();
       int visible[kRowsPerThread];
