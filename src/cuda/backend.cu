@@ -56,7 +56,8 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.slot_begin = at<int32_t>(plan, w.slot_begin);
   s.num_splits = at<int32_t>(plan, w.num_splits);
   s.part_first_seq = at<int32_t>(plan, w.part_first_seq);
-  s.o_partial = at<float>(plan, w.o_partial);
+  s.o_partial = at<PartialElem>(plan, w.o_partial);
+  s.o_scale = at<float>(plan, w.o_scale);
   s.lse_partial = at<float>(plan, w.lse_partial);
   s.b = p.b;
   s.num_parts = plan.num_parts;

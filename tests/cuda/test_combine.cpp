@@ -2,10 +2,12 @@
 // launch behind the decode kernel) and the scheduler's "one part per sequence" rule, against
 // the float64 reference: one long sequence cut over every part, batches mixing empty, short
 // and long sequences, out rows that are not 4-byte aligned (element-wise stores), and two calls
-// sharing one workspace back to back on one stream.
+// sharing one workspace back to back on one stream; partial values of any magnitude.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <string>
 #include <tuple>
 
 #include "gpu_problem.hpp"
@@ -174,6 +176,56 @@ TEST(CudaCombine, BatchJustBelowSmParts) {
         EXPECT_EQ(p.num_parts, sm_parts) << describe(s);
       }
   }
+}
+
+// bf16 bits times 2^shift (exact: the exponent field moves; zero stays zero).
+uint16_t times_pow2(uint16_t bits, int shift) {
+  const int e = (bits >> 7) & 0xff;
+  if (e == 0) return bits;  // zero (the problems hold no subnormals)
+  EXPECT_TRUE(e != 0xff && e + shift > 0 && e + shift < 0xff) << "bf16 exponent out of range";
+  return uint16_t((bits & 0x807f) | ((e + shift) << 7));
+}
+
+// Partial rows are fp16 with a power-of-two scale per column group (partials.cuh), so values
+// far outside fp16's range (2^-24 .. 65504), either way, must come through the split and the
+// merge. V is multiplied by 2^shift before the run (MLA: the whole cached row, with the softmax
+// scale divided by as much, so that S is unchanged), which bf16 does exactly; the result,
+// divided back, must match the reference on the unscaled problem with the usual tolerances.
+TEST(CudaCombine, PartialsKeepValuesOfAnyMagnitude) {
+  SKIP_WITHOUT_GPU();
+  for (Variant v : {Variant::mfa(), Variant::mla()})
+    for (int shift : {60, -60})
+      for (DecodeArgs::Path path : kPaths) {
+        ProblemSpec s;
+        s.variant = v;
+        s.h_q = v == Variant::mfa() ? 64 : 16;
+        s.b = 3;
+        s.seqlens = {20000, 3000, 517};
+        s.softmax_scale = 1.f / std::sqrt(float(v.d_k));
+        s.seed = 12000 + v.d_v + shift;
+        const std::string label = describe(s) + " V x 2^" + std::to_string(shift) +
+                                  (path == DecodeArgs::Path::portable ? " portable" : "");
+        testing::HostProblem h = testing::make_problem(s);
+        testing::HostProblem scaled = h;
+        const bool aliased = h.v_cache.empty();  // MLA: V is the head of the cached K row
+        for (uint16_t& u : aliased ? scaled.k_cache : scaled.v_cache) u = times_pow2(u, shift);
+        DeviceProblem d(scaled);
+        d.set_path(path);
+        if (aliased) d.args.softmax_scale = std::ldexp(*s.softmax_scale, -shift);
+        d.poison();
+        const Plan p = d.plan();
+        run(p, d.args);
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT_EQ(read_error_flags(p), 0u) << label;
+        EXPECT_GT(p.num_parts, 8) << label << ": the long sequence should be cut into splits";
+        std::vector<uint16_t> out;
+        std::vector<float> lse;
+        d.out.download(out);
+        d.lse.download(lse);
+        for (uint16_t& u : out) u = times_pow2(u, -shift);
+        const std::string why = compare_with_reference(h, out, lse);
+        EXPECT_TRUE(why.empty()) << label << ": " << why;
+      }
 }
 
 // Two calls sharing one workspace back to back on one stream, no synchronization between

@@ -88,12 +88,11 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols4 ? lane + kWarpSize * j : -1;
   static_assert(combine::kBatch % COLS == 0, "the same loads in flight for every COLS");
   combine::RowMerge<COLS> merged;
-  const auto* o_k =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v);
-  const int64_t o_stride = int64_t(rows_all) * cols4;
+  const combine::PartialRow partials =
+      combine::partial_row(s, p.d_v, slot0 * rows_all + row, rows_all);
   merged.template add<combine::kBatch / COLS>(s.lse_partial + slot0 * rows_all + row, rows_all,
-                                              o_k, o_stride, col, 0, 1, n);
-  if (can_discard(s, p.d_v)) combine::drop_lines(o_k, o_stride, col, 0, 1, n);
+                                              partials, col, 0, 1, n);
+  if (can_discard(s, p.d_v)) combine::drop_lines(partials, col, 0, 1, n);
   T* out = out_row<T>(p, seq, row, merged.lse(), lane == 0);
 #pragma unroll
   for (int j = 0; j < COLS; ++j)

@@ -1,8 +1,8 @@
 // flashmfa CUDA: the combine step as device code -- merging the partial slots of a split
 // sequence (schedule.cuh) into out and lse -- used by the combine kernel (combine.cu).
 //
-// Partial k of a row holds o_k (normalized over its tokens) and lse_k (natural log, -inf when
-// the split saw no token). The row's result is
+// Partial k of a row holds o_k (normalized over its tokens; stored as partials.cuh describes)
+// and lse_k (natural log, -inf when the split saw no token). The row's result is
 //
 //   lse = log sum_k exp(lse_k),   out = sum_k exp(lse_k - lse) o_k
 //
@@ -24,33 +24,54 @@
 
 namespace flashmfa::cuda::combine {
 
-constexpr int kColsPerThread = 4;  // one float4 of a row per thread
+constexpr int kColsPerThread = 4;  // one column group of 4 (a float4 of the result) per thread
 constexpr int kBatch = 8;          // partials in flight per thread
 
-// Partials are scratch: the decode kernel writes them and one thread here reads each float4
-// once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the next
-// call's KV stream (8.4 MB at MFA b = 1, ~17 MB for a b = 128 varlen batch), so every line is
-// dropped after the merge (discard.global.L2: invalidated without a write-back; sm_80 on).
-constexpr int kLineCols = kL2LineBytes / (kColsPerThread * int(sizeof(float)));  // float4s
+// Where partial k of one row lives: its values from o + k * o_stride (column group c at
+// element kColsPerThread * c), its scales from scale + k * scale_stride (partials.cuh; column
+// group c has scale group c / group_cols4).
+struct PartialRow {
+  const PartialElem* o;
+  int64_t o_stride;
+  const float* scale;
+  int64_t scale_stride;
+  int group_cols4;  // column groups per scale group: d_v / kPartialGroups / kColsPerThread
+};
 
-// Drops the L2 lines of partials k = first, first + step, ... (k < n) at o[k * o_stride +
-// col[j]], once their values have been used: the lane holding a line's first float4 drops
-// it. A line is read by the kLineCols lanes of one 8-aligned lane group, which all call this
-// with the same first, step and n after their merge, so a __syncwarp over them orders every
-// read before the drop.
+__device__ inline PartialRow partial_row(const Schedule& s, int d_v, int64_t first_row,
+                                         int64_t row_stride) {
+  return {s.o_partial + first_row * d_v, row_stride * d_v, s.o_scale + first_row * kPartialGroups,
+          row_stride * kPartialGroups, d_v / kPartialGroups / kColsPerThread};
+}
+
+// Partials are scratch: the decode kernel writes them and one thread here reads each column
+// group once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the
+// next call's KV stream (4.2 MB at MFA b = 1, ~8 MB for a b = 128 varlen batch), so every line
+// of values is dropped after the merge (discard.global.L2: invalidated without a write-back;
+// sm_80 on). The scales (1/32 of the bytes or less) share lines across rows and stay.
+constexpr int kLineCols = kL2LineBytes / (kColsPerThread * int(sizeof(PartialElem)));  // groups
+
+// Drops the L2 lines of the values of partials k = first, first + step, ... (k < n) of `row`
+// at column groups col[j], once they have been used: the lane holding a line's first group
+// drops it. A line is read by the kLineCols lanes of one kLineCols-aligned lane group, which
+// all call this with the same first, step and n after their merge, so a __syncwarp over them
+// orders every read before the drop.
 template <int COLS>
-__device__ void drop_lines(const float4* o, int64_t o_stride, const int (&col)[COLS], int first,
-                           int step, int n) {
+__device__ void drop_lines(const PartialRow& row, const int (&col)[COLS], int first, int step,
+                           int n) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kLineCols <= 32, "a line within one warp");
   const int lane = int(threadIdx.x) % 32;
-  __syncwarp(((1u << kLineCols) - 1) << (lane / kLineCols * kLineCols));
+  __syncwarp(unsigned((1ull << kLineCols) - 1) << (lane / kLineCols * kLineCols));
   for (int k = first; k < n; k += step)
 #pragma unroll
     for (int j = 0; j < COLS; ++j)
       if (col[j] >= 0 && col[j] % kLineCols == 0)
-        asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(o + k * o_stride + col[j]) : "memory");
+        asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(row.o + k * row.o_stride +
+                                                            col[j] * kColsPerThread)
+                     : "memory");
 #else
-  (void)o, (void)o_stride, (void)col, (void)first, (void)step, (void)n;
+  (void)row, (void)col, (void)first, (void)step, (void)n;
 #endif
 }
 
@@ -114,21 +135,29 @@ struct RowMerge {
     for (int j = 0; j < COLS; ++j) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
 
-  // Partials k = first, first + step, ... (k < n), BATCH of them loaded at a time: lse_k at
-  // lse[k * lse_stride], column j at o[k * o_stride + col[j]] (col[j] < 0: not this thread's).
+  // Partials k = first, first + step, ... (k < n) of `row`, BATCH of them loaded at a time:
+  // lse_k at lse[k * lse_stride], column group col[j] (< 0: not this thread's).
   template <int BATCH>
-  __device__ void add(const float* lse, int64_t lse_stride, const float4* o, int64_t o_stride,
+  __device__ void add(const float* lse, int64_t lse_stride, const PartialRow& row,
                       const int (&col)[COLS], int first, int step, int n) {
+    int group[COLS];
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) group[j] = col[j] / row.group_cols4;
     for (int k0 = first; k0 < n; k0 += BATCH * step) {
       float x[BATCH];
-      float4 v[BATCH][COLS];
+      PartialPack v[BATCH][COLS];
+      float sc[BATCH][COLS];
 #pragma unroll
       for (int b = 0; b < BATCH; ++b) {
         const int k = k0 + b * step;
         x[b] = k < n ? lse[k * lse_stride] : -INFINITY;
 #pragma unroll
-        for (int j = 0; j < COLS; ++j)
-          v[b][j] = k < n && col[j] >= 0 ? o[k * o_stride + col[j]] : make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int j = 0; j < COLS; ++j) {
+          const bool mine = k < n && col[j] >= 0;
+          v[b][j] = mine ? load_partial4(row.o + k * row.o_stride + col[j] * kColsPerThread)
+                         : PartialPack{};
+          sc[b][j] = kPartialF16 && mine ? row.scale[k * row.scale_stride + group[j]] : 1.f;
+        }
       }
       float mb = m;
 #pragma unroll
@@ -140,7 +169,7 @@ struct RowMerge {
         const float w = __expf(x[b] - mb);  // an empty partial, or past n: 0
         l += w;
 #pragma unroll
-        for (int j = 0; j < COLS; ++j) fma4(acc[j], w, v[b][j]);
+        for (int j = 0; j < COLS; ++j) fma4(acc[j], w * sc[b][j], unpack_partial4(v[b][j]));
       }
       m = mb;
     }
@@ -196,22 +225,19 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
   const int groups = THREADS / cols4;
   const int g = tid / cols4, c = tid % cols4;
   const float* lse_k = s.lse_partial + slot0 * rows_all + row;
-  const float4* o_k =
-      reinterpret_cast<const float4*>(s.o_partial + (slot0 * rows_all + row) * p.d_v) + col4;
 
   RowMerge<1> mine;
-  const int col[1] = {c};
+  const int col[1] = {col4 + c};
   // Threads past cols4 * groups idle (cols4 not dividing THREADS).
-  const int64_t o_stride = int64_t(rows_all) * (p.d_v / kColsPerThread);
   if (g < groups) {
-    mine.add<kBatch>(lse_k, rows_all, o_k, o_stride, col, g, groups, n);
+    mine.add<kBatch>(lse_k, rows_all, partial_row(s, p.d_v, slot0 * rows_all + row, rows_all),
+                     col, g, groups, n);
     // Whole lines when cols4 is a multiple of kLineCols (col4 is a multiple of cols4). The
     // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
     // across the merge's loads.
-    if (can_discard(s, p.d_v) && cols4 % kLineCols == 0) {
-      const float* base = s.o_partial + (s.slot_begin[seq] * int64_t(rows_all) + row) * p.d_v;
-      drop_lines(reinterpret_cast<const float4*>(base) + col4, o_stride, col, g, groups, n);
-    }
+    if (can_discard(s, p.d_v) && cols4 % kLineCols == 0)
+      drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
+                 col, g, groups, n);
   }
   scratch[tid] = Partial{mine.acc[0], mine.m, mine.l};
   sync();

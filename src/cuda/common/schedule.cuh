@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "core/params.hpp"
+#include "cuda/common/partials.cuh"
 
 namespace flashmfa::cuda {
 
@@ -52,7 +53,8 @@ struct Schedule {
   const int32_t* slot_begin;      // [b]      first partial slot of seq i; -1: not split
   const int32_t* num_splits;      // [b]      parts that seq i is cut into (>= 1)
   const int32_t* part_first_seq;  // [num_parts] first sequence part p meets
-  float* o_partial;               // [num_slots, h_q * s_q, d_v]  row = kv * rows + r
+  PartialElem* o_partial;         // [num_slots, h_q * s_q, d_v]  row = kv * rows + r
+  float* o_scale;                 // [num_slots, h_q * s_q, kPartialGroups]  (partials.cuh)
   float* lse_partial;             // [num_slots, h_q * s_q]       natural log; -inf: empty
   int32_t b;
   int32_t num_parts;
@@ -73,7 +75,7 @@ constexpr int kL2LineBytes = 128;  // what discard.global.L2 and prefetch.global
 __host__ __device__ inline bool can_discard(const Schedule& s, int d_v) {
   return FLASHMFA_COMBINE_DISCARD &&
          reinterpret_cast<uintptr_t>(s.o_partial) % kL2LineBytes == 0 &&
-         (d_v * sizeof(float)) % kL2LineBytes == 0;
+         (d_v * sizeof(PartialElem)) % kL2LineBytes == 0;
 }
 
 // One piece of a part's work: blocks [block_begin, block_end) of sequence seq.

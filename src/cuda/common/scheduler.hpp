@@ -15,9 +15,11 @@ namespace flashmfa::cuda {
 struct WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t header = 0, prefix_cost = 0, seqlen = 0, slot_begin = 0, num_splits = 0,
-         part_first_seq = 0, lse_partial = 0, o_partial = 0, total = 0;
+         part_first_seq = 0, lse_partial = 0, o_partial = 0, o_scale = 0,
+         total = 0;
 
-  // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v floats.
+  // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v values
+  // (partials.cuh).
   WorkspaceLayout(int64_t b, int64_t num_parts, int64_t num_slots, int64_t rows_all,
                   int64_t d_v) {
     size_t at = 0;
@@ -33,7 +35,8 @@ struct WorkspaceLayout {
     num_splits = take(sizeof(int32_t) * b);
     part_first_seq = take(sizeof(int32_t) * num_parts);
     lse_partial = take(sizeof(float) * num_slots * rows_all);
-    o_partial = take(sizeof(float) * num_slots * rows_all * d_v);
+    o_partial = take(sizeof(PartialElem) * num_slots * rows_all * d_v);
+    o_scale = take(kPartialF16 ? sizeof(float) * num_slots * rows_all * kPartialGroups : 0);
     total = at;
   }
 };

@@ -1,7 +1,7 @@
 // flashmfa CUDA, portable path: the epilogue of one work item of the sm_80 decode kernel.
 // Normalizes O by the row sums and writes either the final out / lse (the work item is the
-// whole sequence: slot < 0) or an fp32 partial row and its lse into the schedule's slot, which
-// the combine kernel merges.
+// whole sequence: slot < 0) or a partial row (partials.cuh) and its lse into the schedule's
+// slot, which the combine kernel merges.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,7 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
                              int rows, int warp, int lane, const float (&o)[Tr::MT][Tr::O_NT][4],
                              const float (&l)[Tr::MT][2], const OnlineSoftmax<Tr>& softmax) {
   using T = typename Tr::T;
+  static_assert(Tr::O_COLS == Tr::D_V / kPartialGroups, "a warp's columns: one scale group");
   const detail::DecodeParams& p = kp.p;
   const int col0 = warp * Tr::O_COLS + 2 * (lane & 3);
   const bool writes_lse = warp == 0 && (lane & 3) == 0;  // one thread per row
@@ -53,13 +54,24 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
           p.lse[int64_t(it.seq) * p.lse_sb + int64_t(head) * p.lse_sh + int64_t(t) * p.lse_ss] =
               lse;
       } else {
-        // Partial rows: [num_slots, h_q * s_q, d_v], row = kv * rows + r (schedule.cuh).
+        // Partial rows: [num_slots, h_q * s_q, d_v], row = kv * rows + r (schedule.cuh); the
+        // warp's O_COLS columns are one scale group (partials.cuh), the quad holding the row.
         const int64_t prow = int64_t(it.slot) * (int64_t(p.h_q) * p.s_q) + int64_t(kv) * rows + rg;
-        float* dst = kp.sched.o_partial + prow * Tr::D_V + col0;
+        float amax = 0.f;
+        if constexpr (kPartialF16) {
+#pragma unroll
+          for (int n = 0; n < Tr::O_NT; ++n)
+            amax = fmaxf(amax, fmaxf(fabsf(o[mt][n][2 * h]), fabsf(o[mt][n][2 * h + 1])));
+          amax = quad_amax(amax * inv);
+        }
+        const GroupScale s = group_scale(amax);
+        const float w = inv * s.inv;
+        PartialElem* dst = kp.sched.o_partial + prow * Tr::D_V + col0;
 #pragma unroll
         for (int n = 0; n < Tr::O_NT; ++n)
-          *reinterpret_cast<float2*>(dst + n * kMmaN) =
-              make_float2(o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv);
+          store_partial_pair(dst + n * kMmaN, o[mt][n][2 * h] * w, o[mt][n][2 * h + 1] * w);
+        if (kPartialF16 && (lane & 3) == 0)
+          kp.sched.o_scale[prow * kPartialGroups + warp] = s.scale;
         if (writes_lse) kp.sched.lse_partial[prow] = lse;
       }
     }

@@ -260,8 +260,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       } else {
         float inv_sum[kRowsPerThread], lse[kRowsPerThread];
         softmax.finish(inv_sum, lse);
-        store_rows<T, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv_sum,
-                                  lse);
+        store_rows<T, D, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o,
+                                     inv_sum, lse);
       }
       if (tid == 0) FLASHMFA_PHASE(6);
     }
@@ -340,12 +340,12 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     };
     if (warpgroup == 0) {
       merge(std::integral_constant<int, 0>{});
-      store_rows<T, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o, inv,
-                                          lse, true);
+      store_rows<T, D, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                             inv, lse, true);
     } else {
       merge(std::integral_constant<int, kHalf>{});
-      store_rows<T, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp, lane,
-                                                   o, inv, lse, false);
+      store_rows<T, D, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp,
+                                                      lane, o, inv, lse, false);
     }
   }
 };

@@ -13,17 +13,21 @@
 namespace flashmfa::cuda::sm90 {
 
 // The thread's rows are first_row + 16 w + g + 8 h (softmax.cuh); each writes pairs of
-// adjacent columns (4-byte T2 / 8-byte float2 stores), the quad covering 8 consecutive ones.
+// adjacent columns (4-byte T2 / partial pair stores), the quad covering 8 consecutive ones.
 //
-// o holds ATOMS 64-column accumulator tiles whose first is output column 64 * col_atom0; only
-// tiles [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split each finalize half of
-// the columns; each MLA warpgroup owns half of d_v); lse only when write_lse.
-template <class T, int ATOMS, int AT_BEGIN = 0, int AT_END = ATOMS>
+// o holds ATOMS 64-column accumulator tiles of a D_V-column row, whose first is output column
+// 64 * col_atom0; only tiles [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split
+// each finalize half of the columns; each MLA warpgroup owns half of d_v); lse only when
+// write_lse.
+template <class T, int D_V, int ATOMS, int AT_BEGIN = 0, int AT_END = ATOMS>
 __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
                            const WorkItem& it, int kv_head, int first_row, int warp, int lane,
                            float (&o)[ATOMS][kAccRegs], const float (&inv_sum)[kRowsPerThread],
                            const float (&lse)[kRowsPerThread], bool write_lse = true,
                            int col_atom0 = 0) {
+  constexpr int kGroupCols = D_V / kPartialGroups;  // columns per partial scale
+  constexpr int kGroupBlocks = kGroupCols / 8;      // the quad's 8-column blocks per group
+  static_assert(kGroupCols % 8 == 0 && kAtomCols % kGroupCols == 0, "groups inside atoms");
   const int rows = p.s_q * p.q_per_kv;
   const int g = lane / kQuadLanes, t = lane % kQuadLanes;
   const bool pairs = out_pairs_aligned(p);  // else two 16-bit stores per pair
@@ -57,16 +61,32 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
       if (t == 0 && write_lse)
         p.lse[int64_t(it.seq) * p.lse_sb + head * p.lse_sh + tq * p.lse_ss] = lse[h];
     } else {
-      // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing).
+      // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing), one scale
+      // per group of kGroupCols columns (partials.cuh): a group is kGroupCols / 8 of the
+      // quad's 8-column blocks c of one atom.
       const int64_t prow = int64_t(it.slot) * p.h_q * p.s_q + int64_t(kv_head) * rows + row;
-      float* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols + 2 * t;
+      PartialElem* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols + 2 * t;
 #pragma unroll
       for (int at = AT_BEGIN; at < AT_END; ++at)
 #pragma unroll
-        for (int c = 0; c < kWgmmaN / 8; ++c) {
-          const int i = 4 * c + 2 * h;
-          *reinterpret_cast<float2*>(dst + at * kAtomCols + 8 * c) =
-              make_float2(o[at][i], o[at][i + 1]);
+        for (int g0 = 0; g0 < kWgmmaN / 8; g0 += kGroupBlocks) {
+          float amax = 0.f;
+          if constexpr (kPartialF16) {
+#pragma unroll
+            for (int c = g0; c < g0 + kGroupBlocks; ++c)
+              amax = fmaxf(amax, fmaxf(fabsf(o[at][4 * c + 2 * h]),
+                                       fabsf(o[at][4 * c + 2 * h + 1])));
+            amax = quad_amax(amax);
+          }
+          const GroupScale s = group_scale(amax);
+#pragma unroll
+          for (int c = g0; c < g0 + kGroupBlocks; ++c) {
+            const int i = 4 * c + 2 * h;
+            store_partial_pair(dst + at * kAtomCols + 8 * c, o[at][i] * s.inv,
+                               o[at][i + 1] * s.inv);
+          }
+          const int group = ((col_atom0 + at) * kAtomCols + 8 * g0) / kGroupCols;
+          if (kPartialF16 && t == 0) sched.o_scale[prow * kPartialGroups + group] = s.scale;
         }
       if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
     }

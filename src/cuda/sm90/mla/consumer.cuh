@@ -323,8 +323,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       inv[h] = any ? 1.f / total : 0.f;
       lse[h] = any ? (softmax.max[h] + __log2f(total)) * kLn2 : -INFINITY;
     }
-    store_rows<T, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o, inv, lse,
-                                 warpgroup == 0, warpgroup * Tr::kOutAtoms);
+    store_rows<T, kMlaDv, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o,
+                                         inv, lse, warpgroup == 0, warpgroup * Tr::kOutAtoms);
   }
 };
 
