@@ -89,7 +89,7 @@ Plan plan(const DecodeArgs& args, void* workspace, size_t workspace_bytes, Strea
              ">= " + std::to_string(need) + " (from workspace_size)", workspace_bytes);
   if (need > 0 && workspace == nullptr)
     fail_arg(Status::invalid_argument, "workspace", "a non-null pointer", "nullptr");
-  // The kernels read partial rows as float4 and or flags atomically into the workspace.
+  // The kernels read partial rows 16 bytes at a time and or flags atomically into the workspace.
   constexpr uintptr_t kWorkspaceAlign = 16;
   if (need > 0 && reinterpret_cast<uintptr_t>(workspace) % kWorkspaceAlign != 0)
     fail_arg(Status::invalid_argument, "workspace", "a 16-byte aligned pointer",

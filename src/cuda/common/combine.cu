@@ -5,14 +5,14 @@
 // Few rows (b * h_q * s_q below kWarpLayoutRowsPerSm per SM: long sequences cut into many
 // splits, e.g. b = 1): one CTA per (partial row, sequence, column chunk), grid (h_q * s_q, b,
 // chunks), 256 threads, so that each row's many partials are read with many loads in flight.
-// The row's d_v / 4 float4 columns are cut into `chunks` equal chunks (a power of two, chosen
-// on the host so that the grid has about two CTAs per SM while a chunk keeps >= 16 float4
-// columns; 1 when the rows alone fill the GPU); combine::combine_chunk (combine.cuh) merges one
-// chunk in one pass over the partials. MFA at b = 1 (64 rows, d_v 256): 4 chunks of 16 column
-// threads x 16 split groups, 256 CTAs; MLA at b = 1 (128 rows, d_v 512): 4 chunks of 32 x 8.
+// The row's d_v / 8 groups of 8 columns are cut into `chunks` equal chunks (a power of two,
+// chosen on the host so that the grid has about two CTAs per SM while a chunk keeps >= 8
+// groups; 1 when the rows alone fill the GPU); combine::combine_chunk (combine.cuh) merges one
+// chunk in one pass over the partials. MFA at b = 1 (64 rows, d_v 256): 4 chunks of 8 column
+// threads x 32 split groups, 256 CTAs; MLA at b = 1 (128 rows, d_v 512): 4 chunks of 16 x 16.
 //
 // Many rows (serving batches, where a split sequence has two or three partials): one warp per
-// (sequence, row), 8 warps per CTA, lanes over float4 column groups, splits in a loop. The
+// (sequence, row), 8 warps per CTA, lanes over 8-column groups, splits in a loop. The
 // CTA-per-row layout would launch b * h_q * s_q CTAs of 256 threads for a few loads each
 // (measured on MFA h_q 64 b 128 8k varlen: 94.5% of copy bandwidth with this layout, 88.2% with
 // one CTA per row).
@@ -48,17 +48,18 @@ constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;
 using combine::kColsPerThread;
 using combine::out_row;
-using combine::store4;
+using combine::store8;
 // With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
 // registers and interleaves the FMAs with the loads, keeping ~3 of the 8 (combine::kBatch) in
-// flight; a minimum of 4 CTAs per SM (<= 64 registers) lets it issue all 8 loads first.
-constexpr int kMinCtasPerSm = 4;
+// flight; a minimum of 3 CTAs per SM (<= 80 registers) lets it issue all 8 loads (16 bytes
+// and a scale each) first, without spills.
+constexpr int kMinCtasPerSm = 3;
 // The warp-per-row layout from this many partial rows per SM on.
 constexpr int kWarpLayoutRowsPerSm = 16;
 // The CTA-per-row layout cuts rows into column chunks until the grid has this many CTAs per
-// SM, keeping at least kMinChunkCols4 float4 columns (16 threads of a 256-thread CTA) a chunk.
+// SM, keeping at least kMinChunkCols 8-column groups (64 columns) a chunk.
 constexpr int kChunkCtasPerSm = 2;
-constexpr int kMinChunkCols4 = 16;
+constexpr int kMinChunkCols = 8;
 
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -66,12 +67,16 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
+// A split sequence of a serving batch has a few partials: the warp layout loads 4 of them at a
+// time (4 / COLS, so 4 groups in flight per lane), within 80 registers.
+constexpr int kRowsBatch = 4;
+
 // The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w,
-// lane l owning float4 columns l, l + 32, ... (COLS of them), each lane over all the row's
+// lane l owning 8-column groups l, l + 32, ... (COLS of them), each lane over all the row's
 // partials in one pass (no shuffles: every lane computes the same lse).
 constexpr int kWarpsPerCta = kThreads / kWarpSize;
 template <class T, bool PAIRS, int COLS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
                     const __grid_constant__ Schedule s) {
   grid_dependency_wait();  // before any read of the schedule or the partials
@@ -82,21 +87,20 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   const int n = s.num_splits[seq];
   if (n <= 1) return;  // written directly by the decode kernel
   const int64_t slot0 = s.slot_begin[seq];
-  const int cols4 = p.d_v / kColsPerThread;
+  const int cols = p.d_v / kColsPerThread;
   int col[COLS];
 #pragma unroll
-  for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols4 ? lane + kWarpSize * j : -1;
-  static_assert(combine::kBatch % COLS == 0, "the same loads in flight for every COLS");
+  for (int j = 0; j < COLS; ++j) col[j] = lane + kWarpSize * j < cols ? lane + kWarpSize * j : -1;
   combine::RowMerge<COLS> merged;
   const combine::PartialRow partials =
       combine::partial_row(s, p.d_v, slot0 * rows_all + row, rows_all);
-  merged.template add<combine::kBatch / COLS>(s.lse_partial + slot0 * rows_all + row, rows_all,
+  merged.template add<kRowsBatch / COLS>(s.lse_partial + slot0 * rows_all + row, rows_all,
                                               partials, col, 0, 1, n);
   if (can_discard(s, p.d_v)) combine::drop_lines(partials, col, 0, 1, n);
   T* out = out_row<T>(p, seq, row, merged.lse(), lane == 0);
 #pragma unroll
   for (int j = 0; j < COLS; ++j)
-    if (col[j] >= 0) store4<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
+    if (col[j] >= 0) store8<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
 }
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
@@ -108,9 +112,9 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   __shared__ combine::Partial scratch[kThreads];
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
   if (s.num_splits[seq] <= 1) return;  // written directly by the decode kernel
-  // This CTA's columns: float4 columns [chunk * cols4, +cols4) of the row (<= 128 <= kThreads).
-  const int cols4 = p.d_v / kColsPerThread / int(gridDim.z);
-  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols4, cols4, threadIdx.x,
+  // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
+  const int cols = p.d_v / kColsPerThread / int(gridDim.z);
+  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols, cols, threadIdx.x,
                                              scratch, [] { __syncthreads(); });
 }
 
@@ -143,15 +147,14 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   // Shapes only decide the layout and the grid: grid-stable under graph replay.
   const int rows_all = p.h_q * p.s_q;
   const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
-  const int cols4 = p.d_v / kColsPerThread;
-  // Warp layout: float4 columns per lane (d_v <= 512: at most 4).
-  auto* rows_kernel = cols4 <= kWarpSize       ? &combine_rows_kernel<T, PAIRS, 1>
-                      : cols4 <= 2 * kWarpSize ? &combine_rows_kernel<T, PAIRS, 2>
-                                               : &combine_rows_kernel<T, PAIRS, 4>;
+  const int cols = p.d_v / kColsPerThread;
+  // Warp layout: 8-column groups per lane (d_v <= 512: at most 2).
+  auto* rows_kernel = cols <= kWarpSize ? &combine_rows_kernel<T, PAIRS, 1>
+                                        : &combine_rows_kernel<T, PAIRS, 2>;
   auto* kernel = warp_rows ? rows_kernel : &combine_kernel<T, PAIRS>;
   int chunks = 1;
   while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
-         cols4 % (2 * chunks) == 0 && cols4 / (2 * chunks) >= kMinChunkCols4)
+         cols % (2 * chunks) == 0 && cols / (2 * chunks) >= kMinChunkCols)
     chunks *= 2;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = warp_rows ? dim3((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b)
@@ -173,11 +176,13 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
 
 void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   if (p.b == 0 || p.h_q * p.s_q == 0) return;
-  // Every supported d_v is 64, 128, 256 or 512; a chunk is at most one float4 per thread.
-  if (p.d_v % kColsPerThread != 0 || p.d_v / kColsPerThread > kThreads)
-    throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % 4 == 0 and d_v <= " +
-                                         std::to_string(kColsPerThread * kThreads) + ", got " +
-                                         std::to_string(p.d_v));
+  // Every supported d_v is 64, 128, 256 or 512: whole 8-column groups in each of the partial
+  // rows' scale groups (partials.cuh), at most 2 groups per lane of the warp layout.
+  constexpr int kDvStep = kPartialGroups * kColsPerThread, kMaxDv = 2 * kWarpSize * kColsPerThread;
+  if (p.d_v % kDvStep != 0 || p.d_v > kMaxDv)
+    throw Error(Status::unsupported, "flashmfa: the combine kernel needs d_v % " +
+                                         std::to_string(kDvStep) + " == 0 and d_v <= " +
+                                         std::to_string(kMaxDv) + ", got " + std::to_string(p.d_v));
   const bool pairs = out_pairs_aligned(p);
   if (p.dtype == DType::bf16) {
     if (pairs) launch_typed<__nv_bfloat16, true>(p, sched, stream);

@@ -24,18 +24,19 @@
 
 namespace flashmfa::cuda::combine {
 
-constexpr int kColsPerThread = 4;  // one column group of 4 (a float4 of the result) per thread
-constexpr int kBatch = 8;          // partials in flight per thread
+// A thread's unit of columns: 8 (16 bytes of fp16 partial, one scale).
+constexpr int kColsPerThread = 8;
+constexpr int kBatch = 8;  // partials in flight per thread
 
 // Where partial k of one row lives: its values from o + k * o_stride (column group c at
 // element kColsPerThread * c), its scales from scale + k * scale_stride (partials.cuh; column
-// group c has scale group c / group_cols4).
+// group c has scale group c / group_cols).
 struct PartialRow {
   const PartialElem* o;
   int64_t o_stride;
   const float* scale;
   int64_t scale_stride;
-  int group_cols4;  // column groups per scale group: d_v / kPartialGroups / kColsPerThread
+  int group_cols;  // column groups per scale group: d_v / kPartialGroups / kColsPerThread
 };
 
 __device__ inline PartialRow partial_row(const Schedule& s, int d_v, int64_t first_row,
@@ -43,6 +44,11 @@ __device__ inline PartialRow partial_row(const Schedule& s, int d_v, int64_t fir
   return {s.o_partial + first_row * d_v, row_stride * d_v, s.o_scale + first_row * kPartialGroups,
           row_stride * kPartialGroups, d_v / kPartialGroups / kColsPerThread};
 }
+
+// Eight columns of a merge (a group's accumulator).
+struct Cols8 {
+  float v[kColsPerThread];
+};
 
 // Partials are scratch: the decode kernel writes them and one thread here reads each column
 // group once. Left in L2 they stay dirty and are written back to DRAM when evicted, during the
@@ -89,13 +95,20 @@ template <> struct Pair<__half> {
   __device__ static type make(float a, float b) { return __floats2half2_rn(a, b); }
 };
 
-__device__ __forceinline__ void fma4(float4& acc, float w, const float4& v) {
-  acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
-  acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+// acc += w * the eight stored columns v (w includes their scale).
+__device__ __forceinline__ void fma8(Cols8& acc, float w, const uint4& v) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = unpack_partial2(u[i]);
+    acc.v[2 * i] = fmaf(w, f.x, acc.v[2 * i]);
+    acc.v[2 * i + 1] = fmaf(w, f.y, acc.v[2 * i + 1]);
+  }
 }
 
-__device__ __forceinline__ void scale4(float4& acc, float w) {
-  acc.x *= w, acc.y *= w, acc.z *= w, acc.w *= w;
+__device__ __forceinline__ void scale8(Cols8& acc, float w) {
+#pragma unroll
+  for (int i = 0; i < kColsPerThread; ++i) acc.v[i] *= w;
 }
 
 // The out row of partial row `row` of sequence seq (partial row (kv, r), r = t * q_per_kv +
@@ -110,29 +123,30 @@ __device__ __forceinline__ T* out_row(const detail::DecodeParams& p, int seq, in
   return static_cast<T*>(p.out) + seq * p.o_sb + t * p.o_ss + head * p.o_sh;
 }
 
-// Four columns of an out row (PAIRS: as two packed 16-bit pairs).
+// Eight columns of an out row (PAIRS: as packed 16-bit pairs).
 template <class T, bool PAIRS>
-__device__ __forceinline__ void store4(T* dst, const float4& acc) {
-  if constexpr (PAIRS) {
-    using P2 = typename Pair<T>::type;
-    reinterpret_cast<P2*>(dst)[0] = Pair<T>::make(acc.x, acc.y);
-    reinterpret_cast<P2*>(dst)[1] = Pair<T>::make(acc.z, acc.w);
-  } else {
-    dst[0] = from_float<T>(acc.x), dst[1] = from_float<T>(acc.y);
-    dst[2] = from_float<T>(acc.z), dst[3] = from_float<T>(acc.w);
+__device__ __forceinline__ void store8(T* dst, const Cols8& acc) {
+#pragma unroll
+  for (int i = 0; i < kColsPerThread; i += 2) {
+    if constexpr (PAIRS) {
+      reinterpret_cast<typename Pair<T>::type*>(dst)[i / 2] = Pair<T>::make(acc.v[i], acc.v[i + 1]);
+    } else {
+      dst[i] = from_float<T>(acc.v[i]);
+      dst[i + 1] = from_float<T>(acc.v[i + 1]);
+    }
   }
 }
 
-// The running state of a one-pass merge over some of a row's partials, for COLS float4
-// columns: the largest lse_k seen (m), sum exp(lse_k - m) (l) and sum exp(lse_k - m) o_k.
+// The running state of a one-pass merge over some of a row's partials, for COLS column
+// groups: the largest lse_k seen (m), sum exp(lse_k - m) (l) and sum exp(lse_k - m) o_k.
 template <int COLS>
 struct RowMerge {
   float m = -INFINITY, l = 0.f;
-  float4 acc[COLS];
+  Cols8 acc[COLS];
 
   __device__ RowMerge() {
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = 0; j < COLS; ++j) scale8(acc[j], 0.f);
   }
 
   // Partials k = first, first + step, ... (k < n) of `row`, BATCH of them loaded at a time:
@@ -142,11 +156,10 @@ struct RowMerge {
                       const int (&col)[COLS], int first, int step, int n) {
     int group[COLS];
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) group[j] = col[j] / row.group_cols4;
+    for (int j = 0; j < COLS; ++j) group[j] = col[j] / row.group_cols;
     for (int k0 = first; k0 < n; k0 += BATCH * step) {
-      float x[BATCH];
-      PartialPack v[BATCH][COLS];
-      float sc[BATCH][COLS];
+      float x[BATCH], sc[BATCH][COLS];
+      uint4 v[BATCH][COLS];
 #pragma unroll
       for (int b = 0; b < BATCH; ++b) {
         const int k = k0 + b * step;
@@ -154,9 +167,9 @@ struct RowMerge {
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
           const bool mine = k < n && col[j] >= 0;
-          v[b][j] = mine ? load_partial4(row.o + k * row.o_stride + col[j] * kColsPerThread)
-                         : PartialPack{};
-          sc[b][j] = kPartialF16 && mine ? row.scale[k * row.scale_stride + group[j]] : 1.f;
+          v[b][j] = mine ? load_partial8(row.o + k * row.o_stride + col[j] * kColsPerThread)
+                         : make_uint4(0, 0, 0, 0);
+          sc[b][j] = mine ? row.scale[k * row.scale_stride + group[j]] : 0.f;
         }
       }
       float mb = m;
@@ -169,31 +182,30 @@ struct RowMerge {
         const float w = __expf(x[b] - mb);  // an empty partial, or past n: 0
         l += w;
 #pragma unroll
-        for (int j = 0; j < COLS; ++j) fma4(acc[j], w * sc[b][j], unpack_partial4(v[b][j]));
+        for (int j = 0; j < COLS; ++j) fma8(acc[j], w * sc[b][j], v[b][j]);
       }
       m = mb;
     }
   }
 
   // Folds in another state of the same columns (its max m2, sum l2, accumulator acc2).
-  __device__ void merge(float m2, float l2, const float4 (&acc2)[COLS]) {
+  __device__ void merge(float m2, float l2, const Cols8 (&acc2)[COLS]) {
     const float mx = fmaxf(m, m2);
     if (mx == -INFINITY) return;
     const float a = __expf(m - mx), b = __expf(m2 - mx);
     l = l * a + l2 * b;
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) {
-      scale4(acc[j], a);
-      fma4(acc[j], b, acc2[j]);
-    }
+    for (int j = 0; j < COLS; ++j)
+#pragma unroll
+      for (int i = 0; i < kColsPerThread; ++i) acc[j].v[i] = acc[j].v[i] * a + acc2[j].v[i] * b;
     m = mx;
   }
 
-  // The merged row: lse (-inf when every partial was empty) and column j (0 then).
+  // The merged row: lse (-inf when every partial was empty) and column group j (0 then).
   __device__ float lse() const { return l > 0.f ? m + __logf(l) : -INFINITY; }
-  __device__ float4 out(int j) const {
-    float4 r = acc[j];
-    scale4(r, l > 0.f ? 1.f / l : 0.f);
+  __device__ Cols8 out(int j) const {
+    Cols8 r = acc[j];
+    scale8(r, l > 0.f ? 1.f / l : 0.f);
     return r;
   }
 
@@ -201,41 +213,41 @@ struct RowMerge {
   __device__ void rescale(float r) {
     l *= r;
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) scale4(acc[j], r);
+    for (int j = 0; j < COLS; ++j) scale8(acc[j], r);
   }
 };
 
 // One thread's share of a chunk, exchanged through shared memory at the end.
 struct Partial {
-  float4 acc;
+  Cols8 acc;
   float m, l;
 };
 
-// Float4 columns [col4, col4 + cols4) of partial row `row` of split sequence seq, by THREADS
-// threads (index tid, cols4 <= THREADS): cols4 column threads times THREADS / cols4 split
-// groups, group g taking partials g, g + G, g + 2G, ... `scratch` holds THREADS entries;
-// `sync` is a barrier over exactly these threads (called twice: the scratch may be reused by
-// the next call). Writes lse when col4 == 0.
+// Column groups [col0, col0 + cols) of partial row `row` of split sequence seq, by THREADS
+// threads (index tid, cols <= THREADS): cols column threads times THREADS / cols split groups,
+// group g taking partials g, g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a
+// barrier over exactly these threads (called twice: the scratch may be reused by the next
+// call). Writes lse when col0 == 0.
 template <class T, bool PAIRS, int THREADS, class Sync>
 __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int row,
-                              int col4, int cols4, int tid, Partial* scratch, Sync sync) {
+                              int col0, int cols, int tid, Partial* scratch, Sync sync) {
   const int n = s.num_splits[seq];
   const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
   const int64_t slot0 = s.slot_begin[seq];
-  const int groups = THREADS / cols4;
-  const int g = tid / cols4, c = tid % cols4;
+  const int groups = THREADS / cols;
+  const int g = tid / cols, c = tid % cols;
   const float* lse_k = s.lse_partial + slot0 * rows_all + row;
 
   RowMerge<1> mine;
-  const int col[1] = {col4 + c};
-  // Threads past cols4 * groups idle (cols4 not dividing THREADS).
+  const int col[1] = {col0 + c};
+  // Threads past cols * groups idle (cols not dividing THREADS).
   if (g < groups) {
     mine.add<kBatch>(lse_k, rows_all, partial_row(s, p.d_v, slot0 * rows_all + row, rows_all),
                      col, g, groups, n);
-    // Whole lines when cols4 is a multiple of kLineCols (col4 is a multiple of cols4). The
+    // Whole lines when cols is a multiple of kLineCols (col0 is a multiple of cols). The
     // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
     // across the merge's loads.
-    if (can_discard(s, p.d_v) && cols4 % kLineCols == 0)
+    if (can_discard(s, p.d_v) && cols % kLineCols == 0)
       drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
                  col, g, groups, n);
   }
@@ -243,13 +255,13 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
   sync();
   if (g == 0) {
     for (int j = 1; j < groups; ++j) {
-      const Partial& q = scratch[j * cols4 + c];
-      const float4 acc2[1] = {q.acc};
+      const Partial& q = scratch[j * cols + c];
+      const Cols8 acc2[1] = {q.acc};
       mine.merge(q.m, q.l, acc2);
     }
     const float lse = mine.lse();
-    T* out = out_row<T>(p, seq, row, lse, col4 == 0 && c == 0);
-    store4<T, PAIRS>(out + (col4 + c) * kColsPerThread, mine.out(0));
+    T* out = out_row<T>(p, seq, row, lse, col0 == 0 && c == 0);
+    store8<T, PAIRS>(out + (col0 + c) * kColsPerThread, mine.out(0));
   }
   sync();
 }

@@ -12,30 +12,29 @@
 //   o_scale   [num_slots, h_q * s_q, kPartialGroups]  f32, value = o_partial * o_scale
 //
 // Half the bytes of f32 rows (MLA h_q 128, 8k varlen: ~34 -> ~17 MB written and read per call)
-// for about a tenth more of the output's own rounding error at worst (docs/perf-notes.md M.10).
-// A group lies inside one 64-column atom of the Hopper kernels' accumulators and is exactly one
-// warp's columns in the portable kernel, so in both its maximum takes the two shuffles of the
-// quad that holds a row. FLASHMFA_PARTIAL_F16=0 keeps f32 rows without scales.
+// for about a tenth more of the output's own rounding error at worst (docs/perf-notes.md M.10);
+// a value below 2^-28 of its group's largest is kept with fewer bits (fp16's subnormals).
+//
+// Writers: a group lies inside one 64-column atom of the Hopper kernels' accumulators and is
+// exactly one warp's columns in the portable kernel, so in both its maximum takes the two
+// shuffles of the quad that holds a row. The quad holds 8 consecutive columns per 8-column
+// block, 16 bytes of fp16: two blocks are stored together (one more shuffle) so that each
+// store instruction of the quad fills whole 32-byte sectors, which L2 then never has to fill
+// from DRAM first. Readers take 8 columns (16 bytes, one scale) at a time.
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <type_traits>
-
-#ifndef FLASHMFA_PARTIAL_F16
-#define FLASHMFA_PARTIAL_F16 1
-#endif
 
 namespace flashmfa::cuda {
 
-constexpr bool kPartialF16 = FLASHMFA_PARTIAL_F16 != 0;
-using PartialElem = std::conditional_t<kPartialF16, __half, float>;
+using PartialElem = __half;
 constexpr int kPartialGroups = 8;  // scale groups per partial row, d_v / 8 columns each
 
 // How a partial value is stored: stored = value * inv, value = stored * scale.
 struct GroupScale {
-  float inv = 1.f, scale = 1.f;
+  float inv, scale;
 };
 
 // The scale of a group whose largest magnitude is amax (>= 0, or NaN). inv = 2^(141 - e) for
@@ -43,38 +42,50 @@ struct GroupScale {
 // or more (amax below 2^-112: inv = 2^126), so that inv and scale are normal floats for every
 // amax, inf and NaN included (e = 255: inf stays inf, NaN stays NaN).
 __device__ __forceinline__ GroupScale group_scale(float amax) {
-  if constexpr (!kPartialF16) return {};
   const int e = max(int(__float_as_uint(amax) >> 23), 15);
   return {__uint_as_float(uint32_t(268 - e) << 23), __uint_as_float(uint32_t(e - 14) << 23)};
 }
 
-// The largest of x over the four lanes of this lane's quad (lanes 4k..4k+3), which hold one
-// accumulator row; only the quad needs to be converged.
+// The quad of this lane (lanes 4k..4k+3), which holds one accumulator row; only the quad
+// needs to be converged for the shuffles below.
+__device__ __forceinline__ unsigned quad_lanes() { return 0xfu << (threadIdx.x % 32 / 4 * 4); }
+
 __device__ __forceinline__ float quad_amax(float x) {
-  const unsigned quad = 0xfu << (threadIdx.x % 32 / 4 * 4);
+  const unsigned quad = quad_lanes();
   x = fmaxf(x, __shfl_xor_sync(quad, x, 1));
   return fmaxf(x, __shfl_xor_sync(quad, x, 2));
 }
 
-// Two adjacent columns at dst (2-element aligned), already times inv.
-__device__ __forceinline__ void store_partial_pair(PartialElem* dst, float x, float y) {
-  if constexpr (kPartialF16)
-    *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(x, y);
-  else
-    *reinterpret_cast<float2*>(dst) = make_float2(x, y);
+__device__ __forceinline__ uint32_t pack_partial2(float x, float y) {
+  const __half2 h = __floats2half2_rn(x, y);
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Four stored columns, as loaded (kept packed while the load is in flight: 2 registers for
-// fp16 values), and as floats (not yet times their scale).
-using PartialPack = std::conditional_t<kPartialF16, uint2, float4>;
-__device__ __forceinline__ PartialPack load_partial4(const PartialElem* src) {  // 4-aligned
-  return *reinterpret_cast<const PartialPack*>(src);
+// Two 8-column blocks of a row from the quad at `row` (the row's column 8c, 16-byte aligned):
+// lane t (= lane % 4) holds columns 2t, 2t + 1 of the first block (a0, a1) and of the second
+// (b0, b1), already times inv. After one exchange within each lane pair, even lanes store
+// columns 2t .. 2t + 3 and odd ones 8 + 2t - 2 .. 8 + 2t + 1: four 8-byte stores that fill the
+// 32 bytes of both blocks.
+__device__ __forceinline__ void store_partial_blocks(PartialElem* row, int t, float a0, float a1,
+                                                     float b0, float b1) {
+  const uint32_t a = pack_partial2(a0, a1), b = pack_partial2(b0, b1);
+  const bool odd = t & 1;
+  const uint32_t other = __shfl_xor_sync(quad_lanes(), odd ? a : b, 1);
+  *reinterpret_cast<uint2*>(row + (odd ? 8 + 2 * t - 2 : 2 * t)) =
+      odd ? make_uint2(other, b) : make_uint2(a, other);
 }
-__device__ __forceinline__ float4 unpack_partial4(const uint2& v) {
-  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
-  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
-  return make_float4(a.x, a.y, b.x, b.y);
+
+// One 8-column block (where a warp holds no second one): lane t stores columns 2t, 2t + 1.
+__device__ __forceinline__ void store_partial_block(PartialElem* row, int t, float a0, float a1) {
+  *reinterpret_cast<uint32_t*>(row + 2 * t) = pack_partial2(a0, a1);
 }
-__device__ __forceinline__ float4 unpack_partial4(const float4& v) { return v; }
+
+// Eight stored columns (16-byte aligned), as loaded, and as floats not yet times their scale.
+__device__ __forceinline__ uint4 load_partial8(const PartialElem* src) {
+  return *reinterpret_cast<const uint4*>(src);
+}
+__device__ __forceinline__ float2 unpack_partial2(uint32_t u) {
+  return __half22float2(*reinterpret_cast<const __half2*>(&u));
+}
 
 }  // namespace flashmfa::cuda

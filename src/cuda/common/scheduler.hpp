@@ -36,7 +36,7 @@ struct WorkspaceLayout {
     part_first_seq = take(sizeof(int32_t) * num_parts);
     lse_partial = take(sizeof(float) * num_slots * rows_all);
     o_partial = take(sizeof(PartialElem) * num_slots * rows_all * d_v);
-    o_scale = take(kPartialF16 ? sizeof(float) * num_slots * rows_all * kPartialGroups : 0);
+    o_scale = take(sizeof(float) * num_slots * rows_all * kPartialGroups);
     total = at;
   }
 };

@@ -58,20 +58,23 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
         // warp's O_COLS columns are one scale group (partials.cuh), the quad holding the row.
         const int64_t prow = int64_t(it.slot) * (int64_t(p.h_q) * p.s_q) + int64_t(kv) * rows + rg;
         float amax = 0.f;
-        if constexpr (kPartialF16) {
-#pragma unroll
-          for (int n = 0; n < Tr::O_NT; ++n)
-            amax = fmaxf(amax, fmaxf(fabsf(o[mt][n][2 * h]), fabsf(o[mt][n][2 * h + 1])));
-          amax = quad_amax(amax * inv);
-        }
-        const GroupScale s = group_scale(amax);
-        const float w = inv * s.inv;
-        PartialElem* dst = kp.sched.o_partial + prow * Tr::D_V + col0;
 #pragma unroll
         for (int n = 0; n < Tr::O_NT; ++n)
-          store_partial_pair(dst + n * kMmaN, o[mt][n][2 * h] * w, o[mt][n][2 * h + 1] * w);
-        if (kPartialF16 && (lane & 3) == 0)
-          kp.sched.o_scale[prow * kPartialGroups + warp] = s.scale;
+          amax = fmaxf(amax, fmaxf(fabsf(o[mt][n][2 * h]), fabsf(o[mt][n][2 * h + 1])));
+        const GroupScale s = group_scale(quad_amax(amax * inv));
+        const float w = inv * s.inv;
+        const int quad_lane = lane & 3;
+        PartialElem* dst = kp.sched.o_partial + prow * Tr::D_V + warp * Tr::O_COLS;
+        if constexpr (Tr::O_NT == 1) {
+          store_partial_block(dst, quad_lane, o[mt][0][2 * h] * w, o[mt][0][2 * h + 1] * w);
+        } else {
+#pragma unroll
+          for (int n = 0; n < Tr::O_NT; n += 2)
+            store_partial_blocks(dst + n * kMmaN, quad_lane, o[mt][n][2 * h] * w,
+                                 o[mt][n][2 * h + 1] * w, o[mt][n + 1][2 * h] * w,
+                                 o[mt][n + 1][2 * h + 1] * w);
+        }
+        if (quad_lane == 0) kp.sched.o_scale[prow * kPartialGroups + warp] = s.scale;
         if (writes_lse) kp.sched.lse_partial[prow] = lse;
       }
     }

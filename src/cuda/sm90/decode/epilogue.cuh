@@ -13,7 +13,8 @@
 namespace flashmfa::cuda::sm90 {
 
 // The thread's rows are first_row + 16 w + g + 8 h (softmax.cuh); each writes pairs of
-// adjacent columns (4-byte T2 / partial pair stores), the quad covering 8 consecutive ones.
+// adjacent columns (4-byte T2 stores), the quad covering 8 consecutive ones (partial rows:
+// partials.cuh).
 //
 // o holds ATOMS 64-column accumulator tiles of a D_V-column row, whose first is output column
 // 64 * col_atom0; only tiles [AT_BEGIN, AT_END) are written (the two warpgroups of a KV split
@@ -25,9 +26,11 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
                            float (&o)[ATOMS][kAccRegs], const float (&inv_sum)[kRowsPerThread],
                            const float (&lse)[kRowsPerThread], bool write_lse = true,
                            int col_atom0 = 0) {
+  constexpr int kBlocks = kWgmmaN / 8;              // 8-column blocks of an atom
   constexpr int kGroupCols = D_V / kPartialGroups;  // columns per partial scale
-  constexpr int kGroupBlocks = kGroupCols / 8;      // the quad's 8-column blocks per group
+  constexpr int kGroupBlocks = kGroupCols / 8;      // blocks per group
   static_assert(kGroupCols % 8 == 0 && kAtomCols % kGroupCols == 0, "groups inside atoms");
+  static_assert(kBlocks % 2 == 0, "blocks stored two by two");
   const int rows = p.s_q * p.q_per_kv;
   const int g = lane / kQuadLanes, t = lane % kQuadLanes;
   const bool pairs = out_pairs_aligned(p);  // else two 16-bit stores per pair
@@ -62,32 +65,33 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
         p.lse[int64_t(it.seq) * p.lse_sb + head * p.lse_sh + tq * p.lse_ss] = lse[h];
     } else {
       // Partial row kv * rows + r of slot it.slot (the combine kernel's indexing), one scale
-      // per group of kGroupCols columns (partials.cuh): a group is kGroupCols / 8 of the
-      // quad's 8-column blocks c of one atom.
+      // per group of kGroupCols columns (partials.cuh): a group is kGroupBlocks of the quad's
+      // 8-column blocks c of one atom; blocks are stored two by two.
       const int64_t prow = int64_t(it.slot) * p.h_q * p.s_q + int64_t(kv_head) * rows + row;
-      PartialElem* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols + 2 * t;
+      PartialElem* dst = sched.o_partial + prow * p.d_v + col_atom0 * kAtomCols;
 #pragma unroll
-      for (int at = AT_BEGIN; at < AT_END; ++at)
+      for (int at = AT_BEGIN; at < AT_END; ++at) {
+        float inv[kBlocks];
 #pragma unroll
-        for (int g0 = 0; g0 < kWgmmaN / 8; g0 += kGroupBlocks) {
+        for (int g0 = 0; g0 < kBlocks; g0 += kGroupBlocks) {
           float amax = 0.f;
-          if constexpr (kPartialF16) {
 #pragma unroll
-            for (int c = g0; c < g0 + kGroupBlocks; ++c)
-              amax = fmaxf(amax, fmaxf(fabsf(o[at][4 * c + 2 * h]),
-                                       fabsf(o[at][4 * c + 2 * h + 1])));
-            amax = quad_amax(amax);
-          }
-          const GroupScale s = group_scale(amax);
+          for (int c = g0; c < g0 + kGroupBlocks; ++c)
+            amax = fmaxf(amax, fmaxf(fabsf(o[at][4 * c + 2 * h]), fabsf(o[at][4 * c + 2 * h + 1])));
+          const GroupScale s = group_scale(quad_amax(amax));
 #pragma unroll
-          for (int c = g0; c < g0 + kGroupBlocks; ++c) {
-            const int i = 4 * c + 2 * h;
-            store_partial_pair(dst + at * kAtomCols + 8 * c, o[at][i] * s.inv,
-                               o[at][i + 1] * s.inv);
-          }
+          for (int c = g0; c < g0 + kGroupBlocks; ++c) inv[c] = s.inv;
           const int group = ((col_atom0 + at) * kAtomCols + 8 * g0) / kGroupCols;
-          if (kPartialF16 && t == 0) sched.o_scale[prow * kPartialGroups + group] = s.scale;
+          if (t == 0) sched.o_scale[prow * kPartialGroups + group] = s.scale;
         }
+#pragma unroll
+        for (int c = 0; c < kBlocks; c += 2) {
+          const int i = 4 * c + 2 * h, j = i + 4;  // block c's pair, block c + 1's
+          store_partial_blocks(dst + at * kAtomCols + 8 * c, t, o[at][i] * inv[c],
+                               o[at][i + 1] * inv[c], o[at][j] * inv[c + 1],
+                               o[at][j + 1] * inv[c + 1]);
+        }
+      }
       if (t == 0 && write_lse) sched.lse_partial[prow] = lse[h];
     }
   }
