@@ -146,7 +146,9 @@ struct RowMerge {
 
   __device__ RowMerge() {
 #pragma unroll
-    for (int j = 0; j < COLS; ++j) scale8(acc[j], 0.f);
+    for (int j = 0; j < COLS; ++j)
+#pragma unroll
+      for (int i = 0; i < kColsPerThread; ++i) acc[j].v[i] = 0.f;
   }
 
   // Partials k = first, first + step, ... (k < n) of `row`, BATCH of them loaded at a time:
