@@ -50,10 +50,11 @@ using combine::kColsPerThread;
 using combine::out_row;
 using combine::store8;
 // With a plain __launch_bounds__(256), ptxas (nvcc 13, sm_80 and sm_90) aims at 32-40
-// registers and interleaves the FMAs with the loads, keeping ~3 of the 8 (combine::kBatch) in
-// flight; a minimum of 3 CTAs per SM (<= 80 registers) lets it issue all 8 loads (16 bytes
-// and a scale each) first, without spills.
-constexpr int kMinCtasPerSm = 3;
+// registers and interleaves the FMAs with the loads, keeping ~3 of a batch of 8 in
+// flight; a minimum of 4 CTAs per SM (<= 64 registers) lets it issue all of a batch's loads
+// first (combine::kBatch = 6: 16 bytes and a scale each; 8 would spill), and keeps a b 8 MLA
+// grid (1024 CTAs) to two waves.
+constexpr int kMinCtasPerSm = 4;
 // The warp-per-row layout from this many partial rows per SM on.
 constexpr int kWarpLayoutRowsPerSm = 16;
 // The CTA-per-row layout cuts rows into column chunks until the grid has this many CTAs per
@@ -68,7 +69,7 @@ __device__ __forceinline__ void grid_dependency_wait() {
 }
 
 // A split sequence of a serving batch has a few partials: the warp layout loads 4 of them at a
-// time (4 / COLS, so 4 groups in flight per lane), within 80 registers.
+// time (4 / COLS, so 4 groups in flight per lane), within 64 registers.
 constexpr int kRowsBatch = 4;
 
 // The warp-per-row layout: warp w of CTA (x, seq) combines partial row x * kWarpsPerCta + w,

@@ -26,7 +26,7 @@ namespace flashmfa::cuda::combine {
 
 // A thread's unit of columns: 8 (16 bytes of fp16 partial, one scale).
 constexpr int kColsPerThread = 8;
-constexpr int kBatch = 8;  // partials in flight per thread
+constexpr int kBatch = 6;  // partials in flight per thread
 
 // Where partial k of one row lives: its values from o + k * o_stride (column group c at
 // element kColsPerThread * c), its scales from scale + k * scale_stride (partials.cuh; column

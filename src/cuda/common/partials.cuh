@@ -17,10 +17,11 @@
 //
 // Writers: a group lies inside one 64-column atom of the Hopper kernels' accumulators and is
 // exactly one warp's columns in the portable kernel, so in both its maximum takes the two
-// shuffles of the quad that holds a row. The quad holds 8 consecutive columns per 8-column
-// block, 16 bytes of fp16: two blocks are stored together (one more shuffle) so that each
-// store instruction of the quad fills whole 32-byte sectors, which L2 then never has to fill
-// from DRAM first. Readers take 8 columns (16 bytes, one scale) at a time.
+// shuffles of the quad that holds a row (run by the whole warp, converged). The quad holds 8
+// consecutive columns per 8-column block, 16 bytes of fp16: two blocks are stored together
+// (one more shuffle) so that each store instruction of the quad fills whole 32-byte sectors,
+// which L2 then never has to fill from DRAM first. Readers take 8 columns (16 bytes, one
+// scale) at a time.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -46,14 +47,12 @@ __device__ __forceinline__ GroupScale group_scale(float amax) {
   return {__uint_as_float(uint32_t(268 - e) << 23), __uint_as_float(uint32_t(e - 14) << 23)};
 }
 
-// The quad of this lane (lanes 4k..4k+3), which holds one accumulator row; only the quad
-// needs to be converged for the shuffles below.
-__device__ __forceinline__ unsigned quad_lanes() { return 0xfu << (threadIdx.x % 32 / 4 * 4); }
-
+// The largest x over the four lanes of this lane's quad (lanes 4k..4k+3), which hold one
+// accumulator row. Every lane of the warp calls it together (a full-warp shuffle: a partial
+// mask would make the compiler wrap it in a loop over whichever lanes arrive).
 __device__ __forceinline__ float quad_amax(float x) {
-  const unsigned quad = quad_lanes();
-  x = fmaxf(x, __shfl_xor_sync(quad, x, 1));
-  return fmaxf(x, __shfl_xor_sync(quad, x, 2));
+  x = fmaxf(x, __shfl_xor_sync(~0u, x, 1));
+  return fmaxf(x, __shfl_xor_sync(~0u, x, 2));
 }
 
 __device__ __forceinline__ uint32_t pack_partial2(float x, float y) {
@@ -65,14 +64,16 @@ __device__ __forceinline__ uint32_t pack_partial2(float x, float y) {
 // lane t (= lane % 4) holds columns 2t, 2t + 1 of the first block (a0, a1) and of the second
 // (b0, b1), already times inv. After one exchange within each lane pair, even lanes store
 // columns 2t .. 2t + 3 and odd ones 8 + 2t - 2 .. 8 + 2t + 1: four 8-byte stores that fill the
-// 32 bytes of both blocks.
+// 32 bytes of both blocks. Every lane of the warp calls it together; `store` false skips this
+// lane's store (a row past the tile's end).
 __device__ __forceinline__ void store_partial_blocks(PartialElem* row, int t, float a0, float a1,
-                                                     float b0, float b1) {
+                                                     float b0, float b1, bool store) {
   const uint32_t a = pack_partial2(a0, a1), b = pack_partial2(b0, b1);
   const bool odd = t & 1;
-  const uint32_t other = __shfl_xor_sync(quad_lanes(), odd ? a : b, 1);
-  *reinterpret_cast<uint2*>(row + (odd ? 8 + 2 * t - 2 : 2 * t)) =
-      odd ? make_uint2(other, b) : make_uint2(a, other);
+  const uint32_t other = __shfl_xor_sync(~0u, odd ? a : b, 1);
+  if (store)
+    *reinterpret_cast<uint2*>(row + (odd ? 8 + 2 * t - 2 : 2 * t)) =
+        odd ? make_uint2(other, b) : make_uint2(a, other);
 }
 
 // One 8-column block (where a warp holds no second one): lane t stores columns 2t, 2t + 1.

@@ -30,12 +30,13 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int rg = row0 + mt * kMmaM + (lane >> 2) + 8 * h;
-      if (rg >= rows) continue;
+      const bool mine = rg < rows;  // a row past the tile's end: nothing stored
       const float sum = l[mt][h];
       // sum == 0 only when the row saw nothing: out 0, lse -inf.
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
       const float lse = sum > 0.f ? (softmax.max_of(mt, h) + log2f(sum)) * kLn2 : kNegInf;
       if (it.slot < 0) {
+        if (!mine) continue;
         const int t = rg / p.q_per_kv, head = kv * p.q_per_kv + rg % p.q_per_kv;
         T* out = static_cast<T*>(p.out) +
                  (int64_t(it.seq) * p.o_sb + int64_t(t) * p.o_ss + int64_t(head) * p.o_sh);
@@ -56,6 +57,7 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
       } else {
         // Partial rows: [num_slots, h_q * s_q, d_v], row = kv * rows + r (schedule.cuh); the
         // warp's O_COLS columns are one scale group (partials.cuh), the quad holding the row.
+        // The quad shuffles run on the whole warp (it.slot is the same for every thread).
         const int64_t prow = int64_t(it.slot) * (int64_t(p.h_q) * p.s_q) + int64_t(kv) * rows + rg;
         float amax = 0.f;
 #pragma unroll
@@ -66,16 +68,17 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
         const int quad_lane = lane & 3;
         PartialElem* dst = kp.sched.o_partial + prow * Tr::D_V + warp * Tr::O_COLS;
         if constexpr (Tr::O_NT == 1) {
-          store_partial_block(dst, quad_lane, o[mt][0][2 * h] * w, o[mt][0][2 * h + 1] * w);
+          if (mine)
+            store_partial_block(dst, quad_lane, o[mt][0][2 * h] * w, o[mt][0][2 * h + 1] * w);
         } else {
 #pragma unroll
           for (int n = 0; n < Tr::O_NT; n += 2)
             store_partial_blocks(dst + n * kMmaN, quad_lane, o[mt][n][2 * h] * w,
                                  o[mt][n][2 * h + 1] * w, o[mt][n + 1][2 * h] * w,
-                                 o[mt][n + 1][2 * h + 1] * w);
+                                 o[mt][n + 1][2 * h + 1] * w, mine);
         }
-        if (quad_lane == 0) kp.sched.o_scale[prow * kPartialGroups + warp] = s.scale;
-        if (writes_lse) kp.sched.lse_partial[prow] = lse;
+        if (mine && quad_lane == 0) kp.sched.o_scale[prow * kPartialGroups + warp] = s.scale;
+        if (mine && writes_lse) kp.sched.lse_partial[prow] = lse;
       }
     }
   }
