@@ -228,7 +228,7 @@ struct Partial {
 // Column groups [col0, col0 + cols) of partial row `row` of split sequence seq, by THREADS
 // threads (index tid, cols <= THREADS): cols column threads times THREADS / cols split groups,
 // group g taking partials g, g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a
-// barrier over exactly these threads (called twice: the scratch may be reused by the next
+// barrier over exactly these threads (the last call: the scratch may be reused by the next
 // call). Writes lse when col0 == 0.
 template <class T, bool PAIRS, int THREADS, class Sync>
 __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int row,
@@ -253,14 +253,22 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
       drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
                  col, g, groups, n);
   }
+  // The split groups' states merged as a tree: group g takes g + half's, half = 16, 8, .. 1
+  // (up to 32 groups: 5 rounds instead of 31 merges in a row by group 0).
   scratch[tid] = Partial{mine.acc[0], mine.m, mine.l};
   sync();
-  if (g == 0) {
-    for (int j = 1; j < groups; ++j) {
-      const Partial& q = scratch[j * cols + c];
+  int half = 1;
+  while (2 * half < groups) half *= 2;
+  for (; half > 0; half /= 2) {
+    if (g < half && g + half < groups) {
+      const Partial& q = scratch[(g + half) * cols + c];
       const Cols8 acc2[1] = {q.acc};
       mine.merge(q.m, q.l, acc2);
+      scratch[tid] = Partial{mine.acc[0], mine.m, mine.l};
     }
+    sync();
+  }
+  if (g == 0) {
     const float lse = mine.lse();
     T* out = out_row<T>(p, seq, row, lse, col0 == 0 && c == 0);
     store8<T, PAIRS>(out + (col0 + c) * kColsPerThread, mine.out(0));
