@@ -28,6 +28,8 @@
 
 #include <cstdint>
 
+#include "cuda/common/quad.cuh"
+
 namespace flashmfa::cuda {
 
 using PartialElem = __half;
@@ -45,14 +47,6 @@ struct GroupScale {
 __device__ __forceinline__ GroupScale group_scale(float amax) {
   const int e = max(int(__float_as_uint(amax) >> 23), 15);
   return {__uint_as_float(uint32_t(268 - e) << 23), __uint_as_float(uint32_t(e - 14) << 23)};
-}
-
-// The largest x over the four lanes of this lane's quad (lanes 4k..4k+3), which hold one
-// accumulator row. Every lane of the warp calls it together (a full-warp shuffle: a partial
-// mask would make the compiler wrap it in a loop over whichever lanes arrive).
-__device__ __forceinline__ float quad_amax(float x) {
-  x = fmaxf(x, __shfl_xor_sync(~0u, x, 1));
-  return fmaxf(x, __shfl_xor_sync(~0u, x, 2));
 }
 
 __device__ __forceinline__ uint32_t pack_partial2(float x, float y) {

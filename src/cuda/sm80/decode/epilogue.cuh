@@ -63,7 +63,7 @@ __device__ void write_output(const KernelParams& kp, const WorkItem& it, int kv,
 #pragma unroll
         for (int n = 0; n < Tr::O_NT; ++n)
           amax = fmaxf(amax, fmaxf(fabsf(o[mt][n][2 * h]), fabsf(o[mt][n][2 * h + 1])));
-        const GroupScale s = group_scale(quad_amax(amax * inv));
+        const GroupScale s = group_scale(quad_max(amax * inv));
         const float w = inv * s.inv;
         const int quad_lane = lane & 3;
         PartialElem* dst = kp.sched.o_partial + prow * Tr::D_V + warp * Tr::O_COLS;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "cuda/common/quad.cuh"
 #include "cuda/common/running_max.cuh"
 #include "cuda/sm80/decode/ptx.cuh"
 #include "cuda/sm80/decode/traits.cuh"
@@ -74,8 +75,7 @@ class OnlineSoftmax {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         // The 4 lanes of a quad hold one row's columns.
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        mx[h] = quad_max(mx[h]);
         if ((lane & 3) == 0) red[wn * BLOCK_M + s_row(wm, i, h, lane)] = mx[h] * scale_log2;
       }
     }
@@ -143,9 +143,7 @@ class OnlineSoftmax {
     for (int i = 0; i < S_MT; ++i) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float l = l_[i][h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float l = quad_sum(l_[i][h]);
         if ((lane & 3) == 0) red[wn * BLOCK_M + s_row(wm, i, h, lane)] = l;
       }
     }

@@ -59,7 +59,7 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
 #pragma unroll
           for (int c = g0; c < g0 + kGroupBlocks; ++c)
             amax = fmaxf(amax, fmaxf(fabsf(o[at][4 * c + 2 * h]), fabsf(o[at][4 * c + 2 * h + 1])));
-          const GroupScale s = group_scale(quad_amax(amax));
+          const GroupScale s = group_scale(quad_max(amax));
 #pragma unroll
           for (int c = g0; c < g0 + kGroupBlocks; ++c) inv[c] = s.inv;
           const int group = ((col_atom0 + at) * kAtomCols + 8 * g0) / kGroupCols;

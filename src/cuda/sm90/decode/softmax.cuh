@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "cuda/common/quad.cuh"
 #include "cuda/common/running_max.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
@@ -21,15 +22,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ int acc_row(int i) { return (i % 4) / 2; }                 // h
 __host__ __device__ constexpr int acc_col(int i, int t) { return 8 * (i / 4) + 2 * t + i % 2; }
-
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(~0u, x, 1));
-  return fmaxf(x, __shfl_xor_sync(~0u, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(~0u, x, 1);
-  return x + __shfl_xor_sync(~0u, x, 2);
-}
 
 // Running state of the thread's two rows, in the log2 domain: scores are multiplied by
 // scale * log2(e) so that every exponential is one ex2.
