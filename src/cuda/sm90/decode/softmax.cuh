@@ -19,6 +19,13 @@ constexpr int kRowsPerThread = 2;
 constexpr int kQuadLanes = 4;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+// Numerators of every 8 computed by exp2_poly on whole tiles (0: all on the SFU). The SFU
+// issues a warp's 32 exponentials in 8 cycles; the polynomial takes 9 issue slots.
+#ifndef FLASHMFA_SM90_POLY_EXP
+#define FLASHMFA_SM90_POLY_EXP 3
+#endif
+constexpr int kPolyExpPer8 = FLASHMFA_SM90_POLY_EXP;
+static_assert(kPolyExpPer8 >= 0 && kPolyExpPer8 <= 8, "FLASHMFA_SM90_POLY_EXP: 0..8");
 
 __device__ __forceinline__ int acc_row(int i) { return (i % 4) / 2; }                 // h
 __host__ __device__ constexpr int acc_col(int i, int t) { return 8 * (i / 4) + 2 * t + i % 2; }
@@ -39,23 +46,32 @@ struct OnlineSoftmax {
   // skipped page); masking is a select, so a NaN score from a row past the end never survives.
   // Tiles that every row of the warp sees whole skip the masking (a warp-uniform branch). The
   // scale is > 0 (validated), so the max is taken over raw scores and scaled once, and each
-  // numerator is one FFMA and one ex2. alpha[h]: the factor the output rows must be multiplied
-  // by before this tile's P V is added.
+  // numerator is one FFMA and one exponential. alpha[h]: the factor the output rows must be
+  // multiplied by before this tile's P V is added.
+  //
+  // This runs between a tile's S and its P V, with nothing else on the tensor pipe in the MLA
+  // seesaw, so its length is the chain's: the row maxima are trees (depth 4, not chains of 16
+  // dependent FMNMX), and on whole tiles kPolyExpPer8 of every 8 numerators are computed on the
+  // FMA pipe (exp2_poly) while the SFU works through the others.
   __device__ void step(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread], float scale_log2,
                        int t, float (&alpha)[kRowsPerThread]) {
+    numerators(s, limit, scale_log2, t, alpha);
+    accumulate(s);
+  }
+
+  // step() without the row sums: the caller adds the numerators with accumulate() once P has
+  // been handed on (the MLA seesaw publishes P first; the sums are not on its chain).
+  __device__ void numerators(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread],
+                             float scale_log2, int t, float (&alpha)[kRowsPerThread]) {
     constexpr int kCols = acc_col(kAccRegs - 1, kQuadLanes - 1) + 1;  // 64
-    float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
-    if (__all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols)) {
+    const bool whole = __all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols);
+    if (!whole) {
 #pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) tile_max[acc_row(i)] = fmaxf(tile_max[acc_row(i)], s[i]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kAccRegs; ++i) {
-        const int h = acc_row(i);
-        s[i] = acc_col(i, t) < limit[h] ? s[i] : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], s[i]);
-      }
+      for (int i = 0; i < kAccRegs; ++i)
+        s[i] = acc_col(i, t) < limit[acc_row(i)] ? s[i] : -INFINITY;
     }
+    float tile_max[kRowsPerThread];
+    row_max(s, tile_max);
     float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
@@ -69,11 +85,55 @@ struct OnlineSoftmax {
       max[h] = m;
       sum[h] *= alpha[h];
     }
+    // Masked columns need exp2(-inf) = 0 exactly: the polynomial only on whole tiles.
+    if (whole) exps<true>(s, base, scale_log2);
+    else exps<false>(s, base, scale_log2);
+  }
+
+  // Adds one tile's numerators p (from numerators()) to the row sums, as trees.
+  __device__ void accumulate(const float (&p)[kAccRegs]) {
+    constexpr int kPerRow = kAccRegs / kRowsPerThread;
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      float v[kPerRow];
+#pragma unroll
+      for (int k = 0; k < kPerRow; ++k) v[k] = p[4 * (k / 2) + 2 * h + k % 2];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] += v[k + 8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] += v[k + 4];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) v[k] += v[k + 2];
+      sum[h] += v[0] + v[1];
+    }
+  }
+
+  // The thread's maxima of its two rows' 16 scores, as trees.
+  __device__ static void row_max(const float (&s)[kAccRegs], float (&m)[kRowsPerThread]) {
+    constexpr int kPerRow = kAccRegs / kRowsPerThread;  // 16: register 4 c + 2 h + e
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      float v[kPerRow];
+#pragma unroll
+      for (int k = 0; k < kPerRow; ++k) v[k] = s[4 * (k / 2) + 2 * h + k % 2];
+      static_assert(kPerRow == 16, "four rounds");
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = fmaxf(v[k], v[k + 8]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] = fmaxf(v[k], v[k + 4]);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) v[k] = fmaxf(v[k], v[k + 2]);
+      m[h] = fmaxf(v[0], v[1]);
+    }
+  }
+
+  template <bool POLY>
+  __device__ static void exps(float (&s)[kAccRegs], const float (&base)[kRowsPerThread],
+                              float scale_log2) {
 #pragma unroll
     for (int i = 0; i < kAccRegs; ++i) {
-      const int h = acc_row(i);
-      s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
-      sum[h] += s[i];
+      const float x = fmaf(s[i], scale_log2, -base[acc_row(i)]);
+      s[i] = POLY && i % 8 < kPolyExpPer8 ? exp2_poly(x) : exp2_approx(x);
     }
   }
 

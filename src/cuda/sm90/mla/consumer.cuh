@@ -221,10 +221,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    softmax.numerators(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
+    softmax.accumulate(s);  // after the hand-off: the row sums are not on the chain
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
