@@ -26,24 +26,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
-// 2^x on the FMA pipe, for x in [-125, 128] (smaller x give ~2^-125, not 0: only for scores
-// that no mask touched). x = j + f with j = round(x), f in [-0.5, 0.5]: 2^f by a cubic fitted
-// to the relative error over that interval (max 7.5e-5, 27 times below bf16's half ulp, 6.5
-// times below f16's; P is rounded to one of them), and 2^j added to its exponent field. Nine
-// FMA-pipe instructions against one MUFU.EX2, which issues a warp's 32 results in 8 cycles:
-// a softmax that gives part of its exponentials to this finishes sooner (docs/perf-notes.md O.1).
-__device__ __forceinline__ float exp2_poly(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: x + kRound holds round(x) in its low bits
-  x = fmaxf(x, -125.f);
-  const float t = x + kRound;
-  const float f = x - (t - kRound);
-  float p = fmaf(0.05517145246267319f, f, 0.2426106184720993f);
-  p = fmaf(p, f, 0.6932609677314758f);
-  p = fmaf(p, f, 0.9999281167984009f);
-  // (bits of t) << 23 is round(x) << 23: kRound's own bits shift out.
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-}
-
 constexpr float kMaxSlack = FLASHMFA_LAZY_RESCALE ? 8.f : 0.f;  // log2 units: a factor of 256
 
 // The running max after a tile whose max is `tile_max`. -inf (nothing seen) moves to any finite

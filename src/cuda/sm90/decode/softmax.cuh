@@ -19,13 +19,6 @@ constexpr int kRowsPerThread = 2;
 constexpr int kQuadLanes = 4;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-// Numerators of every 8 computed by exp2_poly on whole tiles (0: all on the SFU). The SFU
-// issues a warp's 32 exponentials in 8 cycles; the polynomial takes 9 issue slots.
-#ifndef FLASHMFA_SM90_POLY_EXP
-#define FLASHMFA_SM90_POLY_EXP 3
-#endif
-constexpr int kPolyExpPer8 = FLASHMFA_SM90_POLY_EXP;
-static_assert(kPolyExpPer8 >= 0 && kPolyExpPer8 <= 8, "FLASHMFA_SM90_POLY_EXP: 0..8");
 
 __device__ __forceinline__ int acc_row(int i) { return (i % 4) / 2; }                 // h
 __host__ __device__ constexpr int acc_col(int i, int t) { return 8 * (i / 4) + 2 * t + i % 2; }
@@ -51,8 +44,7 @@ struct OnlineSoftmax {
   //
   // This runs between a tile's S and its P V, with nothing else on the tensor pipe in the MLA
   // seesaw, so its length is the chain's: the row maxima are trees (depth 4, not chains of 16
-  // dependent FMNMX), and on whole tiles kPolyExpPer8 of every 8 numerators are computed on the
-  // FMA pipe (exp2_poly) while the SFU works through the others.
+  // dependent FMNMX; docs/perf-notes.md O.1).
   __device__ void step(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread], float scale_log2,
                        int t, float (&alpha)[kRowsPerThread]) {
     numerators(s, limit, scale_log2, t, alpha);
@@ -85,55 +77,42 @@ struct OnlineSoftmax {
       max[h] = m;
       sum[h] *= alpha[h];
     }
-    // Masked columns need exp2(-inf) = 0 exactly: the polynomial only on whole tiles.
-    if (whole) exps<true>(s, base, scale_log2);
-    else exps<false>(s, base, scale_log2);
+#pragma unroll
+    for (int i = 0; i < kAccRegs; ++i) s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[acc_row(i)]));
   }
 
-  // Adds one tile's numerators p (from numerators()) to the row sums, as trees.
+  // Adds one tile's numerators p (from numerators()) to the row sums.
   __device__ void accumulate(const float (&p)[kAccRegs]) {
-    constexpr int kPerRow = kAccRegs / kRowsPerThread;
+    float tile_sum[kRowsPerThread];
+    reduce_rows(p, [](float a, float b) { return a + b; }, tile_sum);
 #pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      float v[kPerRow];
-#pragma unroll
-      for (int k = 0; k < kPerRow; ++k) v[k] = p[4 * (k / 2) + 2 * h + k % 2];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] += v[k + 8];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] += v[k + 4];
-#pragma unroll
-      for (int k = 0; k < 2; ++k) v[k] += v[k + 2];
-      sum[h] += v[0] + v[1];
-    }
+    for (int h = 0; h < kRowsPerThread; ++h) sum[h] += tile_sum[h];
   }
 
-  // The thread's maxima of its two rows' 16 scores, as trees.
+  // The thread's maxima of its two rows' 16 scores.
   __device__ static void row_max(const float (&s)[kAccRegs], float (&m)[kRowsPerThread]) {
-    constexpr int kPerRow = kAccRegs / kRowsPerThread;  // 16: register 4 c + 2 h + e
+    reduce_rows(s, [](float a, float b) { return fmaxf(a, b); }, m);
+  }
+
+  // op over each of the thread's two rows' 16 values (register 4 c + 2 h + e), as a tree of
+  // depth 4 rather than a chain of 15 dependent instructions.
+  template <class Op>
+  __device__ static void reduce_rows(const float (&x)[kAccRegs], Op op,
+                                     float (&out)[kRowsPerThread]) {
+    constexpr int kPerRow = kAccRegs / kRowsPerThread;
+    static_assert(kPerRow == 16, "four rounds");
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
       float v[kPerRow];
 #pragma unroll
-      for (int k = 0; k < kPerRow; ++k) v[k] = s[4 * (k / 2) + 2 * h + k % 2];
-      static_assert(kPerRow == 16, "four rounds");
+      for (int k = 0; k < kPerRow; ++k) v[k] = x[4 * (k / 2) + 2 * h + k % 2];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] = fmaxf(v[k], v[k + 8]);
+      for (int k = 0; k < 8; ++k) v[k] = op(v[k], v[k + 8]);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = fmaxf(v[k], v[k + 4]);
+      for (int k = 0; k < 4; ++k) v[k] = op(v[k], v[k + 4]);
 #pragma unroll
-      for (int k = 0; k < 2; ++k) v[k] = fmaxf(v[k], v[k + 2]);
-      m[h] = fmaxf(v[0], v[1]);
-    }
-  }
-
-  template <bool POLY>
-  __device__ static void exps(float (&s)[kAccRegs], const float (&base)[kRowsPerThread],
-                              float scale_log2) {
-#pragma unroll
-    for (int i = 0; i < kAccRegs; ++i) {
-      const float x = fmaf(s[i], scale_log2, -base[acc_row(i)]);
-      s[i] = POLY && i % 8 < kPolyExpPer8 ? exp2_poly(x) : exp2_approx(x);
+      for (int k = 0; k < 2; ++k) v[k] = op(v[k], v[k + 2]);
+      out[h] = op(v[0], v[1]);
     }
   }
 
