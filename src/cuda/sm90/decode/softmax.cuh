@@ -39,31 +39,23 @@ struct OnlineSoftmax {
   // skipped page); masking is a select, so a NaN score from a row past the end never survives.
   // Tiles that every row of the warp sees whole skip the masking (a warp-uniform branch). The
   // scale is > 0 (validated), so the max is taken over raw scores and scaled once, and each
-  // numerator is one FFMA and one exponential. alpha[h]: the factor the output rows must be
-  // multiplied by before this tile's P V is added.
-  //
-  // This runs between a tile's S and its P V, with nothing else on the tensor pipe in the MLA
-  // seesaw, so its length is the chain's: the row maxima are trees (depth 4, not chains of 16
-  // dependent FMNMX; docs/perf-notes.md O.1).
+  // numerator is one FFMA and one ex2. alpha[h]: the factor the output rows must be multiplied
+  // by before this tile's P V is added.
   __device__ void step(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread], float scale_log2,
                        int t, float (&alpha)[kRowsPerThread]) {
-    numerators(s, limit, scale_log2, t, alpha);
-    accumulate(s);
-  }
-
-  // step() without the row sums: the caller adds the numerators with accumulate() once P has
-  // been handed on (the MLA seesaw publishes P first; the sums are not on its chain).
-  __device__ void numerators(float (&s)[kAccRegs], const int (&limit)[kRowsPerThread],
-                             float scale_log2, int t, float (&alpha)[kRowsPerThread]) {
     constexpr int kCols = acc_col(kAccRegs - 1, kQuadLanes - 1) + 1;  // 64
-    const bool whole = __all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols);
-    if (!whole) {
+    float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
+    if (__all_sync(~0u, limit[0] >= kCols && limit[1] >= kCols)) {
 #pragma unroll
-      for (int i = 0; i < kAccRegs; ++i)
-        s[i] = acc_col(i, t) < limit[acc_row(i)] ? s[i] : -INFINITY;
+      for (int i = 0; i < kAccRegs; ++i) tile_max[acc_row(i)] = fmaxf(tile_max[acc_row(i)], s[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) {
+        const int h = acc_row(i);
+        s[i] = acc_col(i, t) < limit[h] ? s[i] : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], s[i]);
+      }
     }
-    float tile_max[kRowsPerThread];
-    row_max(s, tile_max);
     float base[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
@@ -78,41 +70,10 @@ struct OnlineSoftmax {
       sum[h] *= alpha[h];
     }
 #pragma unroll
-    for (int i = 0; i < kAccRegs; ++i) s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[acc_row(i)]));
-  }
-
-  // Adds one tile's numerators p (from numerators()) to the row sums.
-  __device__ void accumulate(const float (&p)[kAccRegs]) {
-    float tile_sum[kRowsPerThread];
-    reduce_rows(p, [](float a, float b) { return a + b; }, tile_sum);
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) sum[h] += tile_sum[h];
-  }
-
-  // The thread's maxima of its two rows' 16 scores.
-  __device__ static void row_max(const float (&s)[kAccRegs], float (&m)[kRowsPerThread]) {
-    reduce_rows(s, [](float a, float b) { return fmaxf(a, b); }, m);
-  }
-
-  // op over each of the thread's two rows' 16 values (register 4 c + 2 h + e), as a tree of
-  // depth 4 rather than a chain of 15 dependent instructions.
-  template <class Op>
-  __device__ static void reduce_rows(const float (&x)[kAccRegs], Op op,
-                                     float (&out)[kRowsPerThread]) {
-    constexpr int kPerRow = kAccRegs / kRowsPerThread;
-    static_assert(kPerRow == 16, "four rounds");
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      float v[kPerRow];
-#pragma unroll
-      for (int k = 0; k < kPerRow; ++k) v[k] = x[4 * (k / 2) + 2 * h + k % 2];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] = op(v[k], v[k + 8]);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = op(v[k], v[k + 4]);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) v[k] = op(v[k], v[k + 2]);
-      out[h] = op(v[0], v[1]);
+    for (int i = 0; i < kAccRegs; ++i) {
+      const int h = acc_row(i);
+      s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
+      sum[h] += s[i];
     }
   }
 

@@ -221,11 +221,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    softmax.numerators(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
-    softmax.accumulate(s);  // after the hand-off: the row sums are not on the chain
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
@@ -269,6 +268,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
                                                                        first_row, q_tile, tid);
       fence_proxy_async();  // Q is read by wgmma
       sync_all();
+      if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(3);  // Q staged (fp8.cuh uses 3 and 4)
       int visible[kRowsPerThread];
       Base::visible_rows(it, visible);
 
@@ -302,7 +302,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         pos.advance();
       }
       if (pending) other_tile(pending_pos, o, softmax);
+      if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
       finish(it, o, softmax);
+      if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
   }
 
