@@ -24,9 +24,13 @@
 //
 // Programmatic dependent launch: on devices of compute capability >= 9.0 the kernel is
 // launched with programmatic stream serialization, so its CTAs may be scheduled while the decode
-// grid drains (the decode kernels execute griddepcontrol.launch_dependents). Its first
-// instruction is griddepcontrol.wait, which returns once every prerequisite grid has completed
-// and its memory is visible: nothing of the schedule or the partials is read before it.
+// grid drains (the decode kernels execute griddepcontrol.launch_dependents). Every CTA executes
+// griddepcontrol.wait, which returns once the decode grid has completed and its memory is
+// visible, before it reads a partial or writes out (so the combine grid never completes before
+// the decode grid either). The sequence's num_splits and slot_begin are loaded before it: the
+// scheduler kernel of plan() wrote them, and it completed before the decode grid (launched
+// without programmatic serialization) started, so before any CTA of this grid exists. Their
+// L2 round trip then overlaps the decode grid's tail instead of following it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -80,14 +84,14 @@ template <class T, bool PAIRS, int COLS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
                     const __grid_constant__ Schedule s) {
-  grid_dependency_wait();  // before any read of the schedule or the partials
   const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
+  const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
+  const int64_t slot0 = s.slot_begin[seq];
+  grid_dependency_wait();  // before any read of a partial
   const int rows_all = p.h_q * p.s_q;
   const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
   if (row >= rows_all) return;
-  const int n = s.num_splits[seq];
   if (n <= 1) return;  // written directly by the decode kernel
-  const int64_t slot0 = s.slot_begin[seq];
   const int cols = p.d_v / kColsPerThread;
   int col[COLS];
 #pragma unroll
@@ -109,14 +113,16 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
-  grid_dependency_wait();  // before any read of the schedule or the partials
-  __shared__ combine::Partial scratch[kThreads];
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
-  if (s.num_splits[seq] <= 1) return;  // written directly by the decode kernel
+  const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
+  const int64_t slot0 = s.slot_begin[seq];
+  grid_dependency_wait();  // before any read of a partial
+  __shared__ combine::Partial scratch[kThreads];
+  if (n <= 1) return;  // written directly by the decode kernel
   // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
   const int cols = p.d_v / kColsPerThread / int(gridDim.z);
-  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, row, chunk * cols, cols, threadIdx.x,
-                                             scratch, [] { __syncthreads(); });
+  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
+                                             threadIdx.x, scratch, [] { __syncthreads(); });
 }
 
 // Whether the combine kernels that run on the current device were compiled with the

@@ -225,17 +225,17 @@ struct Partial {
   float m, l;
 };
 
-// Column groups [col0, col0 + cols) of partial row `row` of split sequence seq, by THREADS
-// threads (index tid, cols <= THREADS): cols column threads times THREADS / cols split groups,
-// group g taking partials g, g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a
-// barrier over exactly these threads (the last call: the scratch may be reused by the next
-// call). Writes lse when col0 == 0.
+// Column groups [col0, col0 + cols) of partial row `row` of split sequence seq (n partials from
+// slot slot0: the schedule's num_splits and slot_begin), by THREADS threads (index tid, cols <=
+// THREADS): cols column threads times THREADS / cols split groups, group g taking partials g,
+// g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a barrier over exactly these
+// threads (the last call: the scratch may be reused by the next call). Writes lse when
+// col0 == 0.
 template <class T, bool PAIRS, int THREADS, class Sync>
-__device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int row,
-                              int col0, int cols, int tid, Partial* scratch, Sync sync) {
-  const int n = s.num_splits[seq];
+__device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int n,
+                              int64_t slot0, int row, int col0, int cols, int tid,
+                              Partial* scratch, Sync sync) {
   const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
-  const int64_t slot0 = s.slot_begin[seq];
   const int groups = THREADS / cols;
   const int g = tid / cols, c = tid % cols;
   const float* lse_k = s.lse_partial + slot0 * rows_all + row;

@@ -47,9 +47,10 @@ decode_kernel(const __grid_constant__ KernelParams kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Programmatic dependent launch: once every CTA of this grid has started, the combine kernel
   // (launched with programmatic stream serialization on cc >= 9.0) may be scheduled on the SMs
-  // this grid leaves free. It reads nothing before its griddepcontrol.wait, which returns only
-  // after this grid has completed and its writes are visible, so the trigger's place does not
-  // matter for correctness. No effect unless the next launch opted in.
+  // this grid leaves free. It reads no partial (only the schedule plan() wrote) before its
+  // griddepcontrol.wait, which returns only after this grid has completed and its writes are
+  // visible, so the trigger's place does not matter for correctness. No effect unless the next
+  // launch opted in.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
   constexpr int BLOCK_M = Tr::BLOCK_M, BLOCK_N = Tr::BLOCK_N, MT = Tr::MT, O_NT = Tr::O_NT;
