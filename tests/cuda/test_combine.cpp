@@ -2,7 +2,8 @@
 // launch behind the decode kernel) and the scheduler's "one part per sequence" rule, against
 // the float64 reference: one long sequence cut over every part, batches mixing empty, short
 // and long sequences, out rows that are not 4-byte aligned (element-wise stores), and two calls
-// sharing one workspace back to back on one stream; partial values of any magnitude.
+// sharing one workspace back to back on one stream, one plan run many times in a row; partial
+// values of any magnitude.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -231,6 +232,61 @@ TEST(CudaCombine, PartialsKeepValuesOfAnyMagnitude) {
 // Two calls sharing one workspace back to back on one stream, no synchronization between
 // them: the second plan rewrites the schedule and the second decode the partials, so the first
 // combine (launched with programmatic serialization) must have finished before either.
+// Few rows with long sequences (the combine's CTA-per-row layout; on Hopper the combine reads
+// the partials slot by slot as the decode kernel counts them written, and resets the counters
+// for the next call): one plan, several runs in a row on poisoned outputs, every run checked;
+// then a plan of other lengths on the same workspace, run twice more.
+TEST(CudaCombine, RepeatedRunsOfOnePlanWithManySplits) {
+  SKIP_WITHOUT_GPU();
+  struct Case { Variant v; int h_q, h_kv, s_q; std::vector<int32_t> lens, lens2; };
+  const Case cases[] = {
+      {Variant::mfa(), 64, 1, 1, {20000}, {9000}},
+      {Variant::mla(), 128, 1, 1, {30000, 5000}, {26000, 700}},
+      {Variant::mla(), 16, 1, 2, {12000, 0, 9000}, {1, 0, 8900}},
+      {Variant::mfa_kr(256), 64, 1, 4, {8000, 3000}, {5000, 2900}},
+      {Variant::mqa(128), 32, 8, 1, {16000}, {2000}},
+  };
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const Case& c : cases) {
+    ProblemSpec s;
+    s.variant = c.v;
+    s.h_q = c.h_q;
+    s.h_kv = c.h_kv;
+    s.s_q = c.s_q;
+    s.causal = c.s_q > 1;
+    s.b = int(c.lens.size());
+    s.seqlens = c.lens;
+    s.seed = 8100 + c.h_q + c.s_q;
+    testing::HostProblem h = testing::make_problem(s);
+    DeviceProblem d(h);
+    for (int phase = 0; phase < 2; ++phase) {
+      if (phase == 1) {  // new lengths, each within its sequence's pages
+        h.seqlens = c.lens2;
+        CUDA_OK(cudaMemcpyAsync(d.seqlens.get(), c.lens2.data(), c.lens2.size() * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream));
+      }
+      const Plan p = d.plan(stream);
+      EXPECT_GT(p.num_parts, 8) << describe(s);
+      for (int round = 0; round < (phase == 0 ? 4 : 2); ++round) {
+        d.poison();
+        CUDA_OK(cudaDeviceSynchronize());
+        run(p, d.args, stream);
+        CUDA_OK(cudaStreamSynchronize(stream));
+        std::vector<uint16_t> out;
+        std::vector<float> lse;
+        d.out.download(out);
+        d.lse.download(lse);
+        const std::string why = compare_with_reference(h, out, lse);
+        EXPECT_TRUE(why.empty()) << describe(s) << " plan " << phase << " run " << round << ": "
+                                 << why;
+      }
+      EXPECT_EQ(read_error_flags(p, stream), 0u) << describe(s);
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 TEST(CudaCombine, BackToBackCallsShareOneWorkspace) {
   SKIP_WITHOUT_GPU();
   ProblemSpec a;

@@ -31,6 +31,16 @@
 // scheduler kernel of plan() wrote them, and it completed before the decode grid (launched
 // without programmatic serialization) started, so before any CTA of this grid exists. Their
 // L2 round trip then overlaps the decode grid's tail instead of following it.
+//
+// Slot by slot (Schedule::early_combine: the Hopper kernels, CTA-per-row layout): the decode
+// kernels count each partial slot's rows written (schedule.cuh), and a CTA reads each partial
+// once its slot is counted instead of waiting for the whole grid first, so the merge follows
+// the last partial store by about one L2 round trip (measured on the b = 1 rows: the grid's
+// end and its memory flush cost ~0.5 us, and the partials' loads on a cold path ~2.3 us, after
+// the last store). Its CTAs, resident on SMs that decode CTAs have left, poll with sleeps; every
+// decode CTA is resident by then (the combine launches only once each has executed
+// launch_dependents), so none waits on an SM that a poller holds. Each CTA still executes
+// griddepcontrol.wait before it exits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -40,10 +50,12 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/common/combine.cuh"
 #include "cuda/common/combine.hpp"
 #include "cuda/common/device.hpp"
+#include "cuda/sm90/decode/phase_clock.cuh"  // a measuring aid, empty unless FLASHMFA_PHASE_CLOCK
 
 namespace flashmfa::cuda {
 namespace {
@@ -85,9 +97,11 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
                     const __grid_constant__ Schedule s) {
   const int seq = blockIdx.y, lane = threadIdx.x % kWarpSize;
+  if (threadIdx.x == 0) FLASHMFA_PHASE(0);
   const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
   const int64_t slot0 = s.slot_begin[seq];
   grid_dependency_wait();  // before any read of a partial
+  if (threadIdx.x == 0) FLASHMFA_PHASE(1);
   const int rows_all = p.h_q * p.s_q;
   const int row = blockIdx.x * kWarpsPerCta + threadIdx.x / kWarpSize;
   if (row >= rows_all) return;
@@ -106,23 +120,49 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
 #pragma unroll
   for (int j = 0; j < COLS; ++j)
     if (col[j] >= 0) store8<T, PAIRS>(out + col[j] * kColsPerThread, merged.out(j));
+  if (threadIdx.x == 0) FLASHMFA_PHASE(2);
+}
+
+// The last of a split sequence's `ctas` CTAs to get past its partials (every thread of the
+// CTA has loaded them) resets the sequence's slot counters for the next call (schedule.cuh).
+// Called by one thread after a barrier that follows those loads. The next call's decode grid
+// starts only after this grid completes (it is launched without programmatic serialization),
+// so the resets land before its counts.
+__device__ void release_sequence(const Schedule& s, int seq, int64_t slot0, int n, int ctas) {
+  if (atomicAdd(s.seq_passed + seq, 1) != ctas - 1) return;
+  for (int k = 0; k < n; ++k) s.slot_ready[slot0 + k] = 0;
+  s.seq_passed[seq] = 0;
 }
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
-// written as packed 16-bit pairs; otherwise element by element.
+// written as packed 16-bit pairs; otherwise element by element. With s.early_combine (the
+// Hopper kernels count their partial rows written, schedule.cuh), a CTA reads each partial as
+// soon as its slot is counted, while the decode grid may still run, and waits for the grid
+// only before it exits: this grid then never completes before the decode grid, whose direct
+// out rows (unsplit sequences) the next stream operation may read.
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
   const int row = blockIdx.x, seq = blockIdx.y, chunk = blockIdx.z;
+  if (threadIdx.x == 0) FLASHMFA_PHASE(0);
   const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
   const int64_t slot0 = s.slot_begin[seq];
-  grid_dependency_wait();  // before any read of a partial
+  const bool early = s.early_combine != 0;
+  if (!early) grid_dependency_wait();  // before any read of a partial
+  if (threadIdx.x == 0) FLASHMFA_PHASE(1);
   __shared__ combine::Partial scratch[kThreads];
-  if (n <= 1) return;  // written directly by the decode kernel
-  // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
-  const int cols = p.d_v / kColsPerThread / int(gridDim.z);
-  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
-                                             threadIdx.x, scratch, [] { __syncthreads(); });
+  if (n > 1) {  // otherwise written directly by the decode kernel
+    // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
+    const int cols = p.d_v / kColsPerThread / int(gridDim.z);
+    const combine::SlotGate gate{early ? s.slot_ready + slot0 : nullptr, s.writers_per_slot};
+    combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
+                                               threadIdx.x, scratch, [] { __syncthreads(); },
+                                               gate);
+    if (early && threadIdx.x == 0)
+      release_sequence(s, seq, slot0, n, int(gridDim.x * gridDim.z));
+    if (threadIdx.x == 0) FLASHMFA_PHASE(2);
+  }
+  if (early) grid_dependency_wait();
 }
 
 // Whether the combine kernels that run on the current device were compiled with the
@@ -146,14 +186,43 @@ bool waits_for_grid(const void* kernel, int device) {
   return c == 2;
 }
 
+// The combine's CTAs take the SMs that decode CTAs leave (programmatic dependent launch), and
+// the next call's decode CTAs take them back. A decode kernel holds nearly all of an SM's
+// shared memory, so it runs with the largest shared-memory carveout; a kernel that prefers
+// another one makes each SM reconfigure its L1 / shared split, which it can do only once idle,
+// at both hand-overs. The combine (a few KB of shared memory, streaming loads) therefore
+// prefers the same carveout. FLASHMFA_COMBINE_MAX_SHARED=0 leaves the driver's choice.
+#ifndef FLASHMFA_COMBINE_MAX_SHARED
+#define FLASHMFA_COMBINE_MAX_SHARED 1
+#endif
+void prefer_max_shared(const void* kernel, int device) {
+  if (!FLASHMFA_COMBINE_MAX_SHARED) return;
+  struct Done {
+    const void* kernel;
+    int device;
+  };
+  static std::vector<Done> done;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Done& d : done)
+    if (d.kernel == kernel && d.device == device) return;
+  FLASHMFA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           int(cudaSharedmemCarveoutMaxShared)));
+  done.push_back({kernel, device});
+}
+
+// Shapes only decide the layout and the grid: grid-stable under graph replay.
+bool uses_warp_layout(const detail::DecodeParams& p, const DeviceInfo& dev) {
+  return int64_t(p.h_q) * p.s_q * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
+}
+
 template <class T, bool PAIRS>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   int device = 0;
   FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
   const DeviceInfo& dev = device_info(device);
-  // Shapes only decide the layout and the grid: grid-stable under graph replay.
   const int rows_all = p.h_q * p.s_q;
-  const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
+  const bool warp_rows = uses_warp_layout(p, dev);
   const int cols = p.d_v / kColsPerThread;
   // Warp layout: 8-column groups per lane (d_v <= 512: at most 2).
   auto* rows_kernel = cols <= kWarpSize ? &combine_rows_kernel<T, PAIRS, 1>
@@ -163,6 +232,8 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
          cols % (2 * chunks) == 0 && cols / (2 * chunks) >= kMinChunkCols)
     chunks *= 2;
+  prefer_max_shared(reinterpret_cast<const void*>(kernel), device);
+  FLASHMFA_PHASE_REPORT();
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = warp_rows ? dim3((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b)
                           : dim3(rows_all, p.b, chunks);
@@ -180,6 +251,13 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
 }
 
 }  // namespace
+
+bool combine_reads_slot_by_slot(const detail::DecodeParams& p, int device) {
+  const DeviceInfo& dev = device_info(device);
+  return !uses_warp_layout(p, dev) && dev.cc_major >= 9 &&
+         waits_for_grid(reinterpret_cast<const void*>(&combine_kernel<__nv_bfloat16, true>),
+                        device);
+}
 
 void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   if (p.b == 0 || p.h_q * p.s_q == 0) return;

@@ -52,8 +52,10 @@ static void report() {
   for (int c = 0; c < kMaxCtas; ++c)
     if (host[size_t(c) * kPhases] != 0) t0 = std::min(t0, host[size_t(c) * kPhases]), ++ctas;
   if (ctas == 0) return;
-  std::fprintf(stderr, "phase clock (%d CTAs, us since the first entry): point min / median / max\n",
-               ctas);
+  std::fprintf(stderr,
+               "phase clock (%d CTAs, us since the first entry at %llu ns): point min / median / "
+               "max\n",
+               ctas, t0);
   for (int i = 0; i < kPhases; ++i) {
     std::vector<double> v;
     for (int c = 0; c < kMaxCtas; ++c) {
