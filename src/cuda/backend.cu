@@ -56,8 +56,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.slot_begin = at<int32_t>(plan, w.slot_begin);
   s.num_splits = at<int32_t>(plan, w.num_splits);
   s.part_first_seq = at<int32_t>(plan, w.part_first_seq);
-  s.slot_ready = at<int32_t>(plan, w.slot_ready);
-  s.seq_passed = at<int32_t>(plan, w.seq_passed);
   s.o_partial = at<PartialElem>(plan, w.o_partial);
   s.o_scale = at<float>(plan, w.o_scale);
   s.lse_partial = at<float>(plan, w.lse_partial);
@@ -66,7 +64,6 @@ Schedule schedule_view(const detail::DecodeParams& p, const Plan& plan) {
   s.num_slots = plan.num_slots;
   s.block_n = plan.block_n;
   s.fixed_cost = fixed_cost_blocks(plan.block_n);
-  s.writers_per_slot = p.h_kv * ((p.s_q * p.q_per_kv + kRowsPerWriter - 1) / kRowsPerWriter);
   return s;
 }
 
@@ -139,11 +136,8 @@ void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
   a.slot_begin = const_cast<int32_t*>(s.slot_begin);
   a.num_splits = const_cast<int32_t*>(s.num_splits);
   a.part_first_seq = const_cast<int32_t*>(s.part_first_seq);
-  a.slot_ready = s.slot_ready;
-  a.seq_passed = s.seq_passed;
   a.b = p.b;
   a.num_parts = s.num_parts;
-  a.num_slots = s.num_slots;
   a.block_n = s.block_n;
   a.fixed_cost = s.fixed_cost;
   a.page_size = p.page_size;
@@ -153,13 +147,8 @@ void plan(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
 }
 
 void run(const detail::DecodeParams& p, const Plan& plan, Stream stream) {
-  Schedule s = schedule_view(p, plan);
+  const Schedule s = schedule_view(p, plan);
   const DeviceInfo& dev = device_info(plan.key.device.id);
-  // The Hopper kernels count the partial rows they have written, slot by slot, when the combine
-  // can use the counts (combine.cu); the portable kernel does not, so its combine waits for it.
-  s.early_combine = FLASHMFA_EARLY_COMBINE && plan.num_parts > 1 &&
-                    plan.kernel == static_cast<int>(KernelId::sm90_decode) &&
-                    combine_reads_slot_by_slot(p, plan.key.device.id);
   DeviceGuard guard(plan.key.device.id);
   if (plan.kernel == static_cast<int>(KernelId::sm90_decode)) {
 #if FLASHMFA_HAS_SM90

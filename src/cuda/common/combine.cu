@@ -31,16 +31,6 @@
 // scheduler kernel of plan() wrote them, and it completed before the decode grid (launched
 // without programmatic serialization) started, so before any CTA of this grid exists. Their
 // L2 round trip then overlaps the decode grid's tail instead of following it.
-//
-// Slot by slot (Schedule::early_combine: the Hopper kernels, CTA-per-row layout): the decode
-// kernels count each partial slot's rows written (schedule.cuh), and a CTA reads each partial
-// once its slot is counted instead of waiting for the whole grid first, so the merge follows
-// the last partial store by about one L2 round trip (measured on the b = 1 rows: the grid's
-// end and its memory flush cost ~0.5 us, and the partials' loads on a cold path ~2.3 us, after
-// the last store). Its CTAs, resident on SMs that decode CTAs have left, poll with sleeps; every
-// decode CTA is resident by then (the combine launches only once each has executed
-// launch_dependents), so none waits on an SM that a poller holds. Each CTA still executes
-// griddepcontrol.wait before it exits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -123,23 +113,8 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
   if (threadIdx.x == 0) FLASHMFA_PHASE(2);
 }
 
-// The last of a split sequence's `ctas` CTAs to get past its partials (every thread of the
-// CTA has loaded them) resets the sequence's slot counters for the next call (schedule.cuh).
-// Called by one thread after a barrier that follows those loads. The next call's decode grid
-// starts only after this grid completes (it is launched without programmatic serialization),
-// so the resets land before its counts.
-__device__ void release_sequence(const Schedule& s, int seq, int64_t slot0, int n, int ctas) {
-  if (atomicAdd(s.seq_passed + seq, 1) != ctas - 1) return;
-  for (int k = 0; k < n; ++k) s.slot_ready[slot0 + k] = 0;
-  s.seq_passed[seq] = 0;
-}
-
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
-// written as packed 16-bit pairs; otherwise element by element. With s.early_combine (the
-// Hopper kernels count their partial rows written, schedule.cuh), a CTA reads each partial as
-// soon as its slot is counted, while the decode grid may still run, and waits for the grid
-// only before it exits: this grid then never completes before the decode grid, whose direct
-// out rows (unsplit sequences) the next stream operation may read.
+// written as packed 16-bit pairs; otherwise element by element.
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
@@ -147,22 +122,15 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   if (threadIdx.x == 0) FLASHMFA_PHASE(0);
   const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
   const int64_t slot0 = s.slot_begin[seq];
-  const bool early = s.early_combine != 0;
-  if (!early) grid_dependency_wait();  // before any read of a partial
+  grid_dependency_wait();  // before any read of a partial
   if (threadIdx.x == 0) FLASHMFA_PHASE(1);
   __shared__ combine::Partial scratch[kThreads];
-  if (n > 1) {  // otherwise written directly by the decode kernel
-    // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
-    const int cols = p.d_v / kColsPerThread / int(gridDim.z);
-    const combine::SlotGate gate{early ? s.slot_ready + slot0 : nullptr, s.writers_per_slot};
-    combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
-                                               threadIdx.x, scratch, [] { __syncthreads(); },
-                                               gate);
-    if (early && threadIdx.x == 0)
-      release_sequence(s, seq, slot0, n, int(gridDim.x * gridDim.z));
-    if (threadIdx.x == 0) FLASHMFA_PHASE(2);
-  }
-  if (early) grid_dependency_wait();
+  if (n <= 1) return;  // written directly by the decode kernel
+  // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
+  const int cols = p.d_v / kColsPerThread / int(gridDim.z);
+  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
+                                             threadIdx.x, scratch, [] { __syncthreads(); });
+  if (threadIdx.x == 0) FLASHMFA_PHASE(2);
 }
 
 // Whether the combine kernels that run on the current device were compiled with the
@@ -188,10 +156,11 @@ bool waits_for_grid(const void* kernel, int device) {
 
 // The combine's CTAs take the SMs that decode CTAs leave (programmatic dependent launch), and
 // the next call's decode CTAs take them back. A decode kernel holds nearly all of an SM's
-// shared memory, so it runs with the largest shared-memory carveout; a kernel that prefers
-// another one makes each SM reconfigure its L1 / shared split, which it can do only once idle,
-// at both hand-overs. The combine (a few KB of shared memory, streaming loads) therefore
-// prefers the same carveout. FLASHMFA_COMBINE_MAX_SHARED=0 leaves the driver's choice.
+// shared memory, so it runs with the largest shared-memory carveout; with the driver's own
+// choice for the combine (a few KB of shared memory) an SM may switch its L1 / shared split at
+// both hand-overs. The combine therefore prefers the decode kernels' carveout (measured: MFA
+// b = 1 -0.3 us, other rows unchanged; docs/perf-notes.md P.1). FLASHMFA_COMBINE_MAX_SHARED=0
+// leaves the driver's choice.
 #ifndef FLASHMFA_COMBINE_MAX_SHARED
 #define FLASHMFA_COMBINE_MAX_SHARED 1
 #endif
@@ -211,18 +180,14 @@ void prefer_max_shared(const void* kernel, int device) {
   done.push_back({kernel, device});
 }
 
-// Shapes only decide the layout and the grid: grid-stable under graph replay.
-bool uses_warp_layout(const detail::DecodeParams& p, const DeviceInfo& dev) {
-  return int64_t(p.h_q) * p.s_q * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
-}
-
 template <class T, bool PAIRS>
 void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   int device = 0;
   FLASHMFA_CUDA_CHECK(cudaGetDevice(&device));
   const DeviceInfo& dev = device_info(device);
+  // Shapes only decide the layout and the grid: grid-stable under graph replay.
   const int rows_all = p.h_q * p.s_q;
-  const bool warp_rows = uses_warp_layout(p, dev);
+  const bool warp_rows = int64_t(rows_all) * p.b >= int64_t(kWarpLayoutRowsPerSm) * dev.sm_count;
   const int cols = p.d_v / kColsPerThread;
   // Warp layout: 8-column groups per lane (d_v <= 512: at most 2).
   auto* rows_kernel = cols <= kWarpSize ? &combine_rows_kernel<T, PAIRS, 1>
@@ -251,13 +216,6 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
 }
 
 }  // namespace
-
-bool combine_reads_slot_by_slot(const detail::DecodeParams& p, int device) {
-  const DeviceInfo& dev = device_info(device);
-  return !uses_warp_layout(p, dev) && dev.cc_major >= 9 &&
-         waits_for_grid(reinterpret_cast<const void*>(&combine_kernel<__nv_bfloat16, true>),
-                        device);
-}
 
 void launch_combine(const detail::DecodeParams& p, const Schedule& sched, cudaStream_t stream) {
   if (p.b == 0 || p.h_q * p.s_q == 0) return;

@@ -138,35 +138,6 @@ __device__ __forceinline__ void store8(T* dst, const Cols8& acc) {
   }
 }
 
-// Slot-by-slot combine (schedule.cuh): partial k may be read once ready[k] reaches `target`
-// (ready = the sequence's first slot's counter; nullptr: the caller waited for the decode
-// grid). wait() polls the counters of partials first, first + step, ... (k < n) together
-// (relaxed loads, all in flight at once), then a fence makes the writers' rows visible: with
-// their release, an acquire pattern. A thread waits for all of its partials before it loads
-// any (they are loaded together anyway, and the merge keeps no registers for the gate).
-struct SlotGate {
-  const int32_t* ready = nullptr;
-  int target = 0;
-
-  __device__ void wait(int first, int step, int n) const {
-    if (ready == nullptr) return;
-    while (true) {
-      bool all = true;
-      for (int k = first; k < n; k += step) {
-        int32_t seen;
-        asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(ready + k));
-        all &= seen >= target;
-      }
-      if (all) break;
-      __nanosleep(kPollNs);
-    }
-    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
-  }
-
- private:
-  static constexpr unsigned kPollNs = 64;
-};
-
 // The running state of a one-pass merge over some of a row's partials, for COLS column
 // groups: the largest lse_k seen (m), sum exp(lse_k - m) (l) and sum exp(lse_k - m) o_k.
 template <int COLS>
@@ -259,12 +230,12 @@ struct Partial {
 // slot slot0: the schedule's num_splits and slot_begin), by THREADS threads (index tid, cols <=
 // THREADS): cols column threads times THREADS / cols split groups, group g taking partials g,
 // g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a barrier over exactly these
-// threads (the last call: the scratch may be reused by the next call); `gate`: see SlotGate.
-// Writes lse when col0 == 0.
+// threads (the last call: the scratch may be reused by the next call). Writes lse when
+// col0 == 0.
 template <class T, bool PAIRS, int THREADS, class Sync>
 __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int n,
                               int64_t slot0, int row, int col0, int cols, int tid,
-                              Partial* scratch, Sync sync, SlotGate gate = {}) {
+                              Partial* scratch, Sync sync) {
   const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
   const int groups = THREADS / cols;
   const int g = tid / cols, c = tid % cols;
@@ -274,7 +245,6 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
   const int col[1] = {col0 + c};
   // Threads past cols * groups idle (cols not dividing THREADS).
   if (g < groups) {
-    gate.wait(g, groups, n);
     mine.add<kBatch>(lse_k, rows_all, partial_row(s, p.d_v, slot0 * rows_all + row, rows_all),
                      col, g, groups, n);
     if (tid == 0) FLASHMFA_PHASE(3);

@@ -56,37 +56,12 @@ struct Schedule {
   PartialElem* o_partial;         // [num_slots, h_q * s_q, d_v]  row = kv * rows + r
   float* o_scale;                 // [num_slots, h_q * s_q, kPartialGroups]  (partials.cuh)
   float* lse_partial;             // [num_slots, h_q * s_q]       natural log; -inf: empty
-  // Slot-by-slot combine (early_combine; the sm90 kernels with the combine's chunk layout, see
-  // combine.cu): every group of 64 query rows (of a KV head) that has written its rows of
-  // partial slot k adds 1 to slot_ready[k] (a release after a fence); the combine reads a slot
-  // once slot_ready[k] = writers_per_slot, without waiting for the decode grid first. Its CTAs
-  // of sequence i count themselves in seq_passed[i], and the last resets the sequence's
-  // counters for the next call. plan() zeroes both.
-  int32_t* slot_ready;            // [num_slots]
-  int32_t* seq_passed;            // [b]
   int32_t b;
   int32_t num_parts;
   int32_t num_slots;
   int32_t block_n;                // KV tokens per block (the decode kernel's tile)
   int32_t fixed_cost;             // F, in blocks
-  int32_t early_combine;          // 0: the combine waits for the decode grid (griddepcontrol)
-  int32_t writers_per_slot;       // h_kv * ceil(s_q * q_per_kv / 64)
 };
-
-// Slot-by-slot combine (above). FLASHMFA_EARLY_COMBINE=0: the combine always waits for the
-// decode grid.
-#ifndef FLASHMFA_EARLY_COMBINE
-#define FLASHMFA_EARLY_COMBINE 1
-#endif
-constexpr int kRowsPerWriter = 64;  // query rows of one writer of a slot (a Hopper row group)
-
-// Counts this writer's rows of `slot` written, for the combine (early_combine). Called by one
-// thread after every thread of the writer has stored its rows, fenced, and met at a barrier:
-// the release makes those stores visible to a reader that sees the count.
-__device__ __forceinline__ void count_slot_written(const Schedule& s, int slot) {
-  asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(s.slot_ready + slot)
-               : "memory");
-}
 
 // The combine drops each partial's L2 lines once merged (combine.cuh, discard.global.L2);
 // FLASHMFA_COMBINE_DISCARD=0 keeps them.

@@ -111,10 +111,6 @@ schedule_kernel(const int32_t* __restrict__ seqlens_in, SchedulerArgs a) {
     a.part_first_seq[p] = lo;
   }
 
-  // The slot-by-slot combine's counters start at zero; the combine resets them after each call.
-  for (int i = threadIdx.x; i < a.num_slots; i += kSchedulerThreads) a.slot_ready[i] = 0;
-  for (int i = threadIdx.x; i < a.b; i += kSchedulerThreads) a.seq_passed[i] = 0;
-
   if (threadIdx.x == 0) {
     a.header->per_part = per;
     a.header->num_slots_used = used;

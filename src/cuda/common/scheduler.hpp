@@ -15,8 +15,8 @@ namespace flashmfa::cuda {
 struct WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t header = 0, prefix_cost = 0, seqlen = 0, slot_begin = 0, num_splits = 0,
-         part_first_seq = 0, slot_ready = 0, seq_passed = 0, lse_partial = 0, o_partial = 0,
-         o_scale = 0, total = 0;
+         part_first_seq = 0, lse_partial = 0, o_partial = 0, o_scale = 0,
+         total = 0;
 
   // b sequences, num_parts parts, num_slots partial slots of rows_all rows x d_v values
   // (partials.cuh).
@@ -34,8 +34,6 @@ struct WorkspaceLayout {
     slot_begin = take(sizeof(int32_t) * (b + 1));
     num_splits = take(sizeof(int32_t) * b);
     part_first_seq = take(sizeof(int32_t) * num_parts);
-    slot_ready = take(sizeof(int32_t) * num_slots);
-    seq_passed = take(sizeof(int32_t) * b);
     lse_partial = take(sizeof(float) * num_slots * rows_all);
     o_partial = take(sizeof(PartialElem) * num_slots * rows_all * d_v);
     o_scale = take(sizeof(float) * num_slots * rows_all * kPartialGroups);
@@ -51,9 +49,7 @@ struct SchedulerArgs {
   int32_t* slot_begin;      // [b + 1]
   int32_t* num_splits;      // [b]
   int32_t* part_first_seq;  // [num_parts]
-  int32_t* slot_ready;      // [num_slots]  zeroed (the slot-by-slot combine's counters)
-  int32_t* seq_passed;      // [b]          zeroed
-  int b, num_parts, num_slots, block_n, fixed_cost, page_size, max_pages;
+  int b, num_parts, block_n, fixed_cost, page_size, max_pages;
 };
 
 void launch_scheduler(const int32_t* seqlens, const SchedulerArgs& args, cudaStream_t stream);

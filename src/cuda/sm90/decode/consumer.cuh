@@ -257,13 +257,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 
       if constexpr (KV_SPLIT) {
         merge_and_store(it, o, softmax);
-        count_written(sched, it, tid == 0, [&] { sync_all(); });
       } else {
         float inv_sum[kRowsPerThread], lse[kRowsPerThread];
         softmax.finish(inv_sum, lse);
         store_rows<T, D, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o,
                                      inv_sum, lse);
-        count_written(sched, it, wg_tid() == 0, [&] { sync_own(); });
       }
       if (tid == 0) FLASHMFA_PHASE(6);
     }

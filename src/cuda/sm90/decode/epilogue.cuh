@@ -103,17 +103,4 @@ __device__ void store_rows(const detail::DecodeParams& p, const Schedule& sched,
   }
 }
 
-// Slot-by-slot combine (schedule.cuh): once every thread of a writer -- a group of 64 query
-// rows; `sync` is a barrier over exactly its threads, `leader` true for one of them -- has
-// stored its share of a split item's partial rows, the writer counts the slot written. The
-// combine may already be waiting for it. Uniform over the writer's threads.
-template <class Sync>
-__device__ __forceinline__ void count_written(const Schedule& sched, const WorkItem& it,
-                                              bool leader, Sync sync) {
-  if (it.slot < 0 || !sched.early_combine) return;
-  __threadfence();  // this thread's partial rows, before the barrier and the count
-  sync();
-  if (leader) count_slot_written(sched, it.slot);
-}
-
 }  // namespace flashmfa::cuda::sm90

@@ -304,7 +304,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       if (pending) other_tile(pending_pos, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
       finish(it, o, softmax);
-      count_written(sched, it, tid == 0, [&] { sync_all(); });
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
   }
