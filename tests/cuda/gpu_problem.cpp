@@ -123,7 +123,7 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
   testing::HostProblem h = testing::make_problem(spec);
   const int d_k = spec.variant.d_k, d_v = spec.variant.d_v;
   DeviceBuffer q, k, v, block_table, seqlens, out, lse;
-  q.upload(h.q);
+  q.upload(padded(h.q, size_t(d_k), size_t(pad_elems)));
   k.upload(padded(h.k_cache, size_t(d_k), size_t(pad_elems)));
   if (!h.v_cache.empty()) v.upload(padded(h.v_cache, size_t(d_v), size_t(pad_elems)));
   block_table.upload(h.block_table);
@@ -133,6 +133,7 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
   DecodeArgs a = h.args_on({DeviceType::cuda, 0}, q.get(), k.get(),
                            h.v_cache.empty() ? nullptr : v.get(), block_table.get(),
                            seqlens.get(), out.get(), lse.get());
+  a.q = pitched(a.q, d_k + int64_t(pad_elems));
   a.k_cache = pitched(a.k_cache, d_k + int64_t(pad_elems));
   if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, d_v + int64_t(pad_elems));
   a.path = path;

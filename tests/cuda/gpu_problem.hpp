@@ -111,9 +111,9 @@ std::string describe(const testing::ProblemSpec& s);
 Plan run_and_check(const testing::ProblemSpec& spec, const std::string& label,
                    DecodeArgs::Path path = DecodeArgs::Path::automatic);
 
-// run_and_check with the 16-bit cache rows pad_elems elements apart beyond their width (a view
-// of a wider buffer: K's rows d_k + pad_elems apart, a separate V's d_v + pad_elems), the gap
-// zero. With 16-byte multiples the fast paths still take the shape.
+// run_and_check with the 16-bit cache rows and q's rows pad_elems elements apart beyond their
+// width (views of wider buffers: K's and q's rows d_k + pad_elems apart, a separate V's d_v +
+// pad_elems), the gap zero. With 16-byte multiples the fast paths still take the shape.
 Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& label,
                            DecodeArgs::Path path, int pad_elems);
 

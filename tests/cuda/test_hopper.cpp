@@ -112,10 +112,11 @@ TEST(HopperPath, DecodeRowCounts) {
         }
 }
 
-// Cache rows wider apart than their width (a view of a wider buffer, 16-byte aligned, so the
-// fast paths still take them): the tensor maps carry the caller's strides -- MLA's two 5-D
-// maps whose atom stride is smaller than the token stride, the decode kernel's 4-D maps --
-// for MLA with whole-slot and half release, MFA, MFA-KR on the row split, GQA with 2 KV heads.
+// Cache and q rows wider apart than their width (views of wider buffers, 16-byte aligned, so
+// the fast paths still take them): the tensor maps carry the caller's strides -- MLA's two 5-D
+// maps whose atom stride is smaller than the token stride, the decode kernel's 4-D maps, MLA's
+// q map (h_q 128) -- for MLA with whole-slot and half release, MFA, MFA-KR on the row split,
+// GQA with 2 KV heads.
 TEST(HopperPath, PitchedCacheRows) {
   SKIP_WITHOUT_HOPPER_PATH();
   const struct { Variant v; int h_kv, h_q, s_q; bool causal; } cases[] = {

@@ -95,7 +95,7 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
-         raw_empty = 0, total = 0;
+         raw_empty = 0, q_full = 0, q_empty = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
   size_t stats_stride = 0;  // bytes between the two warpgroups' halves of stats (decode_plan)
   int full_per_stage = 1;
@@ -118,7 +118,9 @@ struct SmemPlan {
     empty = full + sizeof(uint64_t) * stages * full_per_stage;
     raw_full = empty + sizeof(uint64_t) * stages * empty_per_stage;
     raw_empty = raw_full + sizeof(uint64_t) * raw_stages;
-    total = raw_empty + sizeof(uint64_t) * raw_stages;
+    q_full = raw_empty + sizeof(uint64_t) * raw_stages;  // Q by TMA (MLA): landed, free again
+    q_empty = q_full + sizeof(uint64_t);
+    total = q_empty + sizeof(uint64_t);
     stats_stride = stats_bytes / 2;
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
@@ -196,6 +198,14 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
+// MLA (16-bit caches): the producer loads each item's Q tile by TMA, before the item's first KV
+// tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
+// make_query_map, for the head counts whose 64-row tiles are a box of q); otherwise the
+// consumer threads load it. FLASHMFA_SM90_MLA_Q_TMA=0: always the consumers.
+#ifndef FLASHMFA_SM90_MLA_Q_TMA
+#define FLASHMFA_SM90_MLA_Q_TMA 1
+#endif
+constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {

@@ -163,6 +163,38 @@ CUtensorMap make_wide_map(const detail::DecodeParams& p, const void* ptr, int d,
                     CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
+// MLA's q [b, s_q, h_q, 576] as a 4-D map (576, h_q, s_q, b) whose box is one 64-column atom of
+// a CTA's 64 query rows, 128B-swizzled like the K tiles: 64 heads of one token when q_per_kv is
+// a multiple of 64, else all q_per_kv heads of 64 / q_per_kv tokens (tokens past s_q arrive as
+// zeros). The producer then loads each item's Q tile (mla/kernel.cuh). Other head counts, and
+// a box taller than s_q, keep the consumers' own loads: has_value() is false.
+struct QueryMap {
+  CUtensorMap map{};
+  bool ok = false;
+};
+QueryMap make_query_map(const detail::DecodeParams& p) {
+  QueryMap m;
+  const int qpk = p.q_per_kv;
+  const bool heads_tile = qpk % kRowsPerWarpgroup == 0;
+  const bool tokens_tile = kRowsPerWarpgroup % qpk == 0 && kRowsPerWarpgroup / qpk <= p.s_q;
+  if (!(heads_tile || tokens_tile) || !aligned(p.q, kTmaAlignBytes) ||
+      !stride_ok(p.q_sh, kElemBytes) || !stride_ok(p.q_ss, kElemBytes) ||
+      !stride_ok(p.q_sb, kElemBytes))
+    return m;
+  const cuuint64_t dims[kTensorRank] = {cuuint64_t(kMlaDk), cuuint64_t(p.h_q),
+                                        cuuint64_t(p.s_q), cuuint64_t(p.b)};
+  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(p.q_sh) * kElemBytes,
+                                               cuuint64_t(p.q_ss) * kElemBytes,
+                                               cuuint64_t(p.q_sb) * kElemBytes};
+  const cuuint32_t box[kTensorRank] = {
+      kAtomCols, cuuint32_t(heads_tile ? kRowsPerWarpgroup : qpk),
+      cuuint32_t(heads_tile ? 1 : kRowsPerWarpgroup / qpk), 1};
+  m.map = encode_map(p, p.q, kTensorRank, dims, strides, box, elem_type(p),
+                     CU_TENSOR_MAP_SWIZZLE_128B);
+  m.ok = true;
+  return m;
+}
+
 // An fp8_mla cache [num_pages, page_size, h_kv, 656 bytes] as the three maps of mla/fp8.cuh,
 // each box (part of) one 64-token tile of one head: the 512 latent bytes, a box of 128 of them,
 // 128B-swizzled (one 8 KB atom per box); the 4 f32 scales at byte 512, unswizzled; the 64 RoPE
@@ -325,10 +357,12 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
         kMlaWideBoxes
             ? make_wide_map(p, p.k, cfg.d, kMlaAtoms - kMlaOutAtoms, p.k_sp, p.k_st, p.k_sh)
             : k_map;
+    const QueryMap q = kMlaQueryTma ? make_query_map(p) : QueryMap{};
+    const CUtensorMap* q_map = q.ok ? &q.map : nullptr;
     if (p.dtype == DType::bf16)
-      launch_mla_typed<__nv_bfloat16>(p, sched, k_map, k_hi_map, stream);
+      launch_mla_typed<__nv_bfloat16>(p, sched, k_map, k_hi_map, q_map, stream);
     else
-      launch_mla_typed<__half>(p, sched, k_map, k_hi_map, stream);
+      launch_mla_typed<__half>(p, sched, k_map, k_hi_map, q_map, stream);
     return;
   }
   const CUtensorMap k_map = make_cache_map(p, p.k, cfg.d, p.k_sp, p.k_st, p.k_sh);

@@ -46,6 +46,25 @@ struct Producer {
   // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
   // view whose box is its second half.
   const CUtensorMap* k_hi_map = nullptr;
+  // MLA, 16-bit caches: q as a 4-D map (d, h_q, s_q, b) whose box is one 64-column atom of the
+  // CTA's 64 query rows (launch.cu, make_query_map), or nullptr: the consumers load Q
+  // themselves. row0: the CTA's first query row of the KV head.
+  const CUtensorMap* q_map = nullptr;
+  int row0 = 0;
+
+  // Q by TMA: the item's Q tile, once the consumers have released the previous item's (they do
+  // so after their last S = Q K^T of it), before the item's first KV tile, so that both land
+  // together. `items`: the items loaded before this one (the barriers' phase).
+  __device__ void load_query_tile(const WorkItem& it, int items, uint64_t policy) const {
+    mbar_wait(sm.q_empty, uint32_t(items & 1) ^ 1);
+    mbar_arrive_expect_tx(sm.q_full, uint32_t(kRowsPerWarpgroup) * Tr::kAtoms * kAtomCols *
+                                         kElemBytes);
+    const int t = row0 / p.q_per_kv, head = kv_head * p.q_per_kv + row0 % p.q_per_kv;
+#pragma unroll
+    for (int a = 0; a < Tr::kAtoms; ++a)
+      tma_load_4d(sm.query(0) + a * kAtomBytes, q_map, sm.q_full, a * kAtomCols, head, t, it.seq,
+                  policy);
+  }
 
   // Boxes [FIRST, LAST) of a tile into the slot at `pos`, each on its own full barrier
   // (unrolled: the box offsets are immediates of the one producer thread's instruction stream).
@@ -195,8 +214,10 @@ struct Producer {
     const uint64_t policy = l2_evict_first_policy();
     if constexpr (Tr::kFp8) return run_raw(part, policy);
     RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
-    for (PartWalker w(sched, part); w.valid(); w.next()) {
+    int items = 0;
+    for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
+      if (q_map != nullptr) load_query_tile(it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         const TileSource src = tile_source(p, it, blk);

@@ -90,6 +90,7 @@ struct SmemView {
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
   uint32_t empty;  // (STAGES, empty_per_stage) mbarriers
   uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
+  uint32_t q_full, q_empty;      // mbarriers of a Q tile loaded by TMA (MLA, 16-bit caches)
   uint32_t slot_bytes;
   uint32_t q_bytes;
   uint32_t raw_bytes;
@@ -102,7 +103,8 @@ struct SmemView {
         xchg(base + uint32_t(plan.xchg)), stats(base + uint32_t(plan.stats)),
         raw(base + uint32_t(plan.raw)), full(base + uint32_t(plan.full)),
         empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
-        raw_empty(base + uint32_t(plan.raw_empty)),
+        raw_empty(base + uint32_t(plan.raw_empty)), q_full(base + uint32_t(plan.q_full)),
+        q_empty(base + uint32_t(plan.q_empty)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
         empty_per_stage(uint32_t(plan.empty_per_stage)),

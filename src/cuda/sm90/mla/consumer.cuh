@@ -121,6 +121,13 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
   }
 
+  // Q by TMA: this warp has read the item's Q tile for the last time (its warpgroup's last
+  // S = Q K^T of the item has completed, or it owned no tile): the producer may load the next.
+  __device__ void release_query() const {
+    __syncwarp();
+    if (lane() == 0) mbar_arrive(sm.q_empty);
+  }
+
   // Skipped when the warp's rows all keep their running max (alpha exactly 1).
   __device__ static void scale(Out& o, const float (&alpha)[kRowsPerThread]) {
     if (!warp_must_rescale(alpha)) return;
@@ -179,7 +186,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // warpgroup.
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           Out& o, OnlineSoftmax& softmax, bool probe = false) const {
+                           Out& o, OnlineSoftmax& softmax, bool last_q_read,
+                           bool probe = false) const {
     probe = probe && wg_tid() == 0;
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
@@ -218,6 +226,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     }
     wgmma_wait<0>();
     fence_regs(s);
+    if (last_q_read) release_query();
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
@@ -256,18 +265,26 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     release_slot(pos);
   }
 
-  __device__ void run(int part) const {
+  // q_by_tma: the producer loads each item's Q tile (q_full), and each warp releases it after
+  // its warpgroup's last S of the item (q_empty); otherwise the consumers load it themselves.
+  __device__ void run(int part, bool q_by_tma) const {
     const uint32_t q_tile = sm.query(0);
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
+    uint32_t q_phase = 0;
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       sync_all();  // the previous item's products have read Q, its row sums have been read
-      load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst>(p, it.seq, kv_head,
-                                                                       first_row, q_tile, tid);
-      fence_proxy_async();  // Q is read by wgmma
-      sync_all();
+      if (q_by_tma) {
+        mbar_wait(sm.q_full, q_phase);
+        q_phase ^= 1;
+      } else {
+        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst>(p, it.seq, kv_head,
+                                                                         first_row, q_tile, tid);
+        fence_proxy_async();  // Q is read by wgmma
+        sync_all();
+      }
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(3);  // Q staged (fp8.cuh uses 3 and 4)
       int visible[kRowsPerThread];
       Base::visible_rows(it, visible);
@@ -293,7 +310,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                   visible, q_tile, o, softmax, probe);
+                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, probe);
           pending = false;
         } else {
           pending = true;
@@ -302,6 +319,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         pos.advance();
       }
       if (pending) other_tile(pending_pos, o, softmax);
+      // A warpgroup that owned no tile of the item (fewer than two tiles) has read no Q.
+      if (q_by_tma && it.block_end - it.block_begin <= warpgroup) release_query();
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored

@@ -12,10 +12,13 @@ namespace flashmfa::cuda::sm90 {
 
 // Defined in kernel_bf16.cu / kernel_f16.cu. k_map: the cache as a 576-column tensor map whose
 // box is one 64-column atom; with kMlaWideBoxes, the 5-D map whose box is the first half of a
-// tile, and k_hi_map the one whose box is the second half (launch.cu, make_wide_map).
+// tile, and k_hi_map the one whose box is the second half (launch.cu, make_wide_map). q_map:
+// q as the map of make_query_map, whose box is one atom of a CTA's 64 query rows (the producer
+// then loads each item's Q tile), or nullptr (the consumers load it).
 template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
-                      const CUtensorMap& k_map, const CUtensorMap& k_hi_map, cudaStream_t stream);
+                      const CUtensorMap& k_map, const CUtensorMap& k_hi_map,
+                      const CUtensorMap* q_map, cudaStream_t stream);
 
 // Defined in kernel_fp8_bf16.cu / kernel_fp8_f16.cu: an fp8_mla cache (FlashMLA's 656-byte
 // rows) as three maps (launch.cu, make_mla_fp8_maps): the 512 latent bytes as four 128-byte
