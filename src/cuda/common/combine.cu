@@ -45,7 +45,7 @@
 #include "cuda/common/combine.cuh"
 #include "cuda/common/combine.hpp"
 #include "cuda/common/device.hpp"
-#include "cuda/sm90/decode/phase_clock.cuh"  // a measuring aid, empty unless FLASHMFA_PHASE_CLOCK
+#include "cuda/common/phase_clock.cuh"
 
 namespace flashmfa::cuda {
 namespace {

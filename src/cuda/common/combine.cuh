@@ -20,8 +20,8 @@
 #include <cstdint>
 
 #include "core/params.hpp"
+#include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
-#include "cuda/sm90/decode/phase_clock.cuh"  // a measuring aid, empty unless FLASHMFA_PHASE_CLOCK
 
 namespace flashmfa::cuda::combine {
 

@@ -23,11 +23,11 @@
 #pragma once
 
 #include "core/params.hpp"
+#include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/dequant.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
 #include "cuda/sm90/decode/mainloop.cuh"
-#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"

@@ -8,10 +8,10 @@
 
 #include "core/params.hpp"
 #include "cuda/common/device.hpp"
+#include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/consumer.cuh"
 #include "cuda/sm90/decode/decode.hpp"
-#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/producer.cuh"
 #include "cuda/sm90/decode/smem_optin.hpp"
 #include "cuda/sm90/decode/traits.cuh"

@@ -32,8 +32,8 @@
 
 #include "core/params.hpp"
 #include "cuda/common/fp8_dequant.cuh"
+#include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
-#include "cuda/sm90/decode/phase_clock.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 #include "flashmfa/flashmfa.hpp"

@@ -1,4 +1,4 @@
-// flashmfa CUDA, Hopper path: phase clocks, a measuring aid compiled only with
+// flashmfa CUDA: phase clocks, a measuring aid compiled only with
 // -DFLASHMFA_PHASE_CLOCK=1 (otherwise every macro here is empty and nothing is emitted).
 //
 // Each CTA records %globaltimer (ns, one clock for the whole GPU) at up to kPhases numbered
@@ -13,10 +13,10 @@
 //   FLASHMFA_PHASE_REPORT()  host side, in the launcher: registers the exit-time report once
 #pragma once
 
-namespace flashmfa::cuda::sm90 {
+namespace flashmfa::cuda {
 // The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
 constexpr int kPhaseTile = 40;
-}  // namespace flashmfa::cuda::sm90
+}  // namespace flashmfa::cuda
 
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 
@@ -28,7 +28,7 @@ constexpr int kPhaseTile = 40;
 #include <cstdlib>
 #include <vector>
 
-namespace flashmfa::cuda::sm90::phase_clock {
+namespace flashmfa::cuda::phase_clock {
 
 constexpr int kPhases = 16;
 constexpr int kMaxCtas = 1024;
@@ -82,10 +82,10 @@ static void register_report() {
   (void)once;
 }
 
-}  // namespace flashmfa::cuda::sm90::phase_clock
+}  // namespace flashmfa::cuda::phase_clock
 
-#define FLASHMFA_PHASE(i) ::flashmfa::cuda::sm90::phase_clock::record(i)
-#define FLASHMFA_PHASE_REPORT() ::flashmfa::cuda::sm90::phase_clock::register_report()
+#define FLASHMFA_PHASE(i) ::flashmfa::cuda::phase_clock::record(i)
+#define FLASHMFA_PHASE_REPORT() ::flashmfa::cuda::phase_clock::register_report()
 
 #else
 
