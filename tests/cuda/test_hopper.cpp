@@ -133,6 +133,40 @@ TEST(HopperPath, PitchedCacheRows) {
     }
 }
 
+// q with dimensions of one element whose strides are 0 (a caller may give any stride there):
+// MLA's q map steps over them with the dense strides (one sequence, one token; h_q 128 and 64,
+// where the producer loads Q by TMA, and 16 at s_q 4, where a box holds 4 tokens).
+TEST(HopperPath, MlaQueryStridesOfSingleDimensions) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  const struct { int h_q, s_q; } cases[] = {{128, 1}, {64, 1}, {16, 4}};
+  for (const auto& c : cases) {
+    ProblemSpec s;
+    s.variant = Variant::mla();
+    s.h_q = c.h_q;
+    s.s_q = c.s_q;
+    s.causal = c.s_q > 1;
+    s.b = 1;
+    s.seqlens = {5000};
+    s.seed = 9500 + c.h_q;
+    testing::HostProblem h = testing::make_problem(s);
+    DeviceProblem d(h);
+    const TensorView& q = d.args.q;
+    d.args.q = make_view(q.data, q.dtype, {1, c.s_q, c.h_q, 576},
+                         {0, c.s_q == 1 ? 0 : int64_t(c.h_q) * 576, 576, 1}, q.device);
+    d.args.path = DecodeArgs::Path::hopper;
+    const Plan p = d.plan();
+    run(p, d.args);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(read_error_flags(p), 0u) << describe(s);
+    std::vector<uint16_t> out;
+    std::vector<float> lse;
+    d.out.download(out);
+    d.lse.download(lse);
+    const std::string why = compare_with_reference(h, out, lse);
+    EXPECT_TRUE(why.empty()) << describe(s) << ": " << why;
+  }
+}
+
 // fp8_row caches on the decode kernel's FP8 form (raw ring, dequantizing warps): MFA, MFA-KR
 // 256 and 128, GQA d 128 with 2 and 8 KV heads, against the reference on the same FP8 cache
 // (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above plus items long

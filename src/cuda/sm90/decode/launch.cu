@@ -166,8 +166,8 @@ CUtensorMap make_wide_map(const detail::DecodeParams& p, const void* ptr, int d,
 // MLA's q [b, s_q, h_q, 576] as a 4-D map (576, h_q, s_q, b) whose box is one 64-column atom of
 // a CTA's 64 query rows, 128B-swizzled like the K tiles: 64 heads of one token when q_per_kv is
 // a multiple of 64, else all q_per_kv heads of 64 / q_per_kv tokens (tokens past s_q arrive as
-// zeros). The producer then loads each item's Q tile (mla/kernel.cuh). Other head counts, and
-// a box taller than s_q, keep the consumers' own loads: has_value() is false.
+// zeros). The producer then loads each item's Q tile (mla/kernel.cuh). Other head counts, a box
+// taller than s_q and strides the encoder refuses keep the consumers' own loads (ok false).
 struct QueryMap {
   CUtensorMap map{};
   bool ok = false;
@@ -183,15 +183,23 @@ QueryMap make_query_map(const detail::DecodeParams& p) {
     return m;
   const cuuint64_t dims[kTensorRank] = {cuuint64_t(kMlaDk), cuuint64_t(p.h_q),
                                         cuuint64_t(p.s_q), cuuint64_t(p.b)};
-  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(p.q_sh) * kElemBytes,
-                                               cuuint64_t(p.q_ss) * kElemBytes,
-                                               cuuint64_t(p.q_sb) * kElemBytes};
+  // A dimension of one element is never stepped over: its stride (which a caller may set to
+  // anything, 0 included) is replaced by the dense one.
+  const int64_t sh = p.h_q == 1 ? kMlaDk : p.q_sh;
+  const int64_t ss = p.s_q == 1 ? int64_t(p.h_q) * sh : p.q_ss;
+  const int64_t sb = p.b == 1 ? int64_t(p.s_q) * ss : p.q_sb;
+  const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(sh) * kElemBytes,
+                                               cuuint64_t(ss) * kElemBytes,
+                                               cuuint64_t(sb) * kElemBytes};
   const cuuint32_t box[kTensorRank] = {
       kAtomCols, cuuint32_t(heads_tile ? kRowsPerWarpgroup : qpk),
       cuuint32_t(heads_tile ? 1 : kRowsPerWarpgroup / qpk), 1};
-  m.map = encode_map(p, p.q, kTensorRank, dims, strides, box, elem_type(p),
-                     CU_TENSOR_MAP_SWIZZLE_128B);
-  m.ok = true;
+  const cuuint32_t elem_strides[kTensorRank] = {1, 1, 1, 1};
+  // A layout the encoder refuses (unusual strides of a view) keeps the consumers' loads.
+  m.ok = encode_fn()(&m.map, elem_type(p), cuuint32_t(kTensorRank), const_cast<void*>(p.q), dims,
+                     strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   return m;
 }
 
