@@ -7,7 +7,8 @@
 // each half of a tile is one copy. Page indices come from the block table, one per tile (a page
 // holds >= 64 tokens). A page outside [0, num_pages) is never loaded: the slot is released
 // with zero bytes, and the consumers (which read the same block-table entry: tile_source)
-// clear and mask all of its rows.
+// clear and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
+// producer (q_map, load_query_tile).
 //
 // FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring (split between the
 // consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA (one box of 64 rows

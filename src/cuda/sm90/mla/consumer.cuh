@@ -16,6 +16,11 @@
 // 64 x 64 x 576 product is computed once, and a slot is released as soon as its P V are done
 // (it does not wait for the next tile to land).
 //
+// Each item's Q tile (64 rows x 576) is loaded by TMA from the producer where q's layout allows
+// (launch.cu, make_query_map): each warp releases it after its warpgroup's last S of the item,
+// so the next item's Q lands during the last P V and the epilogue; otherwise the consumers
+// load it themselves at the item's start.
+//
 // Half release (MlaTraits::half_release: more than 64 rows): warpgroup w's P V is the last
 // read of atoms [4w, 4w + 4) of a slot (plus the rope atom, for w = 1): the owner's S = Q K^T
 // read every atom before it published P, which the other warpgroup's P V follows. So each warpgroup frees its
@@ -275,7 +280,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      sync_all();  // the previous item's products have read Q, its row sums have been read
+      sync_all();  // the previous item's row sums have been read (and its products Q, when
+                   // the consumers load Q themselves)
       if (q_by_tma) {
         mbar_wait(sm.q_full, q_phase);
         q_phase ^= 1;
