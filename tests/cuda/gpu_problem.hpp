@@ -102,6 +102,16 @@ std::string compare_sequences(testing::HostProblem& h, const DecodeArgs& ref_arg
 std::string compare_with_reference(testing::HostProblem& h, const std::vector<uint16_t>& out,
                                    const std::vector<float>& lse);
 
+// Downloads d's out and lse (after the caller has synchronized) and compares them with the
+// reference on h: "" or what failed.
+inline std::string compare_device_outputs(testing::HostProblem& h, DeviceProblem& d) {
+  std::vector<uint16_t> out;
+  std::vector<float> lse;
+  d.out.download(out);
+  d.lse.download(lse);
+  return compare_with_reference(h, out, lse);
+}
+
 // A test label: variant, dtype, shape, page size, causal, and the lengths (up to 8 sequences).
 std::string describe(const testing::ProblemSpec& s);
 

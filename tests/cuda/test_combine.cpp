@@ -273,11 +273,7 @@ TEST(CudaCombine, RepeatedRunsOfOnePlanWithManySplits) {
         CUDA_OK(cudaDeviceSynchronize());
         run(p, d.args, stream);
         CUDA_OK(cudaStreamSynchronize(stream));
-        std::vector<uint16_t> out;
-        std::vector<float> lse;
-        d.out.download(out);
-        d.lse.download(lse);
-        const std::string why = compare_with_reference(h, out, lse);
+        const std::string why = compare_device_outputs(h, d);
         EXPECT_TRUE(why.empty()) << describe(s) << " plan " << phase << " run " << round << ": "
                                  << why;
       }
@@ -314,11 +310,7 @@ TEST(CudaCombine, BackToBackCallsShareOneWorkspace) {
     CUDA_OK(cudaStreamSynchronize(stream));
     EXPECT_EQ(read_error_flags(pb, stream), 0u);
     for (auto [h, d, name] : {std::tuple{&ha, &da, "first"}, std::tuple{&hb, &db, "second"}}) {
-      std::vector<uint16_t> out;
-      std::vector<float> lse;
-      d->out.download(out);
-      d->lse.download(lse);
-      const std::string why = compare_with_reference(*h, out, lse);
+      const std::string why = compare_device_outputs(*h, *d);
       EXPECT_TRUE(why.empty()) << name << " call, round " << round << ": " << why;
     }
   }
