@@ -40,7 +40,6 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "cuda/common/combine.cuh"
 #include "cuda/common/combine.hpp"
@@ -139,8 +138,8 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
 // decode grid has not flushed, so the attribute is set only when this holds. Every instance
 // comes from this file's one -gencode list, so the answer is per device (asked of the kernel
 // being launched); cudaFuncGetAttributes is not a stream operation (legal under capture).
+constexpr int kMaxDevices = 64;  // devices whose per-device answers below are kept
 bool waits_for_grid(const void* kernel, int device) {
-  constexpr int kMaxDevices = 64;
   static std::array<int8_t, kMaxDevices> cache{};  // 0 unknown, 1 no, 2 yes
   static std::mutex mu;
   if (device < 0 || device >= kMaxDevices) return false;
@@ -164,20 +163,20 @@ bool waits_for_grid(const void* kernel, int device) {
 #ifndef FLASHMFA_COMBINE_MAX_SHARED
 #define FLASHMFA_COMBINE_MAX_SHARED 1
 #endif
-void prefer_max_shared(const void* kernel, int device) {
-  if (!FLASHMFA_COMBINE_MAX_SHARED) return;
-  struct Done {
-    const void* kernel;
-    int device;
-  };
-  static std::vector<Done> done;
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
-  for (const Done& d : done)
-    if (d.kernel == kernel && d.device == device) return;
-  FLASHMFA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                           int(cudaSharedmemCarveoutMaxShared)));
-  done.push_back({kernel, device});
+// Once per device for the three kernels of an instance (not a stream operation: legal under
+// capture).
+template <class T, bool PAIRS>
+void prefer_max_shared(int device) {
+  if (!FLASHMFA_COMBINE_MAX_SHARED || device < 0 || device >= kMaxDevices) return;
+  static std::array<std::once_flag, kMaxDevices> once;
+  std::call_once(once[device], [] {
+    for (const void* kernel : {reinterpret_cast<const void*>(&combine_kernel<T, PAIRS>),
+                               reinterpret_cast<const void*>(&combine_rows_kernel<T, PAIRS, 1>),
+                               reinterpret_cast<const void*>(&combine_rows_kernel<T, PAIRS, 2>)})
+      FLASHMFA_CUDA_CHECK(cudaFuncSetAttribute(
+          kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+          int(cudaSharedmemCarveoutMaxShared)));
+  });
 }
 
 template <class T, bool PAIRS>
@@ -197,7 +196,7 @@ void launch_typed(const detail::DecodeParams& p, const Schedule& sched, cudaStre
   while (!warp_rows && int64_t(rows_all) * p.b * chunks < int64_t(kChunkCtasPerSm) * dev.sm_count &&
          cols % (2 * chunks) == 0 && cols / (2 * chunks) >= kMinChunkCols)
     chunks *= 2;
-  prefer_max_shared(reinterpret_cast<const void*>(kernel), device);
+  prefer_max_shared<T, PAIRS>(device);
   FLASHMFA_PHASE_REPORT();
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = warp_rows ? dim3((rows_all + kWarpsPerCta - 1) / kWarpsPerCta, p.b)
