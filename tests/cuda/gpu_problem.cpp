@@ -153,7 +153,10 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   const size_t pad = size_t(pad_bytes);
   const bool pad_rows = pad > 0;
   DeviceBuffer q, k8, v8, ks, vs, block_table, seqlens, out, lse;
-  q.upload(h.q);
+  // Gaps of 16-byte multiples: q's rows pad_bytes apart beyond theirs too (the fast paths'
+  // q maps still take them).
+  const size_t q_pad = pad % 16 == 0 ? pad / sizeof(uint16_t) : 0;
+  q.upload(padded(h.q, size_t(spec.variant.d_k), q_pad));
   k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
   if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
   if (!f.ks.empty()) ks.upload(f.ks);
@@ -167,6 +170,7 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   DecodeArgs a = f.args_on({DeviceType::cuda, 0}, q.get(), k8.get(), v8.get(), ks.get(),
                            vs.get(), block_table.get(), seqlens.get(), out.get(), lse.get());
   if (pad_rows) {
+    a.q = pitched(a.q, spec.variant.d_k + int64_t(q_pad));
     a.k_cache = pitched(a.k_cache, f.row_bytes + int64_t(pad));
     if (a.v_cache.present()) a.v_cache = pitched(a.v_cache, spec.variant.d_v + int64_t(pad));
   }

@@ -130,7 +130,8 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 // run_and_check on the FP8 form of spec's cache (testing::Fp8Problem: MLA's 656-byte rows,
 // e4m3 rows with per-row scales otherwise), against the reference on the same FP8 cache.
 // pad_bytes: a gap after each cache row (8: strides not multiples of 16 bytes, which takes the
-// portable kernel's element-wise load path; 16: the fast paths still take them). lie: sequence
+// portable kernel's element-wise load path; 16: the fast paths still take them, and q's rows
+// get the same gap). lie: sequence
 // 0's second block-table entry on the device (the host reference keeps the true one); the run
 // must raise kFlagPageOutOfRange and the other sequences must match.
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,

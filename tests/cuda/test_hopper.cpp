@@ -135,10 +135,11 @@ TEST(HopperPath, PitchedCacheRows) {
 
 // q with dimensions of one element whose strides are 0 (a caller may give any stride there):
 // MLA's q map steps over them with the dense strides (one sequence, one token; h_q 128 and 64,
-// where the producer loads Q by TMA, and 16 at s_q 4, where a box holds 4 tokens).
+// where the producer loads Q by TMA, 16 at s_q 4, where a box holds 4 tokens, 16 at s_q 1 and
+// 1 at s_q 2, where the box is taller than s_q).
 TEST(HopperPath, MlaQueryStridesOfSingleDimensions) {
   SKIP_WITHOUT_HOPPER_PATH();
-  const struct { int h_q, s_q; } cases[] = {{128, 1}, {64, 1}, {16, 4}};
+  const struct { int h_q, s_q; } cases[] = {{128, 1}, {64, 1}, {16, 4}, {16, 1}, {1, 2}};
   for (const auto& c : cases) {
     ProblemSpec s;
     s.variant = Variant::mla();
@@ -204,13 +205,15 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
 // s_q 1 / 2 / 4 with and without the causal rule, pages of 64 and 256, the lengths of
 // row_case (empty, one token, partial, odd and even tile counts, split), against the reference
 // on the same FP8 cache (unused rows hold e4m3 NaN bytes and NaN scales); then long items
-// that wrap the two-slot ring many times, two KV heads, rows 16 bytes apart beyond their 656,
-// and a lying block table.
+// that wrap the two-slot ring many times, two KV heads, cache rows 16 bytes apart beyond
+// their 656 (and q rows beyond their 576: the q map of h_q 128), and a lying block table. The
+// head counts cover both ways Q arrives: by TMA (h_q 64, 128: 64 heads of a token; 1 and 16: a
+// box of 64 and 4 tokens, those past s_q zeros) and by the consumers' loads (h_q 9).
 TEST(HopperPath, Fp8MlaCachesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();
   int n = 0;
   for (DType dtype : {DType::bf16, DType::f16})
-    for (int h_q : {1, 16, 64, 128})
+    for (int h_q : {1, 9, 16, 64, 128})
       for (int s_q : {1, 2, 4}) {
         const ProblemSpec s = row_case(Variant::mla(), dtype, 1, h_q, s_q, s_q > 1 && n % 3 != 1,
                                        n, 8000);

@@ -198,8 +198,8 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
-// MLA (16-bit caches): the producer loads each item's Q tile by TMA, before the item's first KV
-// tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
+// MLA (16-bit and FP8 caches): the producer loads each item's Q tile by TMA, before the item's
+// first KV tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
 // make_query_map, for the head counts whose 64-row tiles are a box of q); otherwise the
 // consumer threads load it. FLASHMFA_SM90_MLA_Q_TMA=0: always the consumers.
 #ifndef FLASHMFA_SM90_MLA_Q_TMA

@@ -166,8 +166,9 @@ CUtensorMap make_wide_map(const detail::DecodeParams& p, const void* ptr, int d,
 // MLA's q [b, s_q, h_q, 576] as a 4-D map (576, h_q, s_q, b) whose box is one 64-column atom of
 // a CTA's 64 query rows, 128B-swizzled like the K tiles: 64 heads of one token when q_per_kv is
 // a multiple of 64, else all q_per_kv heads of 64 / q_per_kv tokens (tokens past s_q arrive as
-// zeros). The producer then loads each item's Q tile (mla/kernel.cuh). Other head counts, a box
-// taller than s_q and strides the encoder refuses keep the consumers' own loads (ok false).
+// zeros, also where the box is taller than s_q: h_q 16 at s_q 1). The producer then loads each
+// item's Q tile (mla/kernel.cuh). Other head counts and strides the encoder refuses keep the
+// consumers' own loads (ok false).
 struct QueryMap {
   CUtensorMap map{};
   bool ok = false;
@@ -176,7 +177,7 @@ QueryMap make_query_map(const detail::DecodeParams& p) {
   QueryMap m;
   const int qpk = p.q_per_kv;
   const bool heads_tile = qpk % kRowsPerWarpgroup == 0;
-  const bool tokens_tile = kRowsPerWarpgroup % qpk == 0 && kRowsPerWarpgroup / qpk <= p.s_q;
+  const bool tokens_tile = kRowsPerWarpgroup % qpk == 0;
   if (!(heads_tile || tokens_tile) || !aligned(p.q, kTmaAlignBytes) ||
       !stride_ok(p.q_sh, kElemBytes) || !stride_ok(p.q_ss, kElemBytes) ||
       !stride_ok(p.q_sb, kElemBytes))
@@ -348,12 +349,14 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
 void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelConfig& cfg,
             cudaStream_t stream) {
   if (p.b == 0 || sched.num_parts == 0) return;
+  const QueryMap q = cfg.mla && kMlaQueryTma ? make_query_map(p) : QueryMap{};
+  const CUtensorMap* q_map = q.ok ? &q.map : nullptr;
   if (cfg.mla && cfg.fp8) {
     const MlaFp8Maps m = make_mla_fp8_maps(p);
     if (p.dtype == DType::bf16)
-      launch_mla_fp8_typed<__nv_bfloat16>(p, sched, m.latent, m.scale, m.rope, stream);
+      launch_mla_fp8_typed<__nv_bfloat16>(p, sched, m.latent, m.scale, m.rope, q_map, stream);
     else
-      launch_mla_fp8_typed<__half>(p, sched, m.latent, m.scale, m.rope, stream);
+      launch_mla_fp8_typed<__half>(p, sched, m.latent, m.scale, m.rope, q_map, stream);
     return;
   }
   if (cfg.mla) {
@@ -365,8 +368,6 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
         kMlaWideBoxes
             ? make_wide_map(p, p.k, cfg.d, kMlaAtoms - kMlaOutAtoms, p.k_sp, p.k_st, p.k_sh)
             : k_map;
-    const QueryMap q = kMlaQueryTma ? make_query_map(p) : QueryMap{};
-    const CUtensorMap* q_map = q.ok ? &q.map : nullptr;
     if (p.dtype == DType::bf16)
       launch_mla_typed<__nv_bfloat16>(p, sched, k_map, k_hi_map, q_map, stream);
     else
