@@ -206,12 +206,6 @@ constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 #define FLASHMFA_SM90_MLA_Q_TMA 1
 #endif
 constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
-// Where the producer issues an item's Q tile: before the item's first KV tile (0), or right
-// after it (1), so that waiting for the previous item's last S does not hold the tile back.
-#ifndef FLASHMFA_SM90_MLA_Q_AFTER_TILE
-#define FLASHMFA_SM90_MLA_Q_AFTER_TILE 0
-#endif
-constexpr bool kMlaQueryAfterTile = FLASHMFA_SM90_MLA_Q_AFTER_TILE != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {

@@ -223,8 +223,7 @@ struct Producer {
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
-      const bool q_first = !kMlaQueryAfterTile || it.block_begin == it.block_end;
-      if (q_map != nullptr && q_first)
+      if (q_map != nullptr)
         load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
@@ -239,8 +238,6 @@ struct Producer {
         // local memory.
         if (tile_owner<KV_SPLIT>(blk, it.block_begin)) load(ring1);
         else load(ring0);
-        if (q_map != nullptr && !q_first && blk == it.block_begin)
-          load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
       }
     }
   }

@@ -228,15 +228,12 @@ struct MlaFp8Producer {
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
-      const bool q_first = !kMlaQueryAfterTile || it.block_begin == it.block_end;
-      if (t == 0 && q_map != nullptr && q_first)
+      if (t == 0 && q_map != nullptr)
         load_query_tile<kMlaAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
         if (t == 0) {
           loads.next(*this, policy);  // issue, then the next block-table read
-          if (q_map != nullptr && !q_first && blk == it.block_begin)
-            load_query_tile<kMlaAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
           if (n == kPhaseTile) FLASHMFA_PHASE(1);
           if (n == kPhaseTile + 1) FLASHMFA_PHASE(5);
           if (n == kPhaseTile + 2) FLASHMFA_PHASE(12);
