@@ -27,22 +27,23 @@
 
 namespace flashmfa::cuda::sm90 {
 
-// MLA, Q by TMA: the item's Q tile (kAtoms boxes of one 64-column atom of the CTA's 64 query
-// rows, from row0 of KV head kv_head) once the consumers have released the previous item's
-// (they do so after their last S = Q K^T of it), issued before the item's first KV tile so
-// that both land together. `items`: the items loaded before this one (the barriers' phase).
-// One thread: the 16-bit producer's, or thread 0 of the FP8 producer warpgroup (mla/fp8.cuh).
+// MLA, Q by TMA: sequence seq's Q tile (kAtoms boxes of one 64-column atom of the CTA's 64
+// query rows, from row0 of KV head kv_head) once the consumers have released the previous
+// item's (they do so after their last S = Q K^T of it). `items`: the items loaded before this
+// one (the barriers' phase). One thread: the 16-bit producer's or thread 0 of the FP8
+// producer warpgroup (before the item's first KV tile, so that both land together), or with
+// kMlaQueryByConsumers the first consumer thread (mla/consumer.cuh).
 template <int kAtoms>
 __device__ void load_query_tile(const SmemView& sm, const CUtensorMap* q_map,
-                                const detail::DecodeParams& p, int kv_head, int row0,
-                                const WorkItem& it, int items, uint64_t policy) {
+                                const detail::DecodeParams& p, int kv_head, int row0, int seq,
+                                int items, uint64_t policy) {
   mbar_wait(sm.q_empty, uint32_t(items & 1) ^ 1);
   mbar_arrive_expect_tx(sm.q_full,
                         uint32_t(kRowsPerWarpgroup) * kAtoms * kAtomCols * kElemBytes);
   const int t = row0 / p.q_per_kv, head = kv_head * p.q_per_kv + row0 % p.q_per_kv;
 #pragma unroll
   for (int a = 0; a < kAtoms; ++a)
-    tma_load_4d(sm.query(0) + a * kAtomBytes, q_map, sm.q_full, a * kAtomCols, head, t, it.seq,
+    tma_load_4d(sm.query(0) + a * kAtomBytes, q_map, sm.q_full, a * kAtomCols, head, t, seq,
                 policy);
 }
 
@@ -224,7 +225,7 @@ struct Producer {
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
       if (q_map != nullptr)
-        load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
+        load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, row0, it.seq, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         const TileSource src = tile_source(p, it, blk);

@@ -229,7 +229,7 @@ struct MlaFp8Producer {
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
       if (t == 0 && q_map != nullptr)
-        load_query_tile<kMlaAtoms>(sm, q_map, p, kv_head, row0, it, items, policy);
+        load_query_tile<kMlaAtoms>(sm, q_map, p, kv_head, row0, it.seq, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
         if (t == 0) {

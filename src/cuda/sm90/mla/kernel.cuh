@@ -67,7 +67,8 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
         if (q_by_tma) tma_prefetch_map(&q_map);
       }
       MlaFp8Producer<T>{p,     sched, sm,    kv_head, int(threadIdx.x), &map0, &map1, &map2,
-                        q_by_tma ? &q_map : nullptr, int(blockIdx.x) * kRowsPerWarpgroup}
+                        q_by_tma && !kMlaQueryByConsumers ? &q_map : nullptr,
+                        int(blockIdx.x) * kRowsPerWarpgroup}
           .run(part);
     } else {
       setmaxnreg_dec<kProducerRegs>();
@@ -76,7 +77,8 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
         if constexpr (Tr::kWideBoxes) tma_prefetch_map(&map1);
         if (q_by_tma) tma_prefetch_map(&q_map);
         Producer<Tr>{p,       sched, &map0, &map0, sm, kv_head, 0, &map1,
-                     q_by_tma ? &q_map : nullptr, int(blockIdx.x) * kRowsPerWarpgroup}
+                     q_by_tma && !kMlaQueryByConsumers ? &q_map : nullptr,
+                     int(blockIdx.x) * kRowsPerWarpgroup}
             .run(part);
       }
     }
@@ -84,7 +86,8 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
     else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
+    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup},
+                       q_by_tma && kMlaQueryByConsumers ? &q_map : nullptr}
         .run(part, q_by_tma != 0);
   }
 }
