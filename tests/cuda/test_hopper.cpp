@@ -206,9 +206,9 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
 // row_case (empty, one token, partial, odd and even tile counts, split), against the reference
 // on the same FP8 cache (unused rows hold e4m3 NaN bytes and NaN scales); then long items
 // that wrap the two-slot ring many times, two KV heads, cache rows 16 bytes apart beyond
-// their 656 (and q rows beyond their 576: the q map of h_q 128), and a lying block table. The
-// head counts cover both ways Q arrives: by TMA (h_q 64, 128: 64 heads of a token; 1 and 16: a
-// box of 64 and 4 tokens, those past s_q zeros) and by the consumers' loads (h_q 9).
+// their 656 (and q rows beyond their 576), and a lying block table. (The FP8 kernel's
+// consumers load Q themselves: Q by TMA from its producer measured slower, docs/perf-notes.md
+// Q.1.)
 TEST(HopperPath, Fp8MlaCachesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();
   int n = 0;

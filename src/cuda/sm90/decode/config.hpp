@@ -198,21 +198,14 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
-// MLA (16-bit and FP8 caches): the producer loads each item's Q tile by TMA, before the item's
-// first KV tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
+// MLA (16-bit caches): the producer loads each item's Q tile by TMA, before the item's first KV
+// tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
 // make_query_map, for the head counts whose 64-row tiles are a box of q); otherwise the
 // consumer threads load it. FLASHMFA_SM90_MLA_Q_TMA=0: always the consumers.
 #ifndef FLASHMFA_SM90_MLA_Q_TMA
 #define FLASHMFA_SM90_MLA_Q_TMA 1
 #endif
 constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
-// Who issues those Q copies: the producer (0), or the first consumer thread (1), at the end of
-// each item's tiles (both warpgroups' last S have read Q by then) for the next item, and at
-// the start for the first, so that the producer's KV stream never waits for the consumers.
-#ifndef FLASHMFA_SM90_MLA_Q_BY_CONSUMERS
-#define FLASHMFA_SM90_MLA_Q_BY_CONSUMERS 0
-#endif
-constexpr bool kMlaQueryByConsumers = FLASHMFA_SM90_MLA_Q_BY_CONSUMERS != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {

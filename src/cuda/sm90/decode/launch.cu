@@ -349,14 +349,12 @@ KernelConfig choose(const detail::DecodeParams& p, const DeviceInfo& dev) {
 void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelConfig& cfg,
             cudaStream_t stream) {
   if (p.b == 0 || sched.num_parts == 0) return;
-  const QueryMap q = cfg.mla && kMlaQueryTma ? make_query_map(p) : QueryMap{};
-  const CUtensorMap* q_map = q.ok ? &q.map : nullptr;
   if (cfg.mla && cfg.fp8) {
     const MlaFp8Maps m = make_mla_fp8_maps(p);
     if (p.dtype == DType::bf16)
-      launch_mla_fp8_typed<__nv_bfloat16>(p, sched, m.latent, m.scale, m.rope, q_map, stream);
+      launch_mla_fp8_typed<__nv_bfloat16>(p, sched, m.latent, m.scale, m.rope, stream);
     else
-      launch_mla_fp8_typed<__half>(p, sched, m.latent, m.scale, m.rope, q_map, stream);
+      launch_mla_fp8_typed<__half>(p, sched, m.latent, m.scale, m.rope, stream);
     return;
   }
   if (cfg.mla) {
@@ -368,6 +366,8 @@ void launch(const detail::DecodeParams& p, const Schedule& sched, const KernelCo
         kMlaWideBoxes
             ? make_wide_map(p, p.k, cfg.d, kMlaAtoms - kMlaOutAtoms, p.k_sp, p.k_st, p.k_sh)
             : k_map;
+    const QueryMap q = kMlaQueryTma ? make_query_map(p) : QueryMap{};
+    const CUtensorMap* q_map = q.ok ? &q.map : nullptr;
     if (p.dtype == DType::bf16)
       launch_mla_typed<__nv_bfloat16>(p, sched, k_map, k_hi_map, q_map, stream);
     else

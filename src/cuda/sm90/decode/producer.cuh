@@ -7,8 +7,8 @@
 // each half of a tile is one copy. Page indices come from the block table, one per tile (a page
 // holds >= 64 tokens). A page outside [0, num_pages) is never loaded: the slot is released
 // with zero bytes, and the consumers (which read the same block-table entry: tile_source)
-// clear and mask all of its rows. MLA also takes each item's Q tile from the producer
-// (q_map, load_query_tile; the FP8 MLA producer of mla/fp8.cuh calls the same function).
+// clear and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
+// producer (q_map, load_query_tile).
 //
 // FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring (split between the
 // consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA (one box of 64 rows
@@ -26,26 +26,6 @@
 #include "flashmfa/flashmfa.hpp"
 
 namespace flashmfa::cuda::sm90 {
-
-// MLA, Q by TMA: sequence seq's Q tile (kAtoms boxes of one 64-column atom of the CTA's 64
-// query rows, from row0 of KV head kv_head) once the consumers have released the previous
-// item's (they do so after their last S = Q K^T of it). `items`: the items loaded before this
-// one (the barriers' phase). One thread: the 16-bit producer's or thread 0 of the FP8
-// producer warpgroup (before the item's first KV tile, so that both land together), or with
-// kMlaQueryByConsumers the first consumer thread (mla/consumer.cuh).
-template <int kAtoms>
-__device__ void load_query_tile(const SmemView& sm, const CUtensorMap* q_map,
-                                const detail::DecodeParams& p, int kv_head, int row0, int seq,
-                                int items, uint64_t policy) {
-  mbar_wait(sm.q_empty, uint32_t(items & 1) ^ 1);
-  mbar_arrive_expect_tx(sm.q_full,
-                        uint32_t(kRowsPerWarpgroup) * kAtoms * kAtomCols * kElemBytes);
-  const int t = row0 / p.q_per_kv, head = kv_head * p.q_per_kv + row0 % p.q_per_kv;
-#pragma unroll
-  for (int a = 0; a < kAtoms; ++a)
-    tma_load_4d(sm.query(0) + a * kAtomBytes, q_map, sm.q_full, a * kAtomCols, head, t, seq,
-                policy);
-}
 
 // Tr: the kernel's traits (Traits in traits.cuh, MlaTraits in mla/): kStages, kKvSplit, kAtoms
 // (boxes of 64 columns per tile row), kSlotBytes, kFullPerAtom (a full barrier per box; with
@@ -67,11 +47,25 @@ struct Producer {
   // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
   // view whose box is its second half.
   const CUtensorMap* k_hi_map = nullptr;
-  // MLA: q as a 4-D map (d, h_q, s_q, b) whose box is one 64-column atom of the CTA's 64 query
-  // rows (launch.cu, make_query_map), or nullptr: the consumers load Q themselves. row0: the
-  // CTA's first query row of the KV head.
+  // MLA, 16-bit caches: q as a 4-D map (d, h_q, s_q, b) whose box is one 64-column atom of the
+  // CTA's 64 query rows (launch.cu, make_query_map), or nullptr: the consumers load Q
+  // themselves. row0: the CTA's first query row of the KV head.
   const CUtensorMap* q_map = nullptr;
   int row0 = 0;
+
+  // Q by TMA: the item's Q tile, once the consumers have released the previous item's (they do
+  // so after their last S = Q K^T of it), before the item's first KV tile, so that both land
+  // together. `items`: the items loaded before this one (the barriers' phase).
+  __device__ void load_query_tile(const WorkItem& it, int items, uint64_t policy) const {
+    mbar_wait(sm.q_empty, uint32_t(items & 1) ^ 1);
+    mbar_arrive_expect_tx(sm.q_full, uint32_t(kRowsPerWarpgroup) * Tr::kAtoms * kAtomCols *
+                                         kElemBytes);
+    const int t = row0 / p.q_per_kv, head = kv_head * p.q_per_kv + row0 % p.q_per_kv;
+#pragma unroll
+    for (int a = 0; a < Tr::kAtoms; ++a)
+      tma_load_4d(sm.query(0) + a * kAtomBytes, q_map, sm.q_full, a * kAtomCols, head, t, it.seq,
+                  policy);
+  }
 
   // Boxes [FIRST, LAST) of a tile into the slot at `pos`, each on its own full barrier
   // (unrolled: the box offsets are immediates of the one producer thread's instruction stream).
@@ -224,8 +218,7 @@ struct Producer {
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
-      if (q_map != nullptr)
-        load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, row0, it.seq, items, policy);
+      if (q_map != nullptr) load_query_tile(it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
         const TileSource src = tile_source(p, it, blk);

@@ -88,10 +88,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       Base::release;
   using Out = float[Tr::kOutAtoms][kAccRegs];
 
-  // kMlaQueryByConsumers: q's map, from which the first consumer thread loads each item's Q
-  // tile (load_query_tile); nullptr: the producer does, or the consumers' own loads.
-  const CUtensorMap* q_map = nullptr;
-
   // stats: [0, 64) row max after the last published tile, [64, 128) its alpha, [128, 256) the
   // two warpgroups' row sums at the end of an item.
   __device__ uint32_t stat(int which, int row) const {
@@ -282,11 +278,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     int n = 0;                    // tiles so far (phase clocks only)
     uint32_t q_phase = 0;
 
-    int items = 0;
-    if (q_map != nullptr && tid == 0 && PartWalker(sched, part).valid())
-      load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, first_row,
-                                  PartWalker(sched, part).item().seq, 0, l2_evict_first_policy());
-    for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       sync_all();  // the previous item's row sums have been read (and its products Q, when
                    // the consumers load Q themselves)
@@ -335,12 +327,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       if (pending) other_tile(pending_pos, o, softmax);
       // A warpgroup that owned no tile of the item (fewer than two tiles) has read no Q.
       if (q_by_tma && it.block_end - it.block_begin <= warpgroup) release_query();
-      // Both warpgroups' last S of the item have completed (this warpgroup's own, and the other
-      // one's before the last P this one took): the wait inside is a formality.
-      if (q_map != nullptr && tid == 0)
-        if (const int next = w.peek(); next >= 0)
-          load_query_tile<Tr::kAtoms>(sm, q_map, p, kv_head, first_row, next, items + 1,
-                                      l2_evict_first_policy());
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored

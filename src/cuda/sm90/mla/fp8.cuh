@@ -34,7 +34,6 @@
 #include "cuda/common/fp8_dequant.cuh"
 #include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
-#include "cuda/sm90/decode/producer.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 #include "flashmfa/flashmfa.hpp"
@@ -53,10 +52,6 @@ struct MlaFp8Producer {
   const CUtensorMap* latent_map;  // (512 bytes, h_kv, page_size, num_pages), 128-byte box
   const CUtensorMap* scale_map;   // (4 f32, h_kv, page_size, num_pages)
   const CUtensorMap* rope_map;    // (64 T, h_kv, page_size, num_pages)
-  // q's map (launch.cu, make_query_map): thread 0 loads each item's Q tile (load_query_tile);
-  // nullptr: the consumers load it. row0: the CTA's first query row of the KV head.
-  const CUtensorMap* q_map = nullptr;
-  int row0 = 0;
 
   __device__ int row() const { return t % kBlockN; }
   __device__ int half() const { return t / kBlockN; }
@@ -217,19 +212,15 @@ struct MlaFp8Producer {
   };
 
   // Every tile of the part in order: thread 0 issues it once its slot is free, then all widen
-  // it; with q_map, thread 0 first issues each item's Q tile (every item's, also one without
-  // tiles: the consumers wait for Q of each). (Issuing the next tile's load between the boxes
-  // of this one, as soon as its slot was free, measured 6-7% slower: docs/perf-notes.md K.)
+  // it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
+  // free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
     const uint64_t policy = l2_evict_first_policy();
     Loads loads(*this, part);
     RingPos pos(0, kMlaStages);
     int n = 0;  // tiles so far (phase clocks only)
-    int items = 0;
-    for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      if (t == 0 && q_map != nullptr)
-        load_query_tile<kMlaAtoms>(sm, q_map, p, kv_head, row0, it.seq, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
         if (t == 0) {

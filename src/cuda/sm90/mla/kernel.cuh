@@ -20,15 +20,14 @@
 namespace flashmfa::cuda::sm90 {
 
 // Grid (row tiles of 64, parts, h_kv), 384 threads: warpgroup 0 produces, 1 and 2 consume.
-// 16-bit caches: map0 / map1 are k_map / k_hi_map (mla.hpp), map2 is unused. FP8: the latent,
-// scale and RoPE maps (fp8.cuh). q_map: q's map when q_by_tma (the producer loads each item's
-// Q tile; otherwise the consumers do).
+// 16-bit caches: map0 / map1 are k_map / k_hi_map (mla.hpp), map2 q's map when q_by_tma (the
+// producer loads each item's Q tile; otherwise the consumers do). FP8: the latent, scale and
+// RoPE maps (fp8.cuh); q_by_tma is 0.
 template <class T, bool FP8>
 __global__ void __launch_bounds__(MlaTraits<FP8>::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
            const __grid_constant__ CUtensorMap map0, const __grid_constant__ CUtensorMap map1,
-           const __grid_constant__ CUtensorMap map2, const __grid_constant__ CUtensorMap q_map,
-           int q_by_tma) {
+           const __grid_constant__ CUtensorMap map2, int q_by_tma) {
   using Tr = MlaTraits<FP8>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
@@ -64,21 +63,16 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
         tma_prefetch_map(&map0);
         tma_prefetch_map(&map1);
         tma_prefetch_map(&map2);
-        if (q_by_tma) tma_prefetch_map(&q_map);
       }
-      MlaFp8Producer<T>{p,     sched, sm,    kv_head, int(threadIdx.x), &map0, &map1, &map2,
-                        q_by_tma && !kMlaQueryByConsumers ? &q_map : nullptr,
-                        int(blockIdx.x) * kRowsPerWarpgroup}
-          .run(part);
+      MlaFp8Producer<T>{p, sched, sm, kv_head, int(threadIdx.x), &map0, &map1, &map2}.run(part);
     } else {
       setmaxnreg_dec<kProducerRegs>();
       if (threadIdx.x == 0) {
         tma_prefetch_map(&map0);
         if constexpr (Tr::kWideBoxes) tma_prefetch_map(&map1);
-        if (q_by_tma) tma_prefetch_map(&q_map);
+        if (q_by_tma) tma_prefetch_map(&map2);
         Producer<Tr>{p,       sched, &map0, &map0, sm, kv_head, 0, &map1,
-                     q_by_tma && !kMlaQueryByConsumers ? &q_map : nullptr,
-                     int(blockIdx.x) * kRowsPerWarpgroup}
+                     q_by_tma ? &map2 : nullptr, int(blockIdx.x) * kRowsPerWarpgroup}
             .run(part);
       }
     }
@@ -86,16 +80,15 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
     else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup},
-                       q_by_tma && kMlaQueryByConsumers ? &q_map : nullptr}
-        .run(part, q_by_tma != 0);
+    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
+        .run(part, !FP8 && q_by_tma);
   }
 }
 
 template <class T, bool FP8>
 void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
                        const CUtensorMap& map0, const CUtensorMap& map1, const CUtensorMap& map2,
-                       const CUtensorMap* q_map, cudaStream_t stream) {
+                       bool q_by_tma, cudaStream_t stream) {
   using Tr = MlaTraits<FP8>;
   auto* kernel = &mla_kernel<T, FP8>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
@@ -103,8 +96,7 @@ void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
   FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
-  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2,
-                                                q_map ? *q_map : map0, int(q_map != nullptr));
+  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2, int(q_by_tma));
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -112,15 +104,15 @@ template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
                       const CUtensorMap& k_map, const CUtensorMap& k_hi_map,
                       const CUtensorMap* q_map, cudaStream_t stream) {
-  launch_mla_kernel<T, false>(p, sched, k_map, k_hi_map, k_map, q_map, stream);
+  launch_mla_kernel<T, false>(p, sched, k_map, k_hi_map, q_map ? *q_map : k_map, q_map != nullptr,
+                              stream);
 }
 
 template <class T>
 void launch_mla_fp8_typed(const detail::DecodeParams& p, const Schedule& sched,
                           const CUtensorMap& latent_map, const CUtensorMap& scale_map,
-                          const CUtensorMap& rope_map, const CUtensorMap* q_map,
-                          cudaStream_t stream) {
-  launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, q_map, stream);
+                          const CUtensorMap& rope_map, cudaStream_t stream) {
+  launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, false, stream);
 }
 
 }  // namespace flashmfa::cuda::sm90

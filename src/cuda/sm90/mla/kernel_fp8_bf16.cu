@@ -4,6 +4,5 @@
 namespace flashmfa::cuda::sm90 {
 template void launch_mla_fp8_typed<__nv_bfloat16>(const detail::DecodeParams&, const Schedule&,
                                         const CUtensorMap&, const CUtensorMap&,
-                                        const CUtensorMap&, const CUtensorMap*,
-                                        cudaStream_t);
+                                        const CUtensorMap&, cudaStream_t);
 }  // namespace flashmfa::cuda::sm90

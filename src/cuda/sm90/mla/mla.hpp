@@ -22,11 +22,10 @@ void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
 
 // Defined in kernel_fp8_bf16.cu / kernel_fp8_f16.cu: an fp8_mla cache (FlashMLA's 656-byte
 // rows) as three maps (launch.cu, make_mla_fp8_maps): the 512 latent bytes as four 128-byte
-// boxes, the 4 scales, the 64 RoPE values in T (mla/fp8.cuh). q_map as above.
+// boxes, the 4 scales, the 64 RoPE values in T (mla/fp8.cuh).
 template <class T>
 void launch_mla_fp8_typed(const detail::DecodeParams& p, const Schedule& sched,
                           const CUtensorMap& latent_map, const CUtensorMap& scale_map,
-                          const CUtensorMap& rope_map, const CUtensorMap* q_map,
-                          cudaStream_t stream);
+                          const CUtensorMap& rope_map, cudaStream_t stream);
 
 }  // namespace flashmfa::cuda::sm90
