@@ -229,13 +229,10 @@ TEST(CudaCombine, PartialsKeepValuesOfAnyMagnitude) {
       }
 }
 
-// Two calls sharing one workspace back to back on one stream, no synchronization between
-// them: the second plan rewrites the schedule and the second decode the partials, so the first
-// combine (launched with programmatic serialization) must have finished before either.
-// Few rows with long sequences (the combine's CTA-per-row layout; on Hopper the combine reads
-// the partials slot by slot as the decode kernel counts them written, and resets the counters
-// for the next call): one plan, several runs in a row on poisoned outputs, every run checked;
-// then a plan of other lengths on the same workspace, run twice more.
+// Few rows with long sequences (the combine's CTA-per-row layout, many partials per row): one
+// plan, several runs in a row on poisoned outputs, every run checked; then a plan of other
+// lengths on the same workspace, run twice more. Nothing a run leaves in the workspace may
+// change the next one's result.
 TEST(CudaCombine, RepeatedRunsOfOnePlanWithManySplits) {
   SKIP_WITHOUT_GPU();
   struct Case { Variant v; int h_q, h_kv, s_q; std::vector<int32_t> lens, lens2; };
@@ -283,6 +280,9 @@ TEST(CudaCombine, RepeatedRunsOfOnePlanWithManySplits) {
   cudaStreamDestroy(stream);
 }
 
+// Two calls sharing one workspace back to back on one stream, no synchronization between
+// them: the second plan rewrites the schedule and the second decode the partials, so the first
+// combine (launched with programmatic serialization) must have finished before either.
 TEST(CudaCombine, BackToBackCallsShareOneWorkspace) {
   SKIP_WITHOUT_GPU();
   ProblemSpec a;
