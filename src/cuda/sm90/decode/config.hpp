@@ -207,22 +207,6 @@ constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 #endif
 constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// MLA: S = Q K^T takes Q's last FLASHMFA_SM90_MLA_Q_REG_ATOMS 64-column atoms (1: the rope
-// atom) from registers loaded once per work item (16 per atom per consumer thread) instead of
-// reading them from shared memory for every tile: 8 KB less shared-memory traffic per atom per
-// tile (docs/perf-notes.md R.1). FLASHMFA_SM90_MLA_FP8_Q_REG_ATOMS: the same for the FP8
-// kernel, whose consumers have 216 registers. 0: every atom from shared memory.
-#ifndef FLASHMFA_SM90_MLA_Q_REG_ATOMS
-#define FLASHMFA_SM90_MLA_Q_REG_ATOMS 1
-#endif
-#ifndef FLASHMFA_SM90_MLA_FP8_Q_REG_ATOMS
-#define FLASHMFA_SM90_MLA_FP8_Q_REG_ATOMS 0
-#endif
-constexpr int kMlaQRegAtoms = FLASHMFA_SM90_MLA_Q_REG_ATOMS;
-constexpr int kMlaFp8QRegAtoms = FLASHMFA_SM90_MLA_FP8_Q_REG_ATOMS;
-static_assert(kMlaQRegAtoms >= 0 && kMlaQRegAtoms <= 4 && kMlaFp8QRegAtoms >= 0 &&
-                  kMlaFp8QRegAtoms <= 4,
-              "Q atoms in registers: the rope atom and up to three latent atoms before it");
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

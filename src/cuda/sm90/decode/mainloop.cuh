@@ -138,53 +138,16 @@ struct Nothing {
   __device__ void operator()() const {}
 };
 
-constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;  // 16-column k-steps per 64-column atom
-
-// The last ATOMS 64-column atoms of a warpgroup's Q tile as wgmma A fragments, one per k-step
-// (the m64k16 fragment: rows 16 w + lane / 4 (+ 8), columns 2 (lane % 4) (+ 1) (+ 8) of the
-// step), so that S = Q K^T reads them from registers instead of shared memory (MLA: the rope
-// atom, docs/perf-notes.md R.1). ATOMS = 0 holds nothing (one unused step: the compiler drops it).
-template <int ATOMS>
-struct QueryFrags {
-  uint32_t a[ATOMS > 0 ? ATOMS * kStepsPerAtom : 1][4];
-};
-
-// Reads the fragments of the last ATOMS atoms of the swizzled Q tile (D columns) for lane
-// `lane` of warp `warp` of the warpgroup; the tile must be complete and visible.
-template <int D, int ATOMS>
-__device__ __forceinline__ void load_query_frags(QueryFrags<ATOMS>& f, uint32_t q_tile, int warp,
-                                                 int lane) {
-  if constexpr (ATOMS > 0) {
-    constexpr int kFirst = D / kAtomCols - ATOMS;
-    constexpr int kUnitCols = kDescUnitBytes / kElemBytes;  // 8 columns per 16-byte unit
-    // As in load_query: opaque copies keep the addresses per-item work instead of registers
-    // live across the item's tiles.
-    asm volatile("" : "+r"(warp), "+r"(lane));
-#pragma unroll
-    for (int step = 0; step < ATOMS * kStepsPerAtom; ++step)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int row = 16 * warp + lane / 4 + 8 * (j % 2);
-        const int col = (step % kStepsPerAtom) * kWgmmaK + 2 * (lane % 4) + kUnitCols * (j / 2);
-        const int unit = (kFirst + step / kStepsPerAtom) * (kAtomCols / kUnitCols) + col / kUnitCols;
-        f.a[step][j] =
-            uint32_t(ld_shared_s32(q_tile + swizzled_offset(row, unit) + (col % kUnitCols) * kElemBytes));
-      }
-  }
-}
-
 // Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
 // waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
 // k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes). The atoms
 // are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around (MLA: the half of
-// the tile that lands first). Q's last REG_ATOMS atoms come from `qf` (registers), the rest
-// from q_tile.
-template <class T, int D, int FIRST_ATOM = 0, int REG_ATOMS = 0, class BeforeAtom = NoWait>
+// the tile that lands first).
+template <class T, int D, int FIRST_ATOM = 0, class BeforeAtom = NoWait>
 __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
-                                         BeforeAtom before_atom = {},
-                                         const QueryFrags<REG_ATOMS>& qf = {}) {
+                                         BeforeAtom before_atom = {}) {
   constexpr int kAtoms = D / kAtomCols;
-  constexpr int kFirstRegAtom = kAtoms - REG_ATOMS;
+  constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
   const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
   const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
   wgmma_fence();
@@ -193,10 +156,7 @@ __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, 
     before_atom(at);
     static_for<kStepsPerAtom>([&](auto k) {
       constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-      if constexpr (at >= kFirstRegAtom)
-        wgmma_rs<T, kOff, 0>(s, qf.a[(at - kFirstRegAtom) * kStepsPerAtom + k], desc_k, i + k > 0);
-      else
-        wgmma_ss<T, kOff>(s, desc_q, desc_k, i + k > 0);
+      wgmma_ss<T, kOff>(s, desc_q, desc_k, i + k > 0);
     });
   });
   wgmma_commit();

@@ -62,6 +62,7 @@ struct Traits {
 
   static constexpr int kAtoms = D / kAtomCols;          // 64-column atoms per row
   static constexpr int kQkSteps = D / kWgmmaK;          // k-steps of S = Q K^T
+  static constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
   static constexpr int kPvSteps = kBlockN / kWgmmaK;    // k-steps of O += P V
   static constexpr int kConsumerThreads = WARPGROUPS * kWarpgroupThreads;
   static constexpr int kConsumerWarps = WARPGROUPS * kWarpsPerWarpgroup;

@@ -2,9 +2,9 @@
 // matrix descriptors for 128-byte-swizzled tiles and the m64n64k16 instructions the kernel
 // issues (S = Q K^T with both operands in shared memory, O += P V with P from registers).
 //
-// N = 64 fits one 128-byte swizzle atom of a 16-bit row, so a d-wide operand is d/64
-// independent atoms and no descriptor ever spans two of them; the 32 accumulator registers per
-// instruction keep the inline assembly short (O += P V over 256 columns also has an N = 256 form).
+// One instruction shape only: N = 64 fits one 128-byte swizzle atom of a 16-bit row, so a
+// d-wide operand is d/64 independent atoms and no descriptor ever spans two of them; the
+// 32 accumulator registers per instruction keep the inline assembly short.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -117,19 +117,17 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[kAccRegs], uint64_t desc_a, 
   }
 }
 
-// d (64x64 f32) [+]= A (64x16 from registers, the m64k16 A fragment) * B (16x64 from shared
-// memory, at OFFSET bytes past desc_b's start address): MN-major B (TRANS_B = 1: V for
-// O += P V) or K-major (TRANS_B = 0: K for S = Q K^T with Q's fragments in registers).
-// accumulate = 0 ignores d's old contents.
-template <class T, uint32_t OFFSET, int TRANS_B = 1>
+// d (64x64 f32) += A (64x16 from registers, the m64k16 A fragment) * B (16x64, MN-major,
+// shared; imm-trans-b = 1) at OFFSET bytes past desc_b's start address.
+template <class T, uint32_t OFFSET>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&a)[4],
-                                         uint64_t desc_b, int accumulate = 1) {
+                                         uint64_t desc_b) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %37, 0;\n"
         "add.s64 db, %36, %38;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -138,14 +136,13 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&
         "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
         "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(OFFSET / kDescUnitBytes),
-          "n"(TRANS_B));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1), "n"(OFFSET / kDescUnitBytes));
   } else {
     asm volatile(
         "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %37, 0;\n"
         "add.s64 db, %36, %38;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -154,8 +151,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&
         "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
         "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(OFFSET / kDescUnitBytes),
-          "n"(TRANS_B));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1), "n"(OFFSET / kDescUnitBytes));
   }
 }
 

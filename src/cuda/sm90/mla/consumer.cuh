@@ -63,8 +63,6 @@ struct MlaTraits {
     return !FP8 ? mla_full_index(atom) : min(atom, kMlaAtoms - 2) / kGroup * kGroup;
   }
   static constexpr bool kFp8 = FP8;
-  // Q's last atoms held in registers for S = Q K^T (config.hpp).
-  static constexpr int kQRegAtoms = FP8 ? kMlaFp8QRegAtoms : kMlaQRegAtoms;
   // The warpgroup that adds the other's tile frees its slot before it waits for its own tile
   // (config.hpp, kMlaFp8EarlyRelease).
   static constexpr bool kEarlyRelease = FP8 && kMlaFp8EarlyRelease;
@@ -89,7 +87,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
       Base::release;
   using Out = float[Tr::kOutAtoms][kAccRegs];
-  using QFrags = QueryFrags<Tr::kQRegAtoms>;
 
   // stats: [0, 64) row max after the last published tile, [64, 128) its alpha, [128, 256) the
   // two warpgroups' row sums at the end of an item.
@@ -194,7 +191,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // warpgroup.
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           const QFrags& qf, Out& o, OnlineSoftmax& softmax, bool last_q_read,
+                           Out& o, OnlineSoftmax& softmax, bool last_q_read,
                            bool probe = false) const {
     probe = probe && wg_tid() == 0;
     uint32_t a_prev[kPvSteps][4];
@@ -224,10 +221,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     };
     // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
     if (!Tr::half_release(p) || warpgroup == 0)
-      issue_qk<T, kMlaDk, 0, Tr::kQRegAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom, qf);
+      issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
-      issue_qk<T, kMlaDk, Tr::kOutAtoms, Tr::kQRegAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom,
-                                                         qf);
+      issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
@@ -296,8 +292,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         sync_all();
       }
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(3);  // Q staged (fp8.cuh uses 3 and 4)
-      QFrags qf;
-      load_query_frags<kMlaDk>(qf, q_tile, warp(), lane());
       int visible[kRowsPerThread];
       Base::visible_rows(it, visible);
 
@@ -322,7 +316,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                   visible, q_tile, qf, o, softmax, q_by_tma && blk + 2 >= it.block_end, probe);
+                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, probe);
           pending = false;
         } else {
           pending = true;
