@@ -191,17 +191,23 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // warpgroup.
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           Out& o, OnlineSoftmax& softmax, bool last_q_read,
+                           Out& o, OnlineSoftmax& softmax, bool last_q_read, ChainClock& clock,
                            bool probe = false) const {
     probe = probe && wg_tid() == 0;
+    // Chain clocks (phase-clock builds): 6 since the last own tile, 0 the other's P taken and
+    // its P V issued, 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
+    clock.step(6);
+    clock.count();
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    clock.step(0);
     if (Tr::kEarlyRelease && has_prev) {
       wgmma_wait<0>();
       fence_acc(o);
       release_slot(prev);
       if (probe && warpgroup == 1) FLASHMFA_PHASE(8);
+      clock.step(2);
     }
     if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
       wait_slot(pos);
@@ -224,13 +230,16 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
     else
       issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
+    clock.step(1);
     if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
       release_slot(prev);
+      clock.step(2);
     }
     wgmma_wait<0>();
     fence_regs(s);
+    clock.step(3);
     if (last_q_read) release_query();
     int limit[kRowsPerThread];
 #pragma unroll
@@ -239,12 +248,14 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
     publish(a, softmax, alpha);
+    clock.step(4);
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
+    clock.step(5);
     if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
 
@@ -277,6 +288,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
     uint32_t q_phase = 0;
+    ChainClock clock;
+    clock.begin();
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
@@ -316,7 +329,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, probe);
+                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clock,
+                   probe);
           pending = false;
         } else {
           pending = true;
@@ -331,6 +345,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
+    if (wg_tid() == 0) clock.store(warpgroup);
   }
 
   // End of an item: both warpgroups hold the final row max; the row sum is the sum of their
