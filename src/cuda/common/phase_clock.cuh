@@ -22,7 +22,14 @@
 namespace flashmfa::cuda {
 // The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
 constexpr int kPhaseTile = 40;
-constexpr int kChainSteps = 8;  // steps a ChainClock can tell apart
+constexpr int kChainSteps = 8;   // steps a ChainClock can tell apart
+constexpr int kChainGroups = 3;  // the own-tile chain and two LandClock groups
+constexpr int kIssueSlots = 4;   // load issue stamps per CTA: 2 ring stages x 2 halves
+#if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
+constexpr bool kPhaseClock = true;
+#else
+constexpr bool kPhaseClock = false;
+#endif
 }  // namespace flashmfa::cuda
 
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
@@ -84,34 +91,51 @@ static void report() {
   }
 }
 
-// Chain clocks: [CTA][warpgroup][step] cycle sums, and [..][kChainSteps] the chains counted.
-static __device__ unsigned long long g_chain[kMaxCtas][2][kChainSteps + 1];
-
-static void report_chains() {
-  static std::vector<unsigned long long> host(size_t(kMaxCtas) * 2 * (kChainSteps + 1));
-  if (cudaMemcpyFromSymbol(host.data(), g_chain, host.size() * sizeof(host[0])) != cudaSuccess)
-    return;
-  std::vector<double> per[kChainSteps], total;
-  for (size_t c = 0; c < size_t(kMaxCtas) * 2; ++c) {
-    const unsigned long long* row = &host[c * (kChainSteps + 1)];
-    if (row[kChainSteps] == 0) continue;
-    double sum = 0;
-    for (int i = 0; i < kChainSteps; ++i) {
-      per[i].push_back(double(row[i]) / double(row[kChainSteps]));
-      sum += per[i].back();
+// One group's report: per step, the median over (CTA, warpgroup) of the cycles per chain.
+static void report_group(const std::vector<unsigned long long>& host, int group) {
+  static const char* const kNames[kChainGroups] = {
+      "chain clock", "landing, waits that blocked (issue to landed; step 1: the wait)",
+      "landing, waits that did not block (issue to the wait: an upper bound)"};
+  std::vector<double> per[kChainSteps], total, counts;
+  for (int c = 0; c < kMaxCtas; ++c)
+    for (int w = 0; w < 2; ++w) {
+      const unsigned long long* row =
+          &host[(size_t(c) * 2 * kChainGroups + 2 * group + w) * (kChainSteps + 1)];
+      if (row[kChainSteps] == 0) continue;
+      counts.push_back(double(row[kChainSteps]));
+      double sum = 0;
+      for (int i = 0; i < kChainSteps; ++i) {
+        per[i].push_back(double(row[i]) / double(row[kChainSteps]));
+        sum += per[i].back();
+      }
+      total.push_back(sum);
     }
-    total.push_back(sum);
-  }
   if (total.empty()) return;
   auto median = [](std::vector<double>& v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::fprintf(stderr, "chain clock (%zu warpgroups): SM cycles per chain, median over them\n",
-               total.size());
-  for (int i = 0; i < kChainSteps; ++i) std::fprintf(stderr, "  step %d: %8.0f\n", i, median(per[i]));
+  std::fprintf(stderr, "%s (%zu warpgroups, median %.0f per warpgroup): SM cycles, median\n",
+               kNames[group], total.size(), median(counts));
+  for (int i = 0; i < kChainSteps; ++i)
+    if (median(per[i]) != 0) std::fprintf(stderr, "  step %d: %8.0f\n", i, median(per[i]));
   std::fprintf(stderr, "  whole:  %8.0f\n", median(total));
 }
+
+// Chain clocks: [CTA][slot][step] cycle sums, and [..][kChainSteps] the chains counted; a
+// chain's slot is its group (kChainGroups, 2 slots each: one per warpgroup).
+static __device__ unsigned long long g_chain[kMaxCtas][2 * kChainGroups][kChainSteps + 1];
+// Load issue stamps (clock64, the producer's SM) per ring stage and half, for LandClock.
+static __device__ long long g_issue[kMaxCtas][kIssueSlots];
+
+static void report_chains() {
+  static std::vector<unsigned long long> host(size_t(kMaxCtas) * 2 * kChainGroups *
+                                              (kChainSteps + 1));
+  if (cudaMemcpyFromSymbol(host.data(), g_chain, host.size() * sizeof(host[0])) != cudaSuccess)
+    return;
+  for (int g = 0; g < kChainGroups; ++g) report_group(host, g);
+}
+
 
 static void register_report() {
   static const bool once = [] { return std::atexit(report) == 0 && std::atexit(report_chains) == 0; }();
@@ -133,12 +157,40 @@ struct ChainClock {
     last = t;
   }
   __device__ void count() { ++chains; }
-  // Warpgroup wg's sums (call from one thread of it).
-  __device__ void store(int wg) const {
+  // Warpgroup wg's sums into group `group` (call from one thread of it).
+  __device__ void store(int wg, int group = 0) const {
     const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     if (cta >= phase_clock::kMaxCtas) return;
-    for (int i = 0; i < kChainSteps; ++i) phase_clock::g_chain[cta][wg][i] = sum[i];
-    phase_clock::g_chain[cta][wg][kChainSteps] = chains;
+    for (int i = 0; i < kChainSteps; ++i) phase_clock::g_chain[cta][2 * group + wg][i] = sum[i];
+    phase_clock::g_chain[cta][2 * group + wg][kChainSteps] = chains;
+  }
+};
+
+// Load latency: the producer stamps each load's issue (stamp_issue), a consumer waiting for
+// it measures either the landing (its wait blocked) or an upper bound (it did not).
+__device__ __forceinline__ void stamp_issue(int slot) {
+  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
+}
+struct LandClock {
+  ChainClock blocked, free;
+  // `wait()` waits for the load stamped at `slot` and returns whether it had to block.
+  template <class Wait>
+  __device__ void measure(int slot, Wait wait) {
+    const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const long long t0 = clock64();
+    const bool waited = wait();
+    const long long t1 = clock64();
+    if (cta >= phase_clock::kMaxCtas) return;
+    const long long issued = *(volatile long long*)&phase_clock::g_issue[cta][slot];
+    ChainClock& c = waited ? blocked : free;
+    c.sum[0] += (waited ? t1 : t0) - issued;
+    c.sum[1] += waited ? t1 - t0 : 0;
+    c.count();
+  }
+  __device__ void store(int wg) const {
+    blocked.store(wg, 1);
+    free.store(wg, 2);
   }
 };
 }  // namespace flashmfa::cuda
@@ -153,6 +205,14 @@ struct ChainClock {
   __device__ void begin() {}
   __device__ void step(int) {}
   __device__ void count() {}
+  __device__ void store(int, int = 0) const {}
+};
+__device__ __forceinline__ void stamp_issue(int) {}
+struct LandClock {
+  template <class Wait>
+  __device__ void measure(int, Wait wait) {
+    wait();
+  }
   __device__ void store(int) const {}
 };
 }  // namespace flashmfa::cuda

@@ -192,7 +192,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
                            Out& o, OnlineSoftmax& softmax, bool last_q_read, ChainClock& clock,
-                           bool probe = false) const {
+                           LandClock& land, bool probe = false) const {
     probe = probe && wg_tid() == 0;
     // Chain clocks (phase-clock builds): 6 since the last own tile, 0 the other's P taken and
     // its P V issued, 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
@@ -221,7 +221,16 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     // here).
     auto wait_atom = [&](int atom) {
       if (Tr::full_index(atom) != atom) return;
-      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
+      const uint32_t bar = sm.full_bar(pos.stage, atom);
+      if constexpr (kPhaseClock && !Tr::kFp8 && Tr::kWideBoxes)
+        land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
+          if (mbar_try_wait(bar, pos.phase)) return false;
+          mbar_wait(bar, pos.phase);
+          return true;
+        });
+      else
+        mbar_wait(bar, pos.phase);
       if (probe && warpgroup == 0 && atom == 0) FLASHMFA_PHASE(9);
       wgmma_fence();
     };
@@ -289,6 +298,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     int n = 0;                    // tiles so far (phase clocks only)
     uint32_t q_phase = 0;
     ChainClock clock;
+    LandClock land;
     clock.begin();
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
@@ -330,7 +340,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
                    visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clock,
-                   probe);
+                   land, probe);
           pending = false;
         } else {
           pending = true;
@@ -345,7 +355,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
-    if (wg_tid() == 0) clock.store(warpgroup);
+    if (wg_tid() == 0) {
+      clock.store(warpgroup);
+      land.store(warpgroup);
+    }
   }
 
   // End of an item: both warpgroups hold the final row max; the row sum is the sum of their
