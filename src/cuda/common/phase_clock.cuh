@@ -94,8 +94,8 @@ static void report() {
 // One group's report: per step, the median over (CTA, warpgroup) of the cycles per chain.
 static void report_group(const std::vector<unsigned long long>& host, int group) {
   static const char* const kNames[kChainGroups] = {
-      "chain clock", "landing, waits that blocked (issue to landed; step 1: the wait)",
-      "landing, waits that did not block (issue to the wait: an upper bound)"};
+      "chain clock", "landing, waits that blocked (step 0: issue to landed; step 1: the wait)",
+      "landing, waits that found it landed (step 0: issue to the wait, an upper bound)"};
   std::vector<double> per[kChainSteps], total, counts;
   for (int c = 0; c < kMaxCtas; ++c)
     for (int w = 0; w < 2; ++w) {
@@ -167,7 +167,8 @@ struct ChainClock {
 };
 
 // Load latency: the producer stamps each load's issue (stamp_issue), a consumer waiting for
-// it measures either the landing (its wait blocked) or an upper bound (it did not).
+// it measures either the landing (its wait blocked: `wait()` returns true) or an upper bound
+// (the load had landed when it came: `wait()` must tell without blocking, mbarrier.test_wait).
 __device__ __forceinline__ void stamp_issue(int slot) {
   const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
@@ -183,10 +184,14 @@ struct LandClock {
     const long long t1 = clock64();
     if (cta >= phase_clock::kMaxCtas) return;
     const long long issued = *(volatile long long*)&phase_clock::g_issue[cta][slot];
-    ChainClock& c = waited ? blocked : free;
-    c.sum[0] += (waited ? t1 : t0) - issued;
-    c.sum[1] += waited ? t1 - t0 : 0;
-    c.count();
+    // Both groups updated with selects: a reference chosen at run time would put them on the
+    // stack.
+    blocked.sum[0] += waited ? t1 - issued : 0;
+    blocked.sum[1] += waited ? t1 - t0 : 0;
+    blocked.chains += waited;
+    free.sum[0] += waited ? 0 : t0 - issued;
+    free.sum[1] += waited ? 0 : t1 - t0;
+    free.chains += !waited;
   }
   __device__ void store(int wg) const {
     blocked.store(wg, 1);

@@ -225,7 +225,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       const uint32_t bar = sm.full_bar(pos.stage, atom);
       if constexpr (kPhaseClock && !Tr::kFp8 && Tr::kWideBoxes)
         land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
-          if (mbar_try_wait(bar, pos.phase)) return false;
+          if (mbar_test_wait(bar, pos.phase)) return false;
           mbar_wait(bar, pos.phase);
           return true;
         });
