@@ -22,14 +22,20 @@
 namespace flashmfa::cuda {
 // The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
 constexpr int kPhaseTile = 40;
-constexpr int kChainSteps = 8;   // steps a ChainClock can tell apart
-constexpr int kChainGroups = 3;  // the own-tile chain and two LandClock groups
-constexpr int kIssueSlots = 4;   // load issue stamps per CTA: 2 ring stages x 2 halves
+constexpr int kChainSteps = 9;   // steps a ChainClock can tell apart
+constexpr int kChainGroups = 4;  // the own-tile chain, two LandClock groups, the P hand-off
+constexpr int kIssueSlots = 5;   // stamps per CTA: 2 ring stages x 2 halves, a publication
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 constexpr bool kPhaseClock = true;
 #else
 constexpr bool kPhaseClock = false;
 #endif
+// LandClock reads a stamp from global memory right after each wait it times, which slows the
+// chain it measures (~18% on MLA h_q 128): FLASHMFA_PHASE_LAND=0 leaves it out.
+#ifndef FLASHMFA_PHASE_LAND
+#define FLASHMFA_PHASE_LAND 1
+#endif
+constexpr bool kPhaseLand = kPhaseClock && FLASHMFA_PHASE_LAND;
 }  // namespace flashmfa::cuda
 
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
@@ -95,7 +101,8 @@ static void report() {
 static void report_group(const std::vector<unsigned long long>& host, int group) {
   static const char* const kNames[kChainGroups] = {
       "chain clock", "landing, waits that blocked (step 0: issue to landed; step 1: the wait)",
-      "landing, waits that found it landed (step 0: issue to the wait, an upper bound)"};
+      "landing, waits that found it landed (step 0: issue to the wait, an upper bound)",
+      "P hand-off (step 0: the publisher's bar.arrive to the taker's bar.sync return)"};
   std::vector<double> per[kChainSteps], total, counts;
   for (int c = 0; c < kMaxCtas; ++c)
     for (int w = 0; w < 2; ++w) {
@@ -157,6 +164,16 @@ struct ChainClock {
     last = t;
   }
   __device__ void count() { ++chains; }
+  // One chain of one step: the cycles from stamp_issue(slot) (another thread's, same SM) to
+  // now; the stamp's load is used only by finish_since, so its latency stays off the chain.
+  long long since_now = 0, since_stamp_value = 0;
+  __device__ void since_stamp(int slot);
+  __device__ void finish_since() {
+    if (since_now == 0) return;
+    sum[0] += since_now - since_stamp_value;
+    since_now = 0;
+    count();
+  }
   // Warpgroup wg's sums into group `group` (call from one thread of it).
   __device__ void store(int wg, int group = 0) const {
     const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
@@ -172,6 +189,12 @@ struct ChainClock {
 __device__ __forceinline__ void stamp_issue(int slot) {
   const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
+}
+__device__ __forceinline__ void ChainClock::since_stamp(int slot) {
+  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta >= phase_clock::kMaxCtas) return;
+  since_now = clock64();
+  since_stamp_value = *(volatile long long*)&phase_clock::g_issue[cta][slot];
 }
 struct LandClock {
   ChainClock blocked, free;
@@ -210,6 +233,8 @@ struct ChainClock {
   __device__ void begin() {}
   __device__ void step(int) {}
   __device__ void count() {}
+  __device__ void since_stamp(int) {}
+  __device__ void finish_since() {}
   __device__ void store(int, int = 0) const {}
 };
 __device__ __forceinline__ void stamp_issue(int) {}

@@ -150,8 +150,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
   // it.
   __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
-                       float (&alpha)[kRowsPerThread]) const {
+                       float (&alpha)[kRowsPerThread], ChainClock& clock,
+                       ChainClock& wake) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
+    clock.step(8);
+    wake.since_stamp(4);  // from the publisher's stamp (publish)
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
@@ -178,6 +181,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
       st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
     }
+    if (wg_tid() == 0) stamp_issue(4);  // the hand-off's start (phase-clock builds only)
     named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
   }
 
@@ -192,15 +196,16 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
                            Out& o, OnlineSoftmax& softmax, bool last_q_read, ChainClock& clock,
-                           LandClock& land, bool probe = false) const {
+                           LandClock& land, ChainClock& wake, bool probe = false) const {
     probe = probe && wg_tid() == 0;
-    // Chain clocks (phase-clock builds): 6 since the last own tile, 0 the other's P taken and
-    // its P V issued, 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
+    // Chain clocks (phase-clock builds): 6 since the last own tile, 7 the other's V half
+    // landed, 8 its P published (the wait at the barrier), 0 its P loaded and its P V issued,
+    // 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
     clock.step(6);
     clock.count();
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (has_prev) add_other(prev, a_prev, o, softmax, alpha);
+    if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clock, wake);
     clock.step(0);
     if (Tr::kEarlyRelease && has_prev) {
       wgmma_wait<0>();
@@ -223,7 +228,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       if (Tr::full_index(atom) != atom) return;
       // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
       const uint32_t bar = sm.full_bar(pos.stage, atom);
-      if constexpr (kPhaseClock && !Tr::kFp8 && Tr::kWideBoxes)
+      if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
         land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
           if (mbar_test_wait(bar, pos.phase)) return false;
           mbar_wait(bar, pos.phase);
@@ -265,6 +270,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     fence_acc(o);
     release_slot(pos);
     clock.step(5);
+    wake.finish_since();
     if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
 
@@ -272,9 +278,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // that the TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this
   // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
   __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
-                            OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread]) const {
+                            OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread],
+                            ChainClock& clock, ChainClock& wake) const {
     wait_v_half(pos);
-    take(a, softmax, alpha);
+    clock.step(7);
+    take(a, softmax, alpha, clock, wake);
     scale(softmax, alpha);
     scale(o, alpha);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
@@ -284,7 +292,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
     uint32_t a[kPvSteps][4];
     float alpha[kRowsPerThread];
-    add_other(pos, a, o, softmax, alpha);
+    ChainClock idle;  // an item's last tile is not timed
+    add_other(pos, a, o, softmax, alpha, idle, idle);
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
@@ -297,7 +306,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
     uint32_t q_phase = 0;
-    ChainClock clock;
+    ChainClock clock, wake;
     LandClock land;
     clock.begin();
 
@@ -340,7 +349,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
                    visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clock,
-                   land, probe);
+                   land, wake, probe);
           pending = false;
         } else {
           pending = true;
@@ -358,6 +367,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     if (wg_tid() == 0) {
       clock.store(warpgroup);
       land.store(warpgroup);
+      wake.store(warpgroup, 3);
     }
   }
 
