@@ -97,33 +97,38 @@ static void report() {
   }
 }
 
-// One group's report: per step, the median over (CTA, warpgroup) of the cycles per chain.
+static void report_warpgroup(const std::vector<unsigned long long>& host, int group, int w,
+                             const char* name);
+// One group's report: per warpgroup and step, the median over CTAs of the cycles per chain.
 static void report_group(const std::vector<unsigned long long>& host, int group) {
   static const char* const kNames[kChainGroups] = {
       "chain clock", "landing, waits that blocked (step 0: issue to landed; step 1: the wait)",
       "landing, waits that found it landed (step 0: issue to the wait, an upper bound)",
       "P hand-off (step 0: the publisher's bar.arrive to the taker's bar.sync return)"};
+  for (int w = 0; w < 2; ++w) report_warpgroup(host, group, w, kNames[group]);
+}
+static void report_warpgroup(const std::vector<unsigned long long>& host, int group, int w,
+                             const char* name) {
   std::vector<double> per[kChainSteps], total, counts;
-  for (int c = 0; c < kMaxCtas; ++c)
-    for (int w = 0; w < 2; ++w) {
-      const unsigned long long* row =
-          &host[(size_t(c) * 2 * kChainGroups + 2 * group + w) * (kChainSteps + 1)];
-      if (row[kChainSteps] == 0) continue;
-      counts.push_back(double(row[kChainSteps]));
-      double sum = 0;
-      for (int i = 0; i < kChainSteps; ++i) {
-        per[i].push_back(double(row[i]) / double(row[kChainSteps]));
-        sum += per[i].back();
-      }
-      total.push_back(sum);
+  for (int c = 0; c < kMaxCtas; ++c) {
+    const unsigned long long* row =
+        &host[(size_t(c) * 2 * kChainGroups + 2 * group + w) * (kChainSteps + 1)];
+    if (row[kChainSteps] == 0) continue;
+    counts.push_back(double(row[kChainSteps]));
+    double sum = 0;
+    for (int i = 0; i < kChainSteps; ++i) {
+      per[i].push_back(double(row[i]) / double(row[kChainSteps]));
+      sum += per[i].back();
     }
+    total.push_back(sum);
+  }
   if (total.empty()) return;
   auto median = [](std::vector<double>& v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::fprintf(stderr, "%s (%zu warpgroups, median %.0f per warpgroup): SM cycles, median\n",
-               kNames[group], total.size(), median(counts));
+  std::fprintf(stderr, "%s, warpgroup %d (%zu CTAs, median %.0f per CTA): SM cycles, median\n",
+               name, w, total.size(), median(counts));
   for (int i = 0; i < kChainSteps; ++i)
     if (median(per[i]) != 0) std::fprintf(stderr, "  step %d: %8.0f\n", i, median(per[i]));
   std::fprintf(stderr, "  whole:  %8.0f\n", median(total));
