@@ -22,7 +22,7 @@
 namespace flashmfa::cuda {
 // The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
 constexpr int kPhaseTile = 40;
-constexpr int kChainSteps = 9;   // steps a ChainClock can tell apart
+constexpr int kChainSteps = 11;  // steps a ChainClock can tell apart
 constexpr int kChainGroups = 4;  // the own-tile chain, two LandClock groups, the P hand-off
 constexpr int kIssueSlots = 5;   // stamps per CTA: 2 ring stages x 2 halves, a publication
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK

@@ -199,7 +199,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
                            LandClock& land, ChainClock& wake, bool probe = false) const {
     probe = probe && wg_tid() == 0;
     // Chain clocks (phase-clock builds): 6 since the last own tile, 7 the other's V half
-    // landed, 8 its P published (the wait at the barrier), 0 its P loaded and its P V issued,
+    // landed, 8 its P published (the wait at the barrier), 9 its row state loaded, 10 O
+    // rescaled, 0 its P V issued,
     // 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
     clock.step(6);
     clock.count();
@@ -284,7 +285,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clock.step(7);
     take(a, softmax, alpha, clock, wake);
     scale(softmax, alpha);
+    clock.step(9);
     scale(o, alpha);
+    clock.step(10);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
   }
 
