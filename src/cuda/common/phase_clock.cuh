@@ -30,8 +30,10 @@ constexpr bool kPhaseClock = true;
 #else
 constexpr bool kPhaseClock = false;
 #endif
-// LandClock reads a stamp from global memory right after each wait it times, which slows the
-// chain it measures (~18% on MLA h_q 128): FLASHMFA_PHASE_LAND=0 leaves it out.
+// LandClock and the P hand-off read stamps from global memory right after the waits they time,
+// which slows the chain they measure (~18% on MLA h_q 128; a volatile load after the hand-off's
+// barrier held back the shared-memory loads behind it by ~1500 cycles): FLASHMFA_PHASE_LAND=0
+// leaves both out.
 #ifndef FLASHMFA_PHASE_LAND
 #define FLASHMFA_PHASE_LAND 1
 #endif
@@ -192,10 +194,12 @@ struct ChainClock {
 // it measures either the landing (its wait blocked: `wait()` returns true) or an upper bound
 // (the load had landed when it came: `wait()` must tell without blocking, mbarrier.test_wait).
 __device__ __forceinline__ void stamp_issue(int slot) {
+  if (!kPhaseLand) return;
   const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
 }
 __device__ __forceinline__ void ChainClock::since_stamp(int slot) {
+  if (!kPhaseLand) return;
   const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   if (cta >= phase_clock::kMaxCtas) return;
   since_now = clock64();
