@@ -129,10 +129,23 @@ static void report_warpgroup(const std::vector<unsigned long long>& host, int gr
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::fprintf(stderr, "%s, warpgroup %d (%zu CTAs, median %.0f per CTA): SM cycles, median\n",
+  // The CTAs' own sums, for CTAs 0 and 1 (the two row tiles of part 0 when there are two):
+  // the medians of separate steps need not come from one consistent chain.
+  std::vector<double> own[2];
+  for (int c = 0; c < 2; ++c) {
+    const unsigned long long* row =
+        &host[(size_t(c) * 2 * kChainGroups + 2 * group + w) * (kChainSteps + 1)];
+    for (int i = 0; i < kChainSteps && row[kChainSteps] != 0; ++i)
+      own[c].push_back(double(row[i]) / double(row[kChainSteps]));
+  }
+  std::fprintf(stderr,
+               "%s, warpgroup %d (%zu CTAs, median %.0f per CTA): SM cycles, median (CTA 0, "
+               "CTA 1)\n",
                name, w, total.size(), median(counts));
   for (int i = 0; i < kChainSteps; ++i)
-    if (median(per[i]) != 0) std::fprintf(stderr, "  step %d: %8.0f\n", i, median(per[i]));
+    if (median(per[i]) != 0)
+      std::fprintf(stderr, "  step %d: %8.0f  (%6.0f %6.0f)\n", i, median(per[i]),
+                   own[0].empty() ? 0.0 : own[0][i], own[1].empty() ? 0.0 : own[1][i]);
   std::fprintf(stderr, "  whole:  %8.0f\n", median(total));
 }
 
