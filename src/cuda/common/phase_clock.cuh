@@ -243,6 +243,17 @@ struct LandClock {
     free.store(wg, 2);
   }
 };
+// A warpgroup's clocks of one repeated chain: its steps (group 0), the loads it waits for
+// (groups 1, 2), a hand-off from the other warpgroup (group 3).
+struct ChainClocks {
+  ChainClock steps, handoff;
+  LandClock land;
+  __device__ void store(int wg) const {
+    steps.store(wg);
+    land.store(wg);
+    handoff.store(wg, 3);
+  }
+};
 }  // namespace flashmfa::cuda
 
 #define FLASHMFA_PHASE(i) ::flashmfa::cuda::phase_clock::record(i)
@@ -265,6 +276,11 @@ struct LandClock {
   __device__ void measure(int, Wait wait) {
     wait();
   }
+  __device__ void store(int) const {}
+};
+struct ChainClocks {
+  ChainClock steps, handoff;
+  LandClock land;
   __device__ void store(int) const {}
 };
 }  // namespace flashmfa::cuda

@@ -150,11 +150,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // Waits for the other warpgroup's P of its last tile, loads it, and moves the softmax state to
   // it.
   __device__ void take(uint32_t (&a)[kPvSteps][4], OnlineSoftmax& softmax,
-                       float (&alpha)[kRowsPerThread], ChainClock& clock,
-                       ChainClock& wake) const {
+                       float (&alpha)[kRowsPerThread], ChainClocks& clocks) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
-    clock.step(8);
-    wake.since_stamp(4);  // from the publisher's stamp (publish)
+    clocks.steps.step(8);
+    clocks.handoff.since_stamp(4);  // from the publisher's stamp (publish)
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
@@ -195,18 +194,19 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // warpgroup.
   __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
                            bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
-                           Out& o, OnlineSoftmax& softmax, bool last_q_read, ChainClock& clock,
-                           LandClock& land, ChainClock& wake, bool probe = false) const {
+                           Out& o, OnlineSoftmax& softmax, bool last_q_read,
+                           ChainClocks& clocks, bool probe = false) const {
     probe = probe && wg_tid() == 0;
-    // Chain clocks (phase-clock builds): 6 since the last own tile, 7 the other's V half
-    // landed, 8 its P published (the wait at the barrier), 9 its row state loaded, 10 O
-    // rescaled, 0 its P V issued,
-    // 1 S issued, 2 that P V done, 3 S done, 4 P published, 5 own P V done.
+    // Chain clocks (phase-clock builds; docs/perf-notes.md R.2, R.3), the steps in program
+    // order: 6 since the last own tile, 7 the other's V half landed, 8 `bar.sync` (deferred: the
+    // wait shows in 9), 9 its row state loaded, 10 O rescaled, 0 its P V issued, 1 S issued,
+    // 2 that P V done, 3 S done, 4 P published, 5 own P V done.
+    ChainClock& clock = clocks.steps;
     clock.step(6);
     clock.count();
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
-    if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clock, wake);
+    if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks);
     clock.step(0);
     if (Tr::kEarlyRelease && has_prev) {
       wgmma_wait<0>();
@@ -230,7 +230,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
       const uint32_t bar = sm.full_bar(pos.stage, atom);
       if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
-        land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
+        clocks.land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
           if (mbar_test_wait(bar, pos.phase)) return false;
           mbar_wait(bar, pos.phase);
           return true;
@@ -271,7 +271,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     fence_acc(o);
     release_slot(pos);
     clock.step(5);
-    wake.finish_since();
+    clocks.handoff.finish_since();
     if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
 
@@ -280,14 +280,14 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
   __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
                             OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread],
-                            ChainClock& clock, ChainClock& wake) const {
+                            ChainClocks& clocks) const {
     wait_v_half(pos);
-    clock.step(7);
-    take(a, softmax, alpha, clock, wake);
+    clocks.steps.step(7);
+    take(a, softmax, alpha, clocks);
     scale(softmax, alpha);
-    clock.step(9);
+    clocks.steps.step(9);
     scale(o, alpha);
-    clock.step(10);
+    clocks.steps.step(10);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
   }
 
@@ -295,8 +295,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
     uint32_t a[kPvSteps][4];
     float alpha[kRowsPerThread];
-    ChainClock idle;  // an item's last tile is not timed
-    add_other(pos, a, o, softmax, alpha, idle, idle);
+    ChainClocks idle;  // an item's last tile is not timed
+    add_other(pos, a, o, softmax, alpha, idle);
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
@@ -309,9 +309,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
     uint32_t q_phase = 0;
-    ChainClock clock, wake;
-    LandClock land;
-    clock.begin();
+    ChainClocks clocks;
+    clocks.steps.begin();
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
@@ -351,8 +350,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
           own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clock,
-                   land, wake, probe);
+                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clocks,
+                   probe);
           pending = false;
         } else {
           pending = true;
@@ -367,11 +366,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
-    if (wg_tid() == 0) {
-      clock.store(warpgroup);
-      land.store(warpgroup);
-      wake.store(warpgroup, 3);
-    }
+    if (wg_tid() == 0) clocks.store(warpgroup);
   }
 
   // End of an item: both warpgroups hold the final row max; the row sum is the sum of their
