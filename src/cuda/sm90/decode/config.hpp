@@ -207,12 +207,6 @@ constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 #endif
 constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// MLA: the owner of a tile issues its own P V before it publishes P for the other warpgroup
-// (mla/consumer.cuh, own_tile; docs/perf-notes.md R.5). 0: publish first.
-#ifndef FLASHMFA_SM90_MLA_PV_BEFORE_PUBLISH
-#define FLASHMFA_SM90_MLA_PV_BEFORE_PUBLISH 0
-#endif
-constexpr bool kMlaPvBeforePublish = FLASHMFA_SM90_MLA_PV_BEFORE_PUBLISH != 0;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

@@ -262,22 +262,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
     uint32_t a[kPvSteps][4];
     pack_p<T>(s, a);
-    // kMlaPvBeforePublish: this warpgroup's P_j V_j is queued on the tensor pipe before P_j is
-    // published (the stores only read `a`, which the wgmma reads asynchronously), so the pipe
-    // restarts right after the softmax instead of after the publication (notes R.5).
-    if constexpr (kMlaPvBeforePublish) {
-      scale(o, alpha);
-      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-      publish(a, softmax, alpha);
-    } else {
-      publish(a, softmax, alpha);
-    }
+    publish(a, softmax, alpha);
     clock.step(4);
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
-    if constexpr (!kMlaPvBeforePublish) {
-      scale(o, alpha);
-      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-    }
+    scale(o, alpha);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
     wgmma_wait<0>();
     fence_acc(o);
     release_slot(pos);
