@@ -15,8 +15,9 @@
 // Chain clocks, in the same builds: a ChainClock accumulates SM cycles (clock64) per step of a
 // repeated chain (the MLA consumers' own tile, mla/consumer.cuh) in registers, and
 // ChainClock::store writes one warpgroup's sums to a second table; the exit report prints, per
-// step, the median over (CTA, warpgroup) of the cycles per chain. Without FLASHMFA_PHASE_CLOCK
-// ChainClock is an empty type whose calls compile to nothing.
+// warpgroup and step, the median over CTAs of the cycles per chain, and CTAs 0 and 1 whole.
+// LandClock (load latency) and the hand-off clock build on it (ChainClocks holds all three).
+// Without FLASHMFA_PHASE_CLOCK they are empty types whose calls compile to nothing.
 #pragma once
 
 namespace flashmfa::cuda {
@@ -57,8 +58,13 @@ constexpr int kMaxCtas = 1024;
 // One table per translation unit (static), and static readers: each kernel file reports its own.
 static __device__ unsigned long long g_table[kMaxCtas][kPhases];
 
+// This CTA's row in the tables.
+__device__ __forceinline__ int cta_index() {
+  return blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+}
+
 __device__ __forceinline__ void record(int i) {
-  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int cta = cta_index();
   if (cta >= kMaxCtas) return;
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -196,7 +202,7 @@ struct ChainClock {
   }
   // Warpgroup wg's sums into group `group` (call from one thread of it).
   __device__ void store(int wg, int group = 0) const {
-    const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int cta = phase_clock::cta_index();
     if (cta >= phase_clock::kMaxCtas) return;
     for (int i = 0; i < kChainSteps; ++i) phase_clock::g_chain[cta][2 * group + wg][i] = sum[i];
     phase_clock::g_chain[cta][2 * group + wg][kChainSteps] = chains;
@@ -208,12 +214,12 @@ struct ChainClock {
 // (the load had landed when it came: `wait()` must tell without blocking, mbarrier.test_wait).
 __device__ __forceinline__ void stamp_issue(int slot) {
   if (!kPhaseLand) return;
-  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int cta = phase_clock::cta_index();
   if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
 }
 __device__ __forceinline__ void ChainClock::since_stamp(int slot) {
   if (!kPhaseLand) return;
-  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int cta = phase_clock::cta_index();
   if (cta >= phase_clock::kMaxCtas) return;
   since_now = clock64();
   since_stamp_value = *(volatile long long*)&phase_clock::g_issue[cta][slot];
@@ -223,7 +229,7 @@ struct LandClock {
   // `wait()` waits for the load stamped at `slot` and returns whether it had to block.
   template <class Wait>
   __device__ void measure(int slot, Wait wait) {
-    const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int cta = phase_clock::cta_index();
     const long long t0 = clock64();
     const bool waited = wait();
     const long long t1 = clock64();
