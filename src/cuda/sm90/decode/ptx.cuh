@@ -45,36 +45,24 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
                : "memory");
 }
 
-// Whether the phase with parity `parity` has completed (acquire); try_wait suspends the thread
-// for a while before it answers no.
+// Whether the phase with parity `parity` has completed (acquire): mbarrier.try_wait suspends
+// the thread for a while before it answers no; mbarrier.test_wait answers at once (phase
+// clocks, to tell a wait that would block).
+#define FLASHMFA_SM90_MBAR_PROBE(OP)                                                \
+  uint32_t done;                                                                   \
+  asm volatile("{\n.reg .pred p;\nmbarrier." OP                                    \
+               ".parity.acquire.cta.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" \
+               : "=r"(done)                                                        \
+               : "r"(bar), "r"(parity)                                             \
+               : "memory");                                                        \
+  return done != 0
 __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n"
-      "}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
+  FLASHMFA_SM90_MBAR_PROBE("try_wait");
 }
-
-// Whether the phase with parity `parity` has completed, without waiting (phase clocks).
 __device__ __forceinline__ bool mbar_test_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "mbarrier.test_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n"
-      "}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
+  FLASHMFA_SM90_MBAR_PROBE("test_wait");
 }
+#undef FLASHMFA_SM90_MBAR_PROBE
 
 // Blocks until the phase with parity `parity` has completed. Test builds define
 // FLASHMFA_SM90_WATCHDOG to turn a wait that never ends (a protocol bug) into a trap that
