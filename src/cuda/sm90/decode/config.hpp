@@ -207,13 +207,6 @@ constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
 #endif
 constexpr bool kMlaQueryTma = FLASHMFA_SM90_MLA_Q_TMA != 0;
 constexpr int kMlaAtoms = kMlaDk / kAtomCols;  // 9
-// MLA: the owner publishes P as a swizzled 64 x 64 tile and the other warpgroup's P V reads it
-// from shared memory (SS wgmma) instead of loading it into registers first (mla/consumer.cuh;
-// docs/perf-notes.md R.6). 0: P in A-fragment order, loaded by the taker.
-#ifndef FLASHMFA_SM90_MLA_P_SMEM
-#define FLASHMFA_SM90_MLA_P_SMEM 0
-#endif
-constexpr bool kMlaPSmem = FLASHMFA_SM90_MLA_P_SMEM != 0;
 // The full barrier that atom `atom` of an MLA slot lands on: its own, or its half's first.
 FLASHMFA_SM90_HD constexpr int mla_full_index(int atom) {
   return !kMlaWideBoxes ? atom : atom < kMlaOutAtoms ? 0 : kMlaOutAtoms;

@@ -232,22 +232,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
   wgmma_commit();
 }
 
-// Issues o (64 x 256 f32) += P V as issue_pv does, with P read from shared memory: p_tile is a
-// 64 x 64 16-bit tile, K-major and 128B-swizzled like a Q atom (k-step kk at byte 32 kk).
-template <class T>
-__device__ __forceinline__ void issue_pv_ss(float (&o)[kPvN256Atoms][kAccRegs], uint32_t p_tile,
-                                            uint32_t v_slot) {
-  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
-  const uint64_t desc_p = make_desc(p_tile, kKMajorLbo, kSwizzleGroupBytes);
-  const uint64_t desc_v = make_desc(v_slot, kAtomBytes, kSwizzleGroupBytes);
-  fence_acc(o);
-  wgmma_fence();
-  static_for<kPvSteps>([&](auto kk) {
-    wgmma_ss_n256<T, kk * kWgmmaK * kElemBytes, kk * kStepBytes>(o, desc_p, desc_v);
-  });
-  wgmma_commit();
-}
-
 // o (64 x D f32, as D/64 accumulator tiles) += P (64 x 64 tokens, registers) V (64 x D).
 // Waits for completion. With `precise`, a second pass adds (P - round(P)) V: P rounded to
 // 16 bits alone errs by up to 2^-9 relative per weight, which the sum over a few hundred

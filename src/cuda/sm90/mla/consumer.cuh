@@ -94,16 +94,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     return sm.stats + uint32_t((which * kRowsPerWarpgroup + row) * sizeof(float));
   }
   __device__ int row_of(int h) const { return 16 * warp() + lane() / kQuadLanes + 8 * h; }
-  // Word (kk, j) of this thread's P fragment in xchg: consecutive threads, consecutive words;
-  // with kMlaPSmem, its place in the swizzled 64 x 64 P tile the taker's wgmma reads (row
-  // 16 w + g + 8 (j % 2), columns 16 kk + 2 t + 8 (j / 2) and the next).
+  // Word (kk, j) of this thread's P fragment in xchg: consecutive threads, consecutive words.
   __device__ uint32_t p_word(int kk, int j) const {
-    if constexpr (kMlaPSmem) {
-      const int row = 16 * warp() + lane() / kQuadLanes + 8 * (j % 2);
-      const int col = 16 * kk + 2 * (lane() % kQuadLanes) + 8 * (j / 2);
-      constexpr int kUnitCols = kDescUnitBytes / kElemBytes;
-      return sm.xchg + swizzled_offset(row, col / kUnitCols) + (col % kUnitCols) * kElemBytes;
-    }
     return sm.xchg + uint32_t(((kk * 4 + j) * kWarpgroupThreads + wg_tid()) * sizeof(uint32_t));
   }
   // This warpgroup's half of the V columns of the slot.
@@ -162,12 +154,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
     clocks.steps.step(8);
     clocks.handoff.since_stamp(4);  // from the publisher's stamp (publish)
-    if constexpr (!kMlaPSmem) {  // otherwise the P V reads P where it is
 #pragma unroll
-      for (int kk = 0; kk < kPvSteps; ++kk)
+    for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) a[kk][j] = uint32_t(ld_shared_s32(p_word(kk, j)));
-    }
+      for (int j = 0; j < 4; ++j) a[kk][j] = uint32_t(ld_shared_s32(p_word(kk, j)));
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) {
       softmax.max[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
@@ -182,7 +172,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
       for (int j = 0; j < 4; ++j) st_shared(p_word(kk, j), int32_t(a[kk][j]));
-    if constexpr (kMlaPSmem) fence_proxy_async();  // P is read by the taker's wgmma
     // The quad's other lanes read the previous row state before this lane overwrites it.
     __syncwarp();
     const bool writer = lane() % kQuadLanes == 0;
@@ -299,8 +288,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clocks.steps.step(9);
     scale(o, alpha);
     clocks.steps.step(10);
-    if constexpr (kMlaPSmem) issue_pv_ss<T>(o, sm.xchg, v_half(pos));
-    else issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
   }
 
   // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
