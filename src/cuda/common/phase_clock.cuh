@@ -25,16 +25,16 @@ namespace flashmfa::cuda {
 constexpr int kPhaseTile = 40;
 constexpr int kChainSteps = 11;  // steps a ChainClock can tell apart
 constexpr int kChainGroups = 4;  // the own-tile chain, two LandClock groups, the P hand-off
-constexpr int kIssueSlots = 5;   // stamps per CTA: 2 ring stages x 2 halves, a publication
+constexpr int kIssueSlots = 5;   // stamps: 2 ring stages x 2 halves, a publication
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 constexpr bool kPhaseClock = true;
 #else
 constexpr bool kPhaseClock = false;
 #endif
-// LandClock and the P hand-off read stamps from global memory right after the waits they time,
-// which slows the chain they measure (~18% on MLA h_q 128; a volatile load after the hand-off's
-// barrier held back the shared-memory loads behind it by ~1500 cycles): FLASHMFA_PHASE_LAND=0
-// leaves both out.
+// LandClock and the P hand-off read clock stamps another thread wrote, from shared memory
+// (past the plan: config.hpp, kPhaseStampBytes). (Read from global memory they slowed the MLA
+// chain ~18%, and a global load after the hand-off's barrier held back the shared loads behind
+// it by ~1500 cycles.) FLASHMFA_PHASE_LAND=0 leaves both out.
 #ifndef FLASHMFA_PHASE_LAND
 #define FLASHMFA_PHASE_LAND 1
 #endif
@@ -158,8 +158,6 @@ static void report_warpgroup(const std::vector<unsigned long long>& host, int gr
 // Chain clocks: [CTA][slot][step] cycle sums, and [..][kChainSteps] the chains counted; a
 // chain's slot is its group (kChainGroups, 2 slots each: one per warpgroup).
 static __device__ unsigned long long g_chain[kMaxCtas][2 * kChainGroups][kChainSteps + 1];
-// Load issue stamps (clock64, the producer's SM) per ring stage and half, for LandClock.
-static __device__ long long g_issue[kMaxCtas][kIssueSlots];
 
 static void report_chains() {
   static std::vector<unsigned long long> host(size_t(kMaxCtas) * 2 * kChainGroups *
@@ -193,7 +191,7 @@ struct ChainClock {
   // One chain of one step: the cycles from stamp_issue(slot) (another thread's, same SM) to
   // now; the stamp's load is used only by finish_since, so its latency stays off the chain.
   long long since_now = 0, since_stamp_value = 0;
-  __device__ void since_stamp(int slot);
+  __device__ void since_stamp(uint32_t stamps, int slot);
   __device__ void finish_since() {
     if (since_now == 0) return;
     sum[0] += since_now - since_stamp_value;
@@ -209,32 +207,37 @@ struct ChainClock {
   }
 };
 
-// Load latency: the producer stamps each load's issue (stamp_issue), a consumer waiting for
-// it measures either the landing (its wait blocked: `wait()` returns true) or an upper bound
-// (the load had landed when it came: `wait()` must tell without blocking, mbarrier.test_wait).
-__device__ __forceinline__ void stamp_issue(int slot) {
-  if (!kPhaseLand) return;
-  const int cta = phase_clock::cta_index();
-  if (cta < phase_clock::kMaxCtas) phase_clock::g_issue[cta][slot] = clock64();
+// Load latency: the producer stamps each load's issue (stamp_issue, at `stamps`, the shared
+// address of SmemView::phase_stamps), a consumer waiting for it measures either the landing (its
+// wait blocked: `wait()` returns true) or an upper bound (the load had landed when it came:
+// `wait()` must tell without blocking, mbarrier.test_wait). The stamp is ordered before the
+// consumer's read by the mbarrier (or named barrier) between them.
+namespace phase_clock {
+__device__ __forceinline__ long long load_stamp(uint32_t stamps, int slot) {
+  long long t;
+  asm volatile("ld.shared.u64 %0, [%1];" : "=l"(t) : "r"(stamps + 8u * uint32_t(slot)) : "memory");
+  return t;
 }
-__device__ __forceinline__ void ChainClock::since_stamp(int slot) {
+}  // namespace phase_clock
+__device__ __forceinline__ void stamp_issue(uint32_t stamps, int slot) {
   if (!kPhaseLand) return;
-  const int cta = phase_clock::cta_index();
-  if (cta >= phase_clock::kMaxCtas) return;
+  asm volatile("st.shared.u64 [%0], %1;" ::"r"(stamps + 8u * uint32_t(slot)), "l"(clock64())
+               : "memory");
+}
+__device__ __forceinline__ void ChainClock::since_stamp(uint32_t stamps, int slot) {
+  if (!kPhaseLand) return;
   since_now = clock64();
-  since_stamp_value = *(volatile long long*)&phase_clock::g_issue[cta][slot];
+  since_stamp_value = phase_clock::load_stamp(stamps, slot);
 }
 struct LandClock {
   ChainClock blocked, free;
   // `wait()` waits for the load stamped at `slot` and returns whether it had to block.
   template <class Wait>
-  __device__ void measure(int slot, Wait wait) {
-    const int cta = phase_clock::cta_index();
+  __device__ void measure(uint32_t stamps, int slot, Wait wait) {
     const long long t0 = clock64();
     const bool waited = wait();
     const long long t1 = clock64();
-    if (cta >= phase_clock::kMaxCtas) return;
-    const long long issued = *(volatile long long*)&phase_clock::g_issue[cta][slot];
+    const long long issued = phase_clock::load_stamp(stamps, slot);
     // Both groups updated with selects: a reference chosen at run time would put them on the
     // stack.
     blocked.sum[0] += waited ? t1 - issued : 0;
@@ -272,14 +275,14 @@ struct ChainClock {
   __device__ void begin() {}
   __device__ void step(int) {}
   __device__ void count() {}
-  __device__ void since_stamp(int) {}
+  __device__ void since_stamp(uint32_t, int) {}
   __device__ void finish_since() {}
   __device__ void store(int, int = 0) const {}
 };
-__device__ __forceinline__ void stamp_issue(int) {}
+__device__ __forceinline__ void stamp_issue(uint32_t, int) {}
 struct LandClock {
   template <class Wait>
-  __device__ void measure(int, Wait wait) {
+  __device__ void measure(uint32_t, int, Wait wait) {
     wait();
   }
   __device__ void store(int) const {}

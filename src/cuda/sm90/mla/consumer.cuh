@@ -44,6 +44,9 @@
 
 namespace flashmfa::cuda::sm90 {
 
+static_assert(!kPhaseLand || kPhaseStampBytes >= kIssueSlots * sizeof(uint64_t),
+              "room for the phase clocks' stamps past the shared-memory plan");
+
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
 template <bool FP8 = false>
 struct MlaTraits {
@@ -153,7 +156,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
                        float (&alpha)[kRowsPerThread], ChainClocks& clocks) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
     clocks.steps.step(8);
-    clocks.handoff.since_stamp(4);  // from the publisher's stamp (publish)
+    clocks.handoff.since_stamp(sm.phase_stamps(), 4);  // from the publisher's stamp (publish)
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
@@ -180,7 +183,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
       st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
     }
-    if (wg_tid() == 0) stamp_issue(4);  // the hand-off's start (phase-clock builds only)
+    if (wg_tid() == 0) stamp_issue(sm.phase_stamps(), 4);  // the hand-off's start (phase-clock builds only)
     named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
   }
 
@@ -230,7 +233,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
       const uint32_t bar = sm.full_bar(pos.stage, atom);
       if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
-        clocks.land.measure(pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
+        clocks.land.measure(sm.phase_stamps(), pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
           if (mbar_test_wait(bar, pos.phase)) return false;
           mbar_wait(bar, pos.phase);
           return true;
