@@ -112,7 +112,7 @@ static void report_group(const std::vector<unsigned long long>& host, int group)
   static const char* const kNames[kChainGroups] = {
       "chain clock", "landing, waits that blocked (step 0: issue to landed; step 1: the wait)",
       "landing, waits that found it landed (step 0: issue to the wait, an upper bound)",
-      "P hand-off (step 0: the publisher's bar.arrive to the taker's bar.sync return)"};
+      "P hand-off (step 0: the publisher's bar.arrive to the taker's first use of the row state)"};
   for (int w = 0; w < 2; ++w) report_warpgroup(host, group, w, kNames[group]);
 }
 static void report_warpgroup(const std::vector<unsigned long long>& host, int group, int w,

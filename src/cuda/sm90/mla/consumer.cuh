@@ -156,7 +156,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
                        float (&alpha)[kRowsPerThread], ChainClocks& clocks) const {
     named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
     clocks.steps.step(8);
-    clocks.handoff.since_stamp(sm.phase_stamps(), 4);  // from the publisher's stamp (publish)
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk)
 #pragma unroll
@@ -289,6 +288,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     take(a, softmax, alpha, clocks);
     scale(softmax, alpha);
     clocks.steps.step(9);
+    // From the publisher's stamp to here, where the row state has been used: a clock read right
+    // after the deferred-blocking bar.sync can run before the barrier completes (notes R.3).
+    clocks.handoff.since_stamp(sm.phase_stamps(), 4);
     scale(o, alpha);
     clocks.steps.step(10);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
