@@ -39,6 +39,12 @@ constexpr bool kPhaseClock = false;
 #define FLASHMFA_PHASE_LAND 1
 #endif
 constexpr bool kPhaseLand = kPhaseClock && FLASHMFA_PHASE_LAND;
+// The stamps' slots: the load of ring stage s, half h at 2 s + h; the P hand-off after them.
+constexpr int land_stamp(int stage, int half) { return 2 * stage + half; }
+constexpr int kHandoffStamp = kIssueSlots - 1;
+// Shared memory the stamps take past a kernel's plan (sm90 config.hpp, SmemPlan::launch_bytes).
+constexpr unsigned kStampBytes = sizeof(long long);  // one clock64 stamp
+constexpr unsigned kPhaseStampBytes = kPhaseLand ? kIssueSlots * kStampBytes : 0u;
 }  // namespace flashmfa::cuda
 
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
@@ -215,13 +221,13 @@ struct ChainClock {
 namespace phase_clock {
 __device__ __forceinline__ long long load_stamp(uint32_t stamps, int slot) {
   long long t;
-  asm volatile("ld.shared.u64 %0, [%1];" : "=l"(t) : "r"(stamps + 8u * uint32_t(slot)) : "memory");
+  asm volatile("ld.shared.u64 %0, [%1];" : "=l"(t) : "r"(stamps + kStampBytes * uint32_t(slot)) : "memory");
   return t;
 }
 }  // namespace phase_clock
 __device__ __forceinline__ void stamp_issue(uint32_t stamps, int slot) {
   if (!kPhaseLand) return;
-  asm volatile("st.shared.u64 [%0], %1;" ::"r"(stamps + 8u * uint32_t(slot)), "l"(clock64())
+  asm volatile("st.shared.u64 [%0], %1;" ::"r"(stamps + kStampBytes * uint32_t(slot)), "l"(clock64())
                : "memory");
 }
 __device__ __forceinline__ void ChainClock::since_stamp(uint32_t stamps, int slot) {

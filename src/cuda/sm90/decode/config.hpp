@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/common/phase_clock.cuh"
+
 #if defined(__CUDACC__)
 #define FLASHMFA_SM90_HD __host__ __device__
 #else
@@ -93,14 +95,6 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //                                                      warpgroup has converted it
 //
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
-// Phase-clock builds with load stamps (FLASHMFA_PHASE_LAND, phase_clock.cuh) keep the stamps in
-// shared memory right past the plan's last barrier.
-#if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK && \
-    (!defined(FLASHMFA_PHASE_LAND) || FLASHMFA_PHASE_LAND)
-constexpr size_t kPhaseStampBytes = 64;
-#else
-constexpr size_t kPhaseStampBytes = 0;
-#endif
 struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
          raw_empty = 0, q_full = 0, q_empty = 0, total = 0;
@@ -133,7 +127,7 @@ struct SmemPlan {
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
   // (dynamic shared memory is only guaranteed 16-byte alignment), and in phase-clock builds
-  // with load stamps the stamps right past the plan (phase_clock.cuh).
+  // with load stamps the stamps right past the plan's last barrier (phase_clock.cuh).
   FLASHMFA_SM90_HD constexpr size_t launch_bytes() const {
     return total + kTileAlign + kPhaseStampBytes;
   }

@@ -92,7 +92,7 @@ struct Producer {
   __device__ void load_box(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
                            uint64_t policy) const {
     const uint32_t full = sm.full_bar(pos.stage, FIRST);
-    stamp_issue(sm.phase_stamps(), pos.stage * 2 + (FIRST == 0 ? 0 : 1));  // phase clocks
+    stamp_issue(sm.phase_stamps(), land_stamp(pos.stage, FIRST == 0 ? 0 : 1));  // phase clocks
     if (src.page_ok) {
       mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
       tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,

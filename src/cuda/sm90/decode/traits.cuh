@@ -111,7 +111,7 @@ struct SmemView {
         stats_stride(uint32_t(plan.stats_stride)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
-  // Phase-clock builds: the load stamps, past the last barrier (config.hpp, kPhaseStampBytes).
+  // Phase-clock builds: the load stamps, past the last barrier (phase_clock.cuh, kPhaseStampBytes).
   __device__ uint32_t phase_stamps() const { return q_empty + uint32_t(sizeof(uint64_t)); }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
   // The slot's full barrier, or that of its 64-column atom `atom` (full_per_stage > 1).

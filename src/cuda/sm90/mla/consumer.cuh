@@ -44,9 +44,6 @@
 
 namespace flashmfa::cuda::sm90 {
 
-static_assert(!kPhaseLand || kPhaseStampBytes >= kIssueSlots * sizeof(uint64_t),
-              "room for the phase clocks' stamps past the shared-memory plan");
-
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
 template <bool FP8 = false>
 struct MlaTraits {
@@ -182,7 +179,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
       st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
     }
-    if (wg_tid() == 0) stamp_issue(sm.phase_stamps(), 4);  // the hand-off's start (phase-clock builds only)
+    if (wg_tid() == 0) stamp_issue(sm.phase_stamps(), kHandoffStamp);  // the hand-off's start (phase-clock builds only)
     named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
   }
 
@@ -232,7 +229,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
       const uint32_t bar = sm.full_bar(pos.stage, atom);
       if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
-        clocks.land.measure(sm.phase_stamps(), pos.stage * 2 + (atom == 0 ? 0 : 1), [&] {
+        clocks.land.measure(sm.phase_stamps(), land_stamp(pos.stage, atom == 0 ? 0 : 1), [&] {
           if (mbar_test_wait(bar, pos.phase)) return false;
           mbar_wait(bar, pos.phase);
           return true;
@@ -290,7 +287,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clocks.steps.step(9);
     // From the publisher's stamp to here, where the row state has been used: a clock read right
     // after the deferred-blocking bar.sync can run before the barrier completes (notes R.3).
-    clocks.handoff.since_stamp(sm.phase_stamps(), 4);
+    clocks.handoff.since_stamp(sm.phase_stamps(), kHandoffStamp);
     scale(o, alpha);
     clocks.steps.step(10);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
