@@ -175,7 +175,9 @@ static void report_chains() {
 
 
 static void register_report() {
-  static const bool once = [] { return std::atexit(report) == 0 && std::atexit(report_chains) == 0; }();
+  static const bool once = [] {
+    return std::atexit(report) == 0 && std::atexit(report_chains) == 0;
+  }();
   (void)once;
 }
 
@@ -221,13 +223,18 @@ struct ChainClock {
 namespace phase_clock {
 __device__ __forceinline__ long long load_stamp(uint32_t stamps, int slot) {
   long long t;
-  asm volatile("ld.shared.u64 %0, [%1];" : "=l"(t) : "r"(stamps + kStampBytes * uint32_t(slot)) : "memory");
+  asm volatile("ld.shared.u64 %0, [%1];"
+               : "=l"(t)
+               : "r"(stamps + kStampBytes * uint32_t(slot))
+               : "memory");
   return t;
 }
 }  // namespace phase_clock
 __device__ __forceinline__ void stamp_issue(uint32_t stamps, int slot) {
   if (!kPhaseLand) return;
-  asm volatile("st.shared.u64 [%0], %1;" ::"r"(stamps + kStampBytes * uint32_t(slot)), "l"(clock64())
+  asm volatile("st.shared.u64 [%0], %1;"
+               :
+               : "r"(stamps + kStampBytes * uint32_t(slot)), "l"(clock64())
                : "memory");
 }
 __device__ __forceinline__ void ChainClock::since_stamp(uint32_t stamps, int slot) {

@@ -179,7 +179,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       st_shared_if(writer, stat(0, row_of(h)), __float_as_int(softmax.max[h]));
       st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
     }
-    if (wg_tid() == 0) stamp_issue(sm.phase_stamps(), kHandoffStamp);  // the hand-off's start (phase-clock builds only)
+    // The hand-off's start (phase-clock builds only).
+    if (wg_tid() == 0) stamp_issue(sm.phase_stamps(), kHandoffStamp);
     named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
   }
 
