@@ -333,6 +333,10 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
   row.check_ok = chk.ok && flags == 0;
   row.check_message = flags ? "the kernels raised error flags " + std::to_string(flags) +
                                   " on a valid problem" : chk.message;
+#ifdef FLASHMFA_MEASURE_TIME_FAILED  // measuring builds that compute wrong results on purpose
+  row.checked = "none: a FLASHMFA_MEASURE_TIME_FAILED build, timed whatever the check said";
+  row.check_ok = true;
+#endif
   if (!row.check_ok) return row;
 
   // One graph per copy; replays rotate among them.

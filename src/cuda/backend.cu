@@ -33,7 +33,10 @@ bool sm90_takes(const detail::DecodeParams& p, const DeviceInfo& dev) {
 
 // One split's fixed overhead (loading Q, the epilogue, its combine row) costs about as much as
 // streaming this many KV tokens; the scheduler charges it per sequence (see schedule.cuh).
-constexpr int kFixedCostTokens = 320;
+#ifndef FLASHMFA_FIXED_COST_TOKENS  // a tuning switch for A/B builds
+#define FLASHMFA_FIXED_COST_TOKENS 320
+#endif
+constexpr int kFixedCostTokens = FLASHMFA_FIXED_COST_TOKENS;
 int fixed_cost_blocks(int block_n) { return std::max(1, kFixedCostTokens / block_n); }
 
 cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
@@ -102,7 +105,11 @@ void configure(const detail::DecodeParams& p, int device, Plan& plan) {
   // Enough parts that every SM holds ctas_per_sm CTAs when the row tiles and KV heads of one
   // part are counted in; one split per part at most for each sequence end (schedule.cuh).
   const int row_tiles = (detail::rows_per_kv_head(p) + plan.block_m - 1) / plan.block_m;
+#ifdef FLASHMFA_MEASURE_SM_DIVISOR  // measuring builds only: a grid for a fraction of the SMs
+  const int ctas = std::max(1, dev.sm_count * ctas_per_sm / FLASHMFA_MEASURE_SM_DIVISOR);
+#else
   const int ctas = dev.sm_count * ctas_per_sm;
+#endif
   // (The scheduler may leave a few parts idle: one part per sequence for equal lengths.)
   plan.num_parts = std::max(1, ctas / (row_tiles * p.h_kv));
   plan.num_slots = 2 * plan.num_parts;

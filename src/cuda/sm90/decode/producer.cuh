@@ -93,6 +93,12 @@ struct Producer {
                            uint64_t policy) const {
     const uint32_t full = sm.full_bar(pos.stage, FIRST);
     stamp_issue(sm.phase_stamps(), land_stamp(pos.stage, FIRST == 0 ? 0 : 1));  // phase clocks
+#ifdef FLASHMFA_MEASURE_SKIP_LOADS  // measuring builds: 1 odd row tiles, 2 all compute stale tiles
+    if (FLASHMFA_MEASURE_SKIP_LOADS == 2 || blockIdx.x % 2 == 1) {
+      mbar_arrive(full);
+      return;
+    }
+#endif
     if (src.page_ok) {
       mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
       tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,
