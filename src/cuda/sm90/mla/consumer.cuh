@@ -44,6 +44,24 @@
 
 namespace flashmfa::cuda::sm90 {
 
+// Measuring builds only (docs/perf-notes.md S.4), with FLASHMFA_MEASURE_SKIP_LOADS=2 (no KV
+// copies; the tiles are stale and the results wrong): NO_KV_WAIT, the consumers never wait for
+// a KV tile, so that no ring order binds the schedule; S_FIRST (with it), an own tile's
+// S = Q K^T is issued before the other warpgroup's P is taken, so that it runs during that
+// warpgroup's softmax -- the chain a ring deep enough for it would allow.
+#ifndef FLASHMFA_MEASURE_NO_KV_WAIT
+#define FLASHMFA_MEASURE_NO_KV_WAIT 0
+#endif
+#ifndef FLASHMFA_MEASURE_S_FIRST
+#define FLASHMFA_MEASURE_S_FIRST 0
+#endif
+#if FLASHMFA_MEASURE_NO_KV_WAIT && (!defined(FLASHMFA_MEASURE_SKIP_LOADS) || FLASHMFA_MEASURE_SKIP_LOADS != 2)
+#error "FLASHMFA_MEASURE_NO_KV_WAIT needs FLASHMFA_MEASURE_SKIP_LOADS=2"
+#endif
+constexpr bool kMeasureNoKvWait = FLASHMFA_MEASURE_NO_KV_WAIT;
+constexpr bool kMeasureSFirst = FLASHMFA_MEASURE_S_FIRST;
+static_assert(!kMeasureSFirst || kMeasureNoKvWait, "S_FIRST needs NO_KV_WAIT (and no KV loads)");
+
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
 template <bool FP8 = false>
 struct MlaTraits {
@@ -105,6 +123,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
 
   // Atoms [first, last) of the slot at `pos` have landed: one wait per full barrier they use.
   __device__ void wait_atoms(const RingPos& pos, int first, int last) const {
+    if constexpr (kMeasureNoKvWait && !Tr::kFp8) return;
 #pragma unroll 1
     for (int a = first; a < last; ++a)
       if (a == first || Tr::full_index(a) == a)
@@ -206,6 +225,72 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clock.count();
     uint32_t a_prev[kPvSteps][4];
     float alpha[kRowsPerThread];
+    float s[kAccRegs];
+    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
+    // wide boxes (and FP8) only the first atom of each half has a barrier (`atom` is a constant
+    // here).
+    auto wait_atom = [&](int atom) {
+      if (Tr::full_index(atom) != atom) return;
+      if constexpr (kMeasureNoKvWait && !Tr::kFp8) {
+        wgmma_fence();
+        return;
+      }
+      // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
+      const uint32_t bar = sm.full_bar(pos.stage, atom);
+      if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
+        clocks.land.measure(sm.phase_stamps(), land_stamp(pos.stage, atom == 0 ? 0 : 1), [&] {
+          if (mbar_test_wait(bar, pos.phase)) return false;
+          mbar_wait(bar, pos.phase);
+          return true;
+        });
+      else
+        mbar_wait(bar, pos.phase);
+      if (probe && warpgroup == 0 && atom == 0) FLASHMFA_PHASE(9);
+      wgmma_fence();
+    };
+    // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
+    auto issue_s = [&] {
+      if (!Tr::half_release(p) || warpgroup == 0)
+        issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
+      else
+        issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
+    };
+    if constexpr (kMeasureSFirst && !Tr::kFp8) {
+      // Measuring builds only (see kMeasureSFirst): S_j, then P_{j-1} V_{j-1} behind it; the
+      // softmax runs while that product does. (Tail tiles are not cleared: no KV is loaded.)
+      issue_s();
+      if (has_prev) {  // add_other, with S_j waited for before O is rescaled (ptxas: C7514)
+        wait_v_half(prev);
+        take(a_prev, softmax, alpha, clocks);
+        scale(softmax, alpha);
+        wgmma_wait<0>();
+        fence_regs(s);
+        fence_acc(o);
+        scale(o, alpha);
+        issue_pv<T, Tr::kOutAtoms>(o, a_prev, v_half(prev));
+      } else {
+        wgmma_wait<0>();
+        fence_regs(s);
+      }
+      if (last_q_read) release_query();
+      int limit[kRowsPerThread];
+#pragma unroll
+      for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      uint32_t a[kPvSteps][4];
+      pack_p<T>(s, a);
+      publish(a, softmax, alpha);
+      wgmma_wait<0>();  // unconditional: ptxas does not correlate the two has_prev branches
+      fence_acc(o);
+      if (has_prev) release_slot(prev);
+      scale(o, alpha);
+      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+      wgmma_wait<0>();
+      fence_acc(o);
+      release_slot(pos);
+      clock.step(5);
+      return;
+    }
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks);
     clock.step(0);
     if (Tr::kEarlyRelease && has_prev) {
@@ -221,30 +306,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
       sync_own();
     }
-    float s[kAccRegs];
-    // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
-    // wide boxes (and FP8) only the first atom of each half has a barrier (`atom` is a constant
-    // here).
-    auto wait_atom = [&](int atom) {
-      if (Tr::full_index(atom) != atom) return;
-      // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
-      const uint32_t bar = sm.full_bar(pos.stage, atom);
-      if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
-        clocks.land.measure(sm.phase_stamps(), land_stamp(pos.stage, atom == 0 ? 0 : 1), [&] {
-          if (mbar_test_wait(bar, pos.phase)) return false;
-          mbar_wait(bar, pos.phase);
-          return true;
-        });
-      else
-        mbar_wait(bar, pos.phase);
-      if (probe && warpgroup == 0 && atom == 0) FLASHMFA_PHASE(9);
-      wgmma_fence();
-    };
-    // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
-    if (!Tr::half_release(p) || warpgroup == 0)
-      issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
-    else
-      issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
+    issue_s();
     clock.step(1);
     if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
