@@ -203,15 +203,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
-// MLA (16-bit caches, wide boxes and half release, an even number of 64-row tiles): the row
-// tiles of a part run as clusters of two CTAs (launch in mla/kernel.cuh), which read the same
-// KV tiles; CTA 0 loads each tile's first half and CTA 1 its second, each multicast into both
-// CTAs, and each warp frees its half of a slot in both CTAs (the peer's copy lands there too).
-// FLASHMFA_SM90_MLA_MULTICAST=1 builds it (an A/B switch; docs/perf-notes.md S.5).
-#ifndef FLASHMFA_SM90_MLA_MULTICAST
-#define FLASHMFA_SM90_MLA_MULTICAST 0
-#endif
-constexpr bool kMlaMulticast = FLASHMFA_SM90_MLA_MULTICAST != 0 && kMlaWideBoxes;
 // MLA (16-bit caches): the producer loads each item's Q tile by TMA, before the item's first KV
 // tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
 // make_query_map, for the head counts whose 64-row tiles are a box of q); otherwise the

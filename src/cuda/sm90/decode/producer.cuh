@@ -52,9 +52,6 @@ struct Producer {
   // themselves. row0: the CTA's first query row of the KV head.
   const CUtensorMap* q_map = nullptr;
   int row0 = 0;
-  // MLA multicast (config.hpp, kMlaMulticast): this CTA's rank in its cluster of two, which
-  // loads half `rank` of every tile into both CTAs; -1: no cluster, this CTA loads both.
-  int mcast_rank = -1;
 
   // Q by TMA: the item's Q tile, once the consumers have released the previous item's (they do
   // so after their last S = Q K^T of it), before the item's first KV tile, so that both land
@@ -104,12 +101,8 @@ struct Producer {
 #endif
     if (src.page_ok) {
       mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
-      if (mcast_rank < 0)
-        tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,
-                    FIRST, src.page, policy);
-      else if (mcast_rank == (FIRST == 0 ? 0 : 1))  // the peer's copy lands here too
-        tma_load_5d_multicast(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head,
-                              src.in_page, FIRST, src.page, uint16_t(0x3), policy);
+      tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,
+                  FIRST, src.page, policy);
     } else {
       mbar_arrive(full);
     }

@@ -174,39 +174,6 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* map, uint3
       : "memory");
 }
 
-// tma_load_5d into the same shared-memory offset of every CTA of the cluster in `cta_mask`,
-// counting the bytes on each one's barrier at `bar` (the MLA multicast switch, config.hpp).
-__device__ __forceinline__ void tma_load_5d_multicast(uint32_t dst, const void* map, uint32_t bar,
-                                                      int c0, int c1, int c2, int c3, int c4,
-                                                      uint16_t cta_mask, uint64_t policy) {
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      ".multicast::cluster.L2::cache_hint [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8, %9;\n"
-      ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
-      "r"(c4), "r"(bar), "h"(cta_mask), "l"(policy)
-      : "memory");
-}
-
-// ---- clusters ----------------------------------------------------------------------------
-__device__ __forceinline__ int cluster_ctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return int(r);
-}
-// One arrival on the barrier at `bar` in CTA `rank` of the cluster (release: this thread's
-// earlier reads are ordered before whoever waits on the phase there).
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, int rank) {
-  asm volatile(
-      "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
-      : "memory");
-}
-// Every thread of every CTA of the cluster (barrier.cluster, release / acquire).
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n"
-               ::: "memory");
-}
-
 // Orders this thread's generic-proxy shared-memory writes (st.shared) before later
 // async-proxy reads of them (wgmma operands, TMA overwrites). Needed by every thread that wrote,
 // before the barrier that publishes the data.

@@ -105,7 +105,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
       Base::release;
   using Out = float[Tr::kOutAtoms][kAccRegs];
-  int peer = -1;  // multicast (config.hpp, kMlaMulticast): the other CTA's rank in the cluster
 
   // stats: [0, 64) row max after the last published tile, [64, 128) its alpha, [128, 256) the
   // two warpgroups' row sums at the end of an item.
@@ -143,11 +142,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void release_slot(const RingPos& pos) const {
     if (!Tr::half_release(p)) return release(pos);
     __syncwarp();
-    if (lane() == 0) {
-      mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
-      // Multicast: the peer's producer loads into this CTA's half too.
-      if (peer >= 0) mbar_arrive_cluster(sm.empty_bar(pos.stage, warpgroup), peer);
-    }
+    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
   }
 
   // Q by TMA: this warp has read the item's Q tile for the last time (its warpgroup's last

@@ -27,17 +27,13 @@ template <class T, bool FP8>
 __global__ void __launch_bounds__(MlaTraits<FP8>::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
            const __grid_constant__ CUtensorMap map0, const __grid_constant__ CUtensorMap map1,
-           const __grid_constant__ CUtensorMap map2, int q_by_tma, int mcast) {
+           const __grid_constant__ CUtensorMap map2, int q_by_tma) {
   using Tr = MlaTraits<FP8>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
   const SmemView sm(base, Tr::kPlan);
   const int part = blockIdx.y, kv_head = blockIdx.z;
   const int role = __shfl_sync(~0u, int(threadIdx.x) / kWarpgroupThreads, 0);  // uniform
-  // Multicast (kMlaMulticast; launched as clusters of two): this CTA's rank; every warp's
-  // release then counts in both CTAs' empty barriers.
-  const int rank = !FP8 && kMlaMulticast && mcast ? cluster_ctarank() : -1;
-  const int releasing_ctas = rank >= 0 ? 2 : 1;
 
   if (threadIdx.x == 0) {
     FLASHMFA_PHASE(0);
@@ -47,10 +43,8 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
       // Half release: each half counts the warps of the warpgroup that frees it; otherwise
       // barrier 0 counts every consumer warp (and barrier 1 is unused).
       const bool half = Tr::half_release(p);
-      mbar_init(sm.empty_bar(s, 0),
-                (half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot) * releasing_ctas);
-      if constexpr (Tr::kHalfRelease)
-        mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup * releasing_ctas);
+      mbar_init(sm.empty_bar(s, 0), half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot);
+      if constexpr (Tr::kHalfRelease) mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
       if constexpr (FP8)  // one raw-full barrier per latent box
         for (int b = 0; b < kMlaFp8Boxes; ++b)
           mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
@@ -61,7 +55,6 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     launch_dependents();
   }
   __syncthreads();
-  if (rank >= 0) cluster_sync();  // the peer's barriers exist before anything reaches them
 
   if (role == 0) {
     if constexpr (FP8) {
@@ -79,7 +72,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
         if constexpr (Tr::kWideBoxes) tma_prefetch_map(&map1);
         if (q_by_tma) tma_prefetch_map(&map2);
         Producer<Tr>{p,       sched, &map0, &map0, sm, kv_head, 0, &map1,
-                     q_by_tma ? &map2 : nullptr, int(blockIdx.x) * kRowsPerWarpgroup, rank}
+                     q_by_tma ? &map2 : nullptr, int(blockIdx.x) * kRowsPerWarpgroup}
             .run(part);
       }
     }
@@ -87,11 +80,9 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
     else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup},
-                       rank >= 0 ? 1 - rank : -1}
+    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
         .run(part, !FP8 && q_by_tma);
   }
-  if (rank >= 0) cluster_sync();  // no arrival or copy reaches a CTA that has exited
 }
 
 template <class T, bool FP8>
@@ -105,28 +96,7 @@ void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
   FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
-  // Multicast: clusters of the two row tiles 2c, 2c + 1 of a part (same KV tiles), where the
-  // slots are freed by halves (more than kMlaHalfReleaseRows rows).
-  const bool mcast = !FP8 && kMlaMulticast && grid.x % 2 == 0 &&
-                     kMlaHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
-  if (!mcast) {
-    kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2, int(q_by_tma), 0);
-  } else {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(Tr::kThreads);
-    cfg.dynamicSmemBytes = kSmem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 2;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    FLASHMFA_CUDA_CHECK(
-        cudaLaunchKernelEx(&cfg, kernel, p, sched, map0, map1, map2, int(q_by_tma), 1));
-  }
+  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p, sched, map0, map1, map2, int(q_by_tma));
   FLASHMFA_CUDA_CHECK(cudaGetLastError());
 }
 
