@@ -93,16 +93,24 @@ struct Producer {
                            uint64_t policy) const {
     const uint32_t full = sm.full_bar(pos.stage, FIRST);
     stamp_issue(sm.phase_stamps(), land_stamp(pos.stage, FIRST == 0 ? 0 : 1));  // phase clocks
-#ifdef FLASHMFA_MEASURE_SKIP_LOADS  // measuring builds: 1 odd row tiles, 2 all compute stale tiles
-    if (FLASHMFA_MEASURE_SKIP_LOADS == 2 || blockIdx.x % 2 == 1) {
+#ifdef FLASHMFA_MEASURE_SKIP_LOADS  // measuring builds: 1 odd row tiles, 2 all compute stale
+    // tiles; 3 every copy reads the part's first tile again (L2 hits; results wrong)
+    if (FLASHMFA_MEASURE_SKIP_LOADS <= 2 && (FLASHMFA_MEASURE_SKIP_LOADS == 2 || blockIdx.x % 2 == 1)) {
       mbar_arrive(full);
       return;
     }
+    TileSource load_src = src;
+    if (FLASHMFA_MEASURE_SKIP_LOADS == 3) {  // one tile per part, read by its row tiles
+      load_src.page = int(blockIdx.y) % p.num_pages;
+      load_src.in_page = 0;
+    }
+#else
+    const TileSource& load_src = src;
 #endif
     if (src.page_ok) {
       mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
-      tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head, src.in_page,
-                  FIRST, src.page, policy);
+      tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, map, full, 0, kv_head,
+                  load_src.in_page, FIRST, load_src.page, policy);
     } else {
       mbar_arrive(full);
     }
