@@ -44,11 +44,11 @@
 
 namespace flashmfa::cuda::sm90 {
 
-// Measuring builds only (docs/perf-notes.md S.4), with FLASHMFA_MEASURE_SKIP_LOADS=2 (no KV
-// copies; the tiles are stale and the results wrong): NO_KV_WAIT, the consumers never wait for
-// a KV tile, so that no ring order binds the schedule; S_FIRST (with it), an own tile's
-// S = Q K^T is issued before the other warpgroup's P is taken, so that it runs during that
-// warpgroup's softmax -- the chain a ring deep enough for it would allow.
+// Measuring builds only (docs/perf-notes.md S.4, S.7): NO_KV_WAIT, with
+// FLASHMFA_MEASURE_SKIP_LOADS=2 (no KV copies; the tiles are stale and the results wrong), the
+// consumers never wait for a KV tile, so that no ring order binds the schedule; S_FIRST, an own
+// tile's S = Q K^T is issued before the other warpgroup's P is taken, so that it runs during
+// that warpgroup's softmax (correct with real loads too, but 25% slower with two slots: S.7).
 #ifndef FLASHMFA_MEASURE_NO_KV_WAIT
 #define FLASHMFA_MEASURE_NO_KV_WAIT 0
 #endif
@@ -60,7 +60,6 @@ namespace flashmfa::cuda::sm90 {
 #endif
 constexpr bool kMeasureNoKvWait = FLASHMFA_MEASURE_NO_KV_WAIT;
 constexpr bool kMeasureSFirst = FLASHMFA_MEASURE_S_FIRST;
-static_assert(!kMeasureSFirst || kMeasureNoKvWait, "S_FIRST needs NO_KV_WAIT (and no KV loads)");
 
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
 template <bool FP8 = false>
@@ -257,7 +256,13 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     };
     if constexpr (kMeasureSFirst && !Tr::kFp8) {
       // Measuring builds only (see kMeasureSFirst): S_j, then P_{j-1} V_{j-1} behind it; the
-      // softmax runs while that product does. (Tail tiles are not cleared: no KV is loaded.)
+      // softmax runs while that product does.
+      if (valid < kBlockN) {  // as below
+        wait_slot(pos);
+        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+        fence_proxy_async();
+        sync_own();
+      }
       issue_s();
       if (has_prev) {  // add_other, with S_j waited for before O is rescaled (ptxas: C7514)
         wait_v_half(prev);
