@@ -203,14 +203,6 @@ constexpr int kMlaHalfReleaseRows = 64;
 #define FLASHMFA_SM90_MLA_WIDE_BOXES 1
 #endif
 constexpr bool kMlaWideBoxes = FLASHMFA_SM90_MLA_WIDE_BOXES != 0;
-// MLA (16-bit caches): instead of the seesaw, both consumer warpgroups compute S = Q K^T of
-// every tile, each over 32 of its 64 tokens (wgmma N = 32), exchange their row maxima and P
-// halves through shared memory, and add the whole P V to their halves of O (mla/consumer.cuh,
-// split_tile; docs/perf-notes.md S.9). An A/B switch, off by default.
-#ifndef FLASHMFA_SM90_MLA_COLUMN_SPLIT
-#define FLASHMFA_SM90_MLA_COLUMN_SPLIT 0
-#endif
-constexpr bool kMlaColumnSplit = FLASHMFA_SM90_MLA_COLUMN_SPLIT != 0;
 // MLA (16-bit caches): the producer loads each item's Q tile by TMA, before the item's first KV
 // tile and as soon as the consumers' last S of the item before has read Q (launch.cu,
 // make_query_map, for the head counts whose 64-row tiles are a box of q); otherwise the

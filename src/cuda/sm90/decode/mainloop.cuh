@@ -162,26 +162,6 @@ __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, 
   wgmma_commit();
 }
 
-// issue_qk over 32 tokens (the MLA column split): s (64 x 32 f32) = Q K^T with K's rows
-// starting at k_rows (a multiple of 8 rows into a slot, so the swizzle phase is the slot's).
-template <class T, int D, class BeforeAtom = NoWait>
-__device__ __forceinline__ void issue_qk_n32(float (&s)[kAccRegs / 2], uint32_t q_tile,
-                                             uint32_t k_rows, BeforeAtom before_atom = {}) {
-  constexpr int kAtoms = D / kAtomCols;
-  constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
-  const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
-  const uint64_t desc_k = make_desc(k_rows, kKMajorLbo, kSwizzleGroupBytes);
-  wgmma_fence();
-  static_for<kAtoms>([&](auto at) {
-    before_atom(int(at));
-    static_for<kStepsPerAtom>([&](auto k) {
-      constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-      wgmma_ss_n32<T, kOff>(s, desc_q, desc_k, at + k > 0);
-    });
-  });
-  wgmma_commit();
-}
-
 // s = Q K^T; waits for completion. `meanwhile()` runs while the wgmma does (FP8: a conversion).
 template <class T, int D, class Meanwhile = Nothing>
 __device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,

@@ -117,27 +117,6 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[kAccRegs], uint64_t desc_a, 
   }
 }
 
-// wgmma_ss with N = 32 (16 accumulators: the layout's first two column groups of 8 pairs),
-// for the MLA column split (config.hpp, kMlaColumnSplit).
-template <class T, uint32_t OFFSET>
-__device__ __forceinline__ void wgmma_ss_n32(float (&d)[kAccRegs / 2], uint64_t desc_a,
-                                             uint64_t desc_b, int accumulate) {
-#define FLASHMFA_SM90_WGMMA_N32(TYPES)                                                        \
-  asm volatile(                                                                              \
-      "{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %18, 0;\n"                       \
-      "add.s64 da, %16, %19;\nadd.s64 db, %17, %19;\n"                                       \
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPES " "                                \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, da, db, p, 1, "  \
-      "1, 0, 0;\n}\n"                                                                        \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),   \
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),           \
-        "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                                 \
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(OFFSET / kDescUnitBytes))
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) FLASHMFA_SM90_WGMMA_N32("bf16.bf16");
-  else FLASHMFA_SM90_WGMMA_N32("f16.f16");
-#undef FLASHMFA_SM90_WGMMA_N32
-}
-
 // d (64x64 f32) += A (64x16 from registers, the m64k16 A fragment) * B (16x64, MN-major,
 // shared; imm-trans-b = 1) at OFFSET bytes past desc_b's start address.
 template <class T, uint32_t OFFSET>

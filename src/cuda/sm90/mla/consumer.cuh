@@ -66,8 +66,7 @@ template <bool FP8 = false>
 struct MlaTraits {
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
-  static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8 && !kMlaColumnSplit;
-  static constexpr bool kColumnSplit = kMlaColumnSplit && !FP8;  // config.hpp
+  static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
   static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
@@ -362,107 +361,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
   }
 
-  // Column split (Tr::kColumnSplit): tile `pos` (tokens [token, token + 64), `valid` loaded),
-  // this warpgroup's S over tokens [32 w, 32 w + 32) of it, the row maxima and then the P
-  // halves exchanged through shared memory (stats [0, 128): each warpgroup's tile maxima; xchg:
-  // each thread's P fragments, k-steps 2 w and 2 w + 1 from warpgroup w), both warpgroups' P V
-  // over all 64 tokens into their halves of O. The two exchanges guard each other's buffers: a
-  // warpgroup writes tile j + 1's maxima only after both passed tile j's P barrier (so both
-  // read tile j's maxima), and tile j + 1's P only after both passed its maxima barrier (so
-  // both read tile j's P).
-  __device__ void split_tile(const RingPos& pos, int token, int valid,
-                             const int (&visible)[kRowsPerThread], uint32_t q_tile, Out& o,
-                             OnlineSoftmax& softmax, bool last_q_read) const {
-    if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
-      wait_slot(pos);
-      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, tid, Tr::kConsumerThreads);
-      fence_proxy_async();  // zeros read by wgmma
-      sync_all();
-    }
-    constexpr int kHalfTokens = kBlockN / 2;
-    float s[kAccRegs / 2];
-    auto wait_atom = [&](int atom) {
-      if (Tr::full_index(atom) != atom) return;
-      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
-      wgmma_fence();
-    };
-    issue_qk_n32<T, kMlaDk>(
-        s, q_tile, sm.slot(pos.stage) + uint32_t(warpgroup * kHalfTokens * kSwizzleRowBytes),
-        wait_atom);
-    wgmma_wait<0>();
-    fence_regs(s);
-    if (last_q_read) release_query();
-    const int t = lane() % kQuadLanes, first_col = token + warpgroup * kHalfTokens;
-    float tile_max[kRowsPerThread] = {-INFINITY, -INFINITY};
-    int limit[kRowsPerThread];
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h)
-      limit[h] = min(visible[h], token + valid) - first_col;
-    if (__all_sync(~0u, limit[0] >= kHalfTokens && limit[1] >= kHalfTokens)) {
-#pragma unroll
-      for (int i = 0; i < kAccRegs / 2; ++i)
-        tile_max[acc_row(i)] = fmaxf(tile_max[acc_row(i)], s[i]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kAccRegs / 2; ++i) {
-        const int h = acc_row(i);
-        s[i] = acc_col(i, t) < limit[h] ? s[i] : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], s[i]);
-      }
-    }
-    const bool writer = t == 0;
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      tile_max[h] = quad_max(tile_max[h]);
-      st_shared_if(writer, stat(warpgroup, row_of(h)), __float_as_int(tile_max[h]));
-    }
-    sync_all();
-    float alpha[kRowsPerThread], base[kRowsPerThread];
-    const float scale_log2 = p.scale * kLog2e;
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      const float other = __int_as_float(ld_shared_s32(stat(1 - warpgroup, row_of(h))));
-      // The same inputs in both warpgroups: the same running max (OnlineSoftmax::step).
-      const float m = next_running_max(softmax.max[h], fmaxf(tile_max[h], other) * scale_log2);
-      base[h] = m == -INFINITY ? 0.f : m;
-      alpha[h] = rescale_factor(softmax.max[h], m);
-      softmax.max[h] = m;
-      softmax.sum[h] *= alpha[h];
-    }
-#pragma unroll
-    for (int i = 0; i < kAccRegs / 2; ++i) {
-      const int h = acc_row(i);
-      s[i] = exp2_approx(fmaf(s[i], scale_log2, -base[h]));
-      softmax.sum[h] += s[i];
-    }
-    // P's k-steps 2 w, 2 w + 1 are this warpgroup's (register indices must be constants).
-    auto exchange_and_add = [&](auto own_half) {
-      constexpr int kOwn = decltype(own_half)::value * (kPvSteps / 2);
-      constexpr int kTheirs = (kPvSteps / 2) - kOwn;
-      uint32_t a[kPvSteps][4];
-#pragma unroll
-      for (int kk = 0; kk < kPvSteps / 2; ++kk)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[kOwn + kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
-          st_shared(p_word(kOwn + kk, j), int32_t(a[kOwn + kk][j]));
-        }
-      sync_all();
-#pragma unroll
-      for (int kk = 0; kk < kPvSteps / 2; ++kk)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          a[kTheirs + kk][j] = uint32_t(ld_shared_s32(p_word(kTheirs + kk, j)));
-      scale(o, alpha);
-      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-    };
-    if (warpgroup == 0) exchange_and_add(std::integral_constant<int, 0>{});
-    else exchange_and_add(std::integral_constant<int, 1>{});
-    wgmma_wait<0>();
-    fence_acc(o);
-    release_slot(pos);
-  }
-
   // The other warpgroup's tile at `pos` when it ends the item (no own tile follows).
   __device__ void other_tile(const RingPos& pos, Out& o, OnlineSoftmax& softmax) const {
     uint32_t a[kPvSteps][4];
@@ -517,10 +415,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         if (query_prefetch_tile(blk, it.block_begin, it.block_end))
           if (const int next = w.peek(); next >= 0)
             prefetch_query<T, kMlaDk, Tr::kConsumerThreads>(p, next, kv_head, first_row, tid);
-        if constexpr (Tr::kColumnSplit) {
-          split_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o,
-                     softmax, q_by_tma && blk + 1 == it.block_end);
-        } else if (alternate_owner(blk, it.block_begin) == warpgroup) {
+        if (alternate_owner(blk, it.block_begin) == warpgroup) {
           // Phase clocks: warpgroup 0 follows tile kPhaseTile, warpgroup 1 the one after it.
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
@@ -536,8 +431,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       }
       if (pending) other_tile(pending_pos, o, softmax);
       // A warpgroup that owned no tile of the item (fewer than two tiles) has read no Q.
-      if (q_by_tma && it.block_end - it.block_begin <= (Tr::kColumnSplit ? 0 : warpgroup))
-        release_query();
+      if (q_by_tma && it.block_end - it.block_begin <= warpgroup) release_query();
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
       finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
