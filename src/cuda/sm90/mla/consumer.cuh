@@ -254,15 +254,27 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       else
         issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     };
+    auto clear_short_tile = [&] {
+      if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
+        wait_slot(pos);
+        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+        fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
+        sync_own();
+      }
+    };
+    // Softmax of S_j (after its wait), P_j packed and published with the row state.
+    auto softmax_and_publish = [&](uint32_t (&a)[kPvSteps][4]) {
+      int limit[kRowsPerThread];
+#pragma unroll
+      for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      pack_p<T>(s, a);
+      publish(a, softmax, alpha);
+    };
     if constexpr (kMeasureSFirst && !Tr::kFp8) {
       // Measuring builds only (see kMeasureSFirst): S_j, then P_{j-1} V_{j-1} behind it; the
       // softmax runs while that product does.
-      if (valid < kBlockN) {  // as below
-        wait_slot(pos);
-        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
-        fence_proxy_async();
-        sync_own();
-      }
+      clear_short_tile();
       issue_s();
       if (has_prev) {  // add_other, with S_j waited for before O is rescaled (ptxas: C7514)
         wait_v_half(prev);
@@ -278,13 +290,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         fence_regs(s);
       }
       if (last_q_read) release_query();
-      int limit[kRowsPerThread];
-#pragma unroll
-      for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
       uint32_t a[kPvSteps][4];
-      pack_p<T>(s, a);
-      publish(a, softmax, alpha);
+      softmax_and_publish(a);
       wgmma_wait<0>();  // unconditional: ptxas does not correlate the two has_prev branches
       fence_acc(o);
       if (has_prev) release_slot(prev);
@@ -305,12 +312,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       if (probe && warpgroup == 1) FLASHMFA_PHASE(8);
       clock.step(2);
     }
-    if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
-      wait_slot(pos);
-      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
-      fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
-      sync_own();
-    }
+    clear_short_tile();
     issue_s();
     clock.step(1);
     if (!Tr::kEarlyRelease && has_prev) {
@@ -323,13 +325,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     fence_regs(s);
     clock.step(3);
     if (last_q_read) release_query();
-    int limit[kRowsPerThread];
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
     uint32_t a[kPvSteps][4];
-    pack_p<T>(s, a);
-    publish(a, softmax, alpha);
+    softmax_and_publish(a);
     clock.step(4);
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
     scale(o, alpha);
