@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 #include <vector>
 
@@ -16,6 +17,7 @@ namespace flashmfa::bench::gpu {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarpThreads = 32;
 // Enough CTAs to fill any current GPU; the fill kernels stride over the rest.
 constexpr int kMaxBlocks = 65536;
 constexpr double kTwoToMinus24 = 1.0 / 16777216.0;
@@ -71,6 +73,15 @@ __global__ void spin_kernel(uint64_t ns) {
     __nanosleep(1000);
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
   } while (now - start < ns);
+}
+
+__global__ void clock_probe_kernel(ClockStamp* dst) {
+  if (threadIdx.x != 0) return;
+  ClockStamp st;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(st.smid));
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(st.ns));
+  st.cycles = clock64();
+  dst[blockIdx.x] = st;
 }
 
 void check_cublas(cublasStatus_t st, const char* what) {
@@ -152,6 +163,27 @@ void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_e
 void spin(double us, cudaStream_t s) {
   spin_kernel<<<1, 1, 0, s>>>(uint64_t(us * kNsPerUs));
   BENCH_CUDA(cudaGetLastError());
+}
+
+void clock_probe(ClockStamp* dst, int blocks, cudaStream_t s) {
+  clock_probe_kernel<<<blocks, kWarpThreads, 0, s>>>(dst);
+  BENCH_CUDA(cudaGetLastError());
+}
+
+double sm_clock_ghz(const std::vector<ClockStamp>& before, const std::vector<ClockStamp>& after) {
+  std::map<uint32_t, ClockStamp> first;  // each SM's first record before the stretch
+  for (const ClockStamp& b : before) first.emplace(b.smid, b);
+  std::map<uint32_t, double> ghz;  // and after it
+  for (const ClockStamp& a : after) {
+    const auto it = first.find(a.smid);
+    if (it == first.end() || ghz.count(a.smid) || a.ns <= it->second.ns) continue;
+    ghz[a.smid] = double(a.cycles - it->second.cycles) / double(a.ns - it->second.ns);
+  }
+  std::vector<double> v;
+  for (const auto& [sm, g] : ghz) v.push_back(g);
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
 }
 
 }  // namespace flashmfa::bench::gpu

@@ -37,6 +37,8 @@ constexpr double kFreeMemoryShare = 0.9;
 // Host head start before the first timed replay: a fixed part plus an estimate of the cost of
 // queueing one graph launch and one event record.
 constexpr double kHeadStartUs = 2000;
+// Blocks of the clock probe per SM (so that every SM likely runs one).
+constexpr int kClockProbesPerSm = 4;
 constexpr double kQueueCostUs = 20;
 constexpr double kMsToUs = 1e3;
 constexpr double kGiga = 1e9;
@@ -355,17 +357,28 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
 
   for (int i = 0; i < cfg.warmup; ++i) launch(i);
   std::vector<Event> ev(cfg.iters + 1);
+  // The SM clock over the replays (a power-capped GPU runs long compute-bound rows slower).
+  const int probes = kClockProbesPerSm * gpu.sms;
+  Buffer stamps(2 * probes * sizeof(ClockStamp));
   spin(kHeadStartUs + kQueueCostUs * cfg.iters, st);
+  clock_probe(stamps.as<ClockStamp>(), probes, st);
   BENCH_CUDA(cudaEventRecord(ev[0].get(), st));
   for (int i = 0; i < cfg.iters; ++i) {
     launch(i);
     BENCH_CUDA(cudaEventRecord(ev[i + 1].get(), st));
   }
+  clock_probe(stamps.as<ClockStamp>() + probes, probes, st);
   BENCH_CUDA(cudaStreamSynchronize(st));
   std::vector<double> us(cfg.iters);
   for (int i = 0; i < cfg.iters; ++i) us[i] = elapsed_ms(ev[i], ev[i + 1]) * kMsToUs;
   row.timing = summarize(std::move(us));
   row.m = metrics(row.work, c, row.timing.median_us);
+  std::vector<ClockStamp> before(probes), after(probes);
+  BENCH_CUDA(cudaMemcpy(before.data(), stamps.get(), probes * sizeof(ClockStamp),
+                        cudaMemcpyDeviceToHost));
+  BENCH_CUDA(cudaMemcpy(after.data(), stamps.as<ClockStamp>() + probes,
+                        probes * sizeof(ClockStamp), cudaMemcpyDeviceToHost));
+  row.sm_clock_ghz = sm_clock_ghz(before, after);
 
   // The replays must not have met anything the checked run did not.
   if (const uint32_t after = read_error_flags(plan, st); after != 0) {

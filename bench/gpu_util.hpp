@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "flashmfa/tensor.hpp"
 
@@ -93,5 +94,18 @@ void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_e
 
 // Keeps the GPU busy for about `us` microseconds (lets the host queue timed work ahead).
 void spin(double us, cudaStream_t s);
+
+// The SM clock over a stretch of a stream: clock_probe, enqueued before and after it, records
+// for each of `blocks` one-warp blocks its SM, that SM's cycle counter and the global
+// nanosecond timer; sm_clock_ghz pairs the two records SM by SM and returns the median of
+// cycles per nanosecond (0 when no SM appears in both). An effective clock: a counter may stop
+// while its SM is idle, so gaps between kernels read as a lower clock.
+struct ClockStamp {
+  uint32_t smid;
+  uint64_t cycles;
+  uint64_t ns;
+};
+void clock_probe(ClockStamp* dst, int blocks, cudaStream_t s);
+double sm_clock_ghz(const std::vector<ClockStamp>& before, const std::vector<ClockStamp>& after);
 
 }  // namespace flashmfa::bench::gpu

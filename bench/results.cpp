@@ -98,6 +98,7 @@ Json row_to_json(const Row& r) {
   j.set("path", r.path);
   j.set("kernel", r.kernel);
   j.set("num_parts", r.num_parts);
+  if (r.sm_clock_ghz > 0) j.set("sm_clock_ghz", r.sm_clock_ghz);
   if (r.ref_us > 0) {
     j.set("ref_us", r.ref_us);
     j.set("speedup_vs_ref", r.speedup_vs_ref);
@@ -176,6 +177,8 @@ std::vector<std::string> validate_results(const Json& doc) {
                             "num_parts"})
       need(r, where, key, K::number);
     for (const char* key : {"varlen", "causal", "v_aliases_k", "check_ok"}) need(r, where, key, K::boolean);
+    if (const Json* g = r.find("sm_clock_ghz"); g && !(g->is_number() && g->as_number() > 0))
+      errs.push_back(where + ": \"sm_clock_ghz\" is not a positive number");
     for (const char* key : {"variant", "dtype", "backend", "method", "checked"}) need(r, where, key, K::string);
     const Json* ok = r.find("check_ok");
     const bool timed = ok && ok->is_bool() && ok->as_bool();

@@ -101,6 +101,9 @@ struct Row {
   std::string path = "auto";  // the kernel family asked for: auto, portable or hopper
   int kernel = -1;            // the plan's kernel id and CTAs along the KV axis
   int num_parts = 0;
+  // CUDA: the median SM's effective clock over the timed replays (gpu_util.hpp, sm_clock_ghz);
+  // 0 = not measured.
+  double sm_clock_ghz = 0;
   // CPU only: the reference's median time on the same problem, and fast path's speed-up.
   double ref_us = 0;          // 0 = not timed
   double speedup_vs_ref = 0;

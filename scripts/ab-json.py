@@ -36,6 +36,7 @@ def runs(out_dir: str, variants: list[str]) -> list[dict]:
                 pct_roofline=r["pct_roofline"], check_ok=r.get("check_ok"), path=r.get("path"),
                 variant_name=r["variant"], cache=r.get("cache"), s_q=r["s_q"], b=r["b"],
                 s_k=r["s_k"], h_q=r["h_q"], causal=r["causal"], varlen=r["varlen"],
+                sm_clock_ghz=r.get("sm_clock_ghz"),
                 copy_GBps=run["copy_GBps"], gemm_TFLOPS=run["gemm_TFLOPS"], device=run["device"],
                 date=run["date"]))
     return rows

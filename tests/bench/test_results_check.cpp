@@ -117,6 +117,12 @@ TEST(Results, WrittenDocumentsFollowTheSchema) {
     EXPECT_TRUE(row.has(key)) << key;
   EXPECT_EQ(row.at("variant").as_string(), "MLA");
   EXPECT_TRUE(back.at("rows").as_array()[1].at("us").is_null());  // no number for a failed check
+  EXPECT_FALSE(row.has("sm_clock_ghz"));  // CPU rows and unmeasured clocks leave it out
+  Row clocked = sample_row(c);
+  clocked.sm_clock_ghz = 1.59;
+  const Json with_clock = results_to_json(sample_info(c), {clocked});
+  EXPECT_TRUE(validate_results(with_clock).empty());
+  EXPECT_EQ(with_clock.at("rows").as_array()[0].at("sm_clock_ghz").as_number(), 1.59);
   EXPECT_EQ(back.at("schema").as_string(), kSchema);
 }
 
@@ -141,6 +147,9 @@ TEST(Results, SchemaCatchesMissingKeysAndWrongArithmetic) {
   EXPECT_FALSE(tamper("b", "two").empty());
   EXPECT_FALSE(tamper("h_q", 0).empty());
   EXPECT_FALSE(tamper("dtype", "fp8").empty());
+  EXPECT_TRUE(tamper("sm_clock_ghz", 1.6).empty());  // optional: the SM clock over the replays
+  EXPECT_FALSE(tamper("sm_clock_ghz", 0.0).empty());
+  EXPECT_FALSE(tamper("sm_clock_ghz", "fast").empty());
   Json no_commit = good;
   no_commit.set("schema", "other/9");
   EXPECT_FALSE(validate_results(no_commit).empty());
