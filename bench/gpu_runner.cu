@@ -373,12 +373,10 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
   for (int i = 0; i < cfg.iters; ++i) us[i] = elapsed_ms(ev[i], ev[i + 1]) * kMsToUs;
   row.timing = summarize(std::move(us));
   row.m = metrics(row.work, c, row.timing.median_us);
-  std::vector<ClockStamp> before(probes), after(probes);
-  BENCH_CUDA(cudaMemcpy(before.data(), stamps.get(), probes * sizeof(ClockStamp),
-                        cudaMemcpyDeviceToHost));
-  BENCH_CUDA(cudaMemcpy(after.data(), stamps.as<ClockStamp>() + probes,
-                        probes * sizeof(ClockStamp), cudaMemcpyDeviceToHost));
-  row.sm_clock_ghz = sm_clock_ghz(before, after);
+  std::vector<ClockStamp> both(2 * probes);  // before the replays, then after them
+  BENCH_CUDA(cudaMemcpy(both.data(), stamps.get(), stamps.bytes(), cudaMemcpyDeviceToHost));
+  row.sm_clock_ghz = sm_clock_ghz({both.begin(), both.begin() + probes},
+                                  {both.begin() + probes, both.end()});
 
   // The replays must not have met anything the checked run did not.
   if (const uint32_t after = read_error_flags(plan, st); after != 0) {

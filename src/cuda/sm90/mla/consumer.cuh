@@ -262,6 +262,15 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         sync_own();
       }
     };
+    // O += P_j V_j after O *= alpha_j, then the slot's release (the own tile's end).
+    auto add_own = [&](const uint32_t (&a)[kPvSteps][4]) {
+      scale(o, alpha);
+      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
+      wgmma_wait<0>();
+      fence_acc(o);
+      release_slot(pos);
+      clock.step(5);
+    };
     // Softmax of S_j (after its wait), P_j packed and published with the row state.
     auto softmax_and_publish = [&](uint32_t (&a)[kPvSteps][4]) {
       int limit[kRowsPerThread];
@@ -276,31 +285,20 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       // softmax runs while that product does.
       clear_short_tile();
       issue_s();
-      if (has_prev) {  // add_other, with S_j waited for before O is rescaled (ptxas: C7514)
-        wait_v_half(prev);
-        take(a_prev, softmax, alpha, clocks);
-        scale(softmax, alpha);
+      auto wait_s = [&] {
         wgmma_wait<0>();
         fence_regs(s);
         fence_acc(o);
-        scale(o, alpha);
-        issue_pv<T, Tr::kOutAtoms>(o, a_prev, v_half(prev));
-      } else {
-        wgmma_wait<0>();
-        fence_regs(s);
-      }
+      };
+      if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks, wait_s);
+      else wait_s();
       if (last_q_read) release_query();
       uint32_t a[kPvSteps][4];
       softmax_and_publish(a);
       wgmma_wait<0>();  // unconditional: ptxas does not correlate the two has_prev branches
       fence_acc(o);
       if (has_prev) release_slot(prev);
-      scale(o, alpha);
-      issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-      wgmma_wait<0>();
-      fence_acc(o);
-      release_slot(pos);
-      clock.step(5);
+      add_own(a);
       return;
     }
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks);
@@ -329,12 +327,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     softmax_and_publish(a);
     clock.step(4);
     if (probe && warpgroup == 0) FLASHMFA_PHASE(7);
-    scale(o, alpha);
-    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-    wgmma_wait<0>();
-    fence_acc(o);
-    release_slot(pos);
-    clock.step(5);
+    add_own(a);
     clocks.handoff.finish_since();
     if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
@@ -342,9 +335,12 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // Issues O += P V for the other warpgroup's tile at `pos`: waits for the atoms it reads (so
   // that the TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this
   // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
+  // `before_rescale` runs right before O is rescaled (the measuring S-first order waits for its
+  // S there: ptxas serializes every wgmma, C7514, if O is touched while one is in flight).
+  template <class BeforeRescale = Nothing>
   __device__ void add_other(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
                             OnlineSoftmax& softmax, float (&alpha)[kRowsPerThread],
-                            ChainClocks& clocks) const {
+                            ChainClocks& clocks, BeforeRescale before_rescale = {}) const {
     wait_v_half(pos);
     clocks.steps.step(7);
     take(a, softmax, alpha, clocks);
@@ -353,6 +349,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     // From the publisher's stamp to here, where the row state has been used: a clock read right
     // after the deferred-blocking bar.sync can run before the barrier completes (notes R.3).
     clocks.handoff.since_stamp(sm.phase_stamps(), kHandoffStamp);
+    before_rescale();
     scale(o, alpha);
     clocks.steps.step(10);
     issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
