@@ -28,6 +28,7 @@
 #include "cuda/sm90/decode/dequant.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
 #include "cuda/sm90/decode/mainloop.cuh"
+#include "cuda/sm90/decode/measure_fp8_math.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/softmax.cuh"
 #include "cuda/sm90/decode/traits.cuh"
@@ -135,6 +136,61 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     sync_own();  // every warp's last wgmma on the tiles is done: the merge writes stats there
   }
 
+#if FLASHMFA_MEASURE_FP8_MATH
+  // Measuring builds only (measure_fp8_math.cuh; results wrong by design): an MFA-KR item with
+  // S = Q K^T in e4m3 straight from the raw slot, each column scaled by its token's scale (read
+  // before the slot is released); mode 1 converts the slot for a 16-bit P V while S runs, mode 2
+  // runs P V in e4m3 from the raw slot too and converts nothing.
+  __device__ void item_fp8_math(RingPos& pos, const WorkItem& it,
+                                const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                                float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
+                                bool precise) const {
+    static_assert(D == 256, "measured at d 256 only (P V as one m64n256k32 per k-step)");
+    const uint32_t vbuf = sm.slot(2 * warpgroup);
+#pragma unroll 1
+    for (int blk = it.block_begin + warpgroup; blk < it.block_end; blk += 2) {
+      const int valid = tile_source(p, it, blk).valid;
+      const uint32_t raw = sm.raw_slot(pos.stage);
+      mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
+      float s[kAccRegs];
+      issue_qk_e4m3<D>(s, q_tile, raw);
+      if constexpr (kMeasureFp8Math == 1) {
+        sync_own();  // every warp's P V on vbuf has completed
+        convert_raw_tile<T, D>(raw, vbuf, wg_tid(), valid);
+        fence_proxy_async();
+        sync_own();
+      }
+      float k_scale[kAccRegs / 2];
+#pragma unroll
+      for (int c = 0; c < kAccRegs / 2; ++c)
+        k_scale[c] = __int_as_float(ld_shared_s32(
+            raw + uint32_t(kBlockN * D + (8 * (c / 2) + 2 * (lane() % kQuadLanes) + c % 2) * 4)));
+      wgmma_wait<0>();
+      fence_regs(s);
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i) s[i] *= k_scale[(i / 4) * 2 + i % 2];
+      auto release_raw = [&] {
+        __syncwarp();
+        if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
+      };
+      if constexpr (kMeasureFp8Math == 1) release_raw();
+      softmax_step(s, blk * kBlockN, valid, visible, o, softmax);
+      if constexpr (kMeasureFp8Math == 1) {
+        gemm_pv<T, D>(o, s, vbuf, precise);
+      } else {
+        uint32_t a[2][4];
+        pack_p_e4m3(s, a);
+        issue_pv_e4m3(o, a, raw);
+        wgmma_wait<0>();
+        fence_acc(o);
+        release_raw();
+      }
+      pos.advance();
+    }
+    sync_own();
+  }
+#endif
+
   // Row split with both warpgroups holding rows: the two take turns issuing GEMMs (S_j of
   // warpgroup 0, S_j of 1, P V_j of 0, P V_j of 1, ...), so that each one's softmax runs while
   // the other's GEMM has the tensor cores, instead of both softmaxes falling together and
@@ -236,6 +292,12 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       softmax.reset();
 
       if constexpr (FP8) {
+#if FLASHMFA_MEASURE_FP8_MATH
+        if constexpr (D == 256) {
+          if (p.v_aliases_k) item_fp8_math(pos, it, visible, q_tile, o, softmax, precise);
+          else item_fp8(pos, it, visible, q_tile, o, softmax, precise);
+        } else
+#endif
         item_fp8(pos, it, visible, q_tile, o, softmax, precise);
       } else {
 #pragma unroll 1
