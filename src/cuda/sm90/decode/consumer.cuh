@@ -140,7 +140,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // Measuring builds only (measure_fp8_math.cuh; results wrong by design): an MFA-KR item with
   // S = Q K^T in e4m3 straight from the raw slot, each column scaled by its token's scale (read
   // before the slot is released); mode 1 converts the slot for a 16-bit P V while S runs, mode 2
-  // runs P V in e4m3 from the raw slot too and converts nothing.
+  // runs P V in e4m3 from the raw slot too and converts nothing, mode 3 is mode 2 reading V from
+  // a copy made while S runs (a transpose's lower bound).
   __device__ void item_fp8_math(RingPos& pos, const WorkItem& it,
                                 const int (&visible)[kRowsPerThread], uint32_t q_tile,
                                 float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
@@ -154,9 +155,10 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
       float s[kAccRegs];
       issue_qk_e4m3<D>(s, q_tile, raw);
-      if constexpr (kMeasureFp8Math == 1) {
+      if constexpr (kMeasureFp8Math == 1 || kMeasureFp8Math == 3) {
         sync_own();  // every warp's P V on vbuf has completed
-        convert_raw_tile<T, D>(raw, vbuf, wg_tid(), valid);
+        if constexpr (kMeasureFp8Math == 1) convert_raw_tile<T, D>(raw, vbuf, wg_tid(), valid);
+        else transpose_bound<D>(raw, vbuf, wg_tid());
         fence_proxy_async();
         sync_own();
       }
@@ -173,17 +175,17 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         __syncwarp();
         if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
       };
-      if constexpr (kMeasureFp8Math == 1) release_raw();
+      if constexpr (kMeasureFp8Math != 2) release_raw();
       softmax_step(s, blk * kBlockN, valid, visible, o, softmax);
       if constexpr (kMeasureFp8Math == 1) {
         gemm_pv<T, D>(o, s, vbuf, precise);
       } else {
         uint32_t a[2][4];
         pack_p_e4m3(s, a);
-        issue_pv_e4m3(o, a, raw);
+        issue_pv_e4m3(o, a, kMeasureFp8Math == 3 ? vbuf : raw);
         wgmma_wait<0>();
         fence_acc(o);
-        release_raw();
+        if constexpr (kMeasureFp8Math == 2) release_raw();
       }
       pos.advance();
     }

@@ -4,7 +4,11 @@
 //   1  S = Q K^T as e4m3 wgmma (m64n64k32) straight from the raw slot; the slot is converted to
 //      16 bits for P V while S runs, and released once S is done;
 //   2  both GEMMs in e4m3: also O += P V (m64n256k32, P from registers, V from the raw slot); no
-//      conversion at all.
+//      conversion at all;
+//   3  mode 2 with a lower bound of V's transpose in the chain: while S runs, the warpgroup
+//      copies the raw tile into its 16-bit slot (16 KB in, 16 KB out, one byte permute per word,
+//      conflict-free addresses, 64B-swizzled like the operand P V then reads from there) -- the
+//      shared-memory traffic and the least ALU work of any transpose, not its data movement.
 // The operands are the right size and in the right memory but not in the right layout: Q's
 // 16-bit tile is read as if it held e4m3 rows, the raw slot as if TMA had swizzled it (and, for
 // P V, as if it were transposed: 8-bit wgmma takes K-major B only), and P's packed 16-bit pairs
@@ -17,6 +21,7 @@
 
 #include <cstdint>
 
+#include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
 
 #ifndef FLASHMFA_MEASURE_FP8_MATH
@@ -107,6 +112,30 @@ __device__ __forceinline__ void issue_qk_e4m3(float (&s)[kAccRegs], uint32_t q_t
     wgmma_ss_e4m3<kOff>(s, desc_q, desc_k, k > 0);
   });
   wgmma_commit();
+}
+
+// Mode 3's stand-in for V's transpose (see above): the raw tile (64 x D bytes) into `dst`, shared
+// over one warpgroup (thread t).
+template <int D>
+__device__ __forceinline__ void transpose_bound(uint32_t raw, uint32_t dst, int t) {
+  constexpr int kChunks = kBlockN * D / 16;                 // 16-byte units of the tile
+  constexpr int kPerThread = kChunks / kWarpgroupThreads;
+  constexpr int kRowUnits = 64 / 16;                        // destination rows of 64 bytes
+#pragma unroll
+  for (int b = 0; b < kPerThread; b += 4) {
+    uint32_t in[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) ld_shared(raw + uint32_t(((b + j) * kWarpgroupThreads + t) * 16), in[j]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = (b + j) * kWarpgroupThreads + t, row = c / kRowUnits, u = c % kRowUnits;
+      uint32_t out[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[j][k], in[j][(k + 1) % 4], 0x6420);
+      st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
+                make_uint4(out[0], out[1], out[2], out[3]));
+    }
+  }
 }
 
 // P (64 x 64 tokens) as e4m3 A fragments of 2 k-steps, four values per word (the conversion a
