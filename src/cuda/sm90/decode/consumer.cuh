@@ -141,7 +141,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // S = Q K^T in e4m3 straight from the raw slot, each column scaled by its token's scale (read
   // before the slot is released); mode 1 converts the slot for a 16-bit P V while S runs, mode 2
   // runs P V in e4m3 from the raw slot too and converts nothing, mode 3 is mode 2 reading V from
-  // a copy made while S runs (a transpose's lower bound).
+  // a copy made while S runs (a transpose's lower bound), mode 4 from the producer warps' copy.
   __device__ void item_fp8_math(RingPos& pos, const WorkItem& it,
                                 const int (&visible)[kRowsPerThread], uint32_t q_tile,
                                 float (&o)[Tr::kAtoms][kAccRegs], OnlineSoftmax& softmax,
@@ -175,17 +175,23 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         __syncwarp();
         if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
       };
-      if constexpr (kMeasureFp8Math != 2) release_raw();
+      if constexpr (kMeasureFp8Math == 1 || kMeasureFp8Math == 3) release_raw();
       softmax_step(s, blk * kBlockN, valid, visible, o, softmax);
       if constexpr (kMeasureFp8Math == 1) {
         gemm_pv<T, D>(o, s, vbuf, precise);
       } else {
         uint32_t a[2][4];
         pack_p_e4m3(s, a);
-        issue_pv_e4m3(o, a, kMeasureFp8Math == 3 ? vbuf : raw);
+        uint32_t v = raw;
+        if constexpr (kMeasureFp8Math == 3) v = vbuf;
+        if constexpr (kMeasureFp8Math == 4) {  // the producer warps' copy of this raw slot
+          mbar_wait(sm.full_bar(pos.stage), pos.phase);
+          v = sm.slot(pos.stage);
+        }
+        issue_pv_e4m3(o, a, v);
         wgmma_wait<0>();
         fence_acc(o);
-        if constexpr (kMeasureFp8Math == 2) release_raw();
+        if constexpr (kMeasureFp8Math == 2 || kMeasureFp8Math == 4) release_raw();
       }
       pos.advance();
     }

@@ -18,6 +18,35 @@
 
 namespace flashmfa::cuda::sm90 {
 
+#if FLASHMFA_MEASURE_FP8_MATH == 4
+// Measuring builds only (measure_fp8_math.cuh, mode 4): producer warps 1-3 (thread t of 96) copy
+// every raw tile, in the ring order of each consumer warpgroup's half, into the 16-bit slot of
+// the same index, and publish it on that slot's full barrier (one arrival). A raw slot is
+// refilled only after its consumer's P V has read the copy, so the copy's slot is free then.
+template <class Tr, int D>
+__device__ void copy_raw_tiles(const Schedule& sched, const SmemView& sm, int part, int t) {
+  static_assert(Tr::kRawStages <= Tr::kStages && Tr::kFullArrivals == 1, "one copy per raw slot");
+  constexpr int kThreads = 3 * kWarpSize;
+  constexpr int kCopyBarrier = 15;  // free in the FP8 decode kernel (traits.cuh, NamedBarrier)
+  RingPos raw0 = ring_of<Tr::kRawStages, true>(0), raw1 = ring_of<Tr::kRawStages, true>(1);
+  for (PartWalker w(sched, part); w.valid(); w.next()) {
+    const WorkItem it = w.item();
+#pragma unroll 1
+    for (int blk = it.block_begin; blk < it.block_end; ++blk) {
+      const bool second = tile_owner<true>(blk, it.block_begin);
+      RingPos pos = second ? raw1 : raw0;  // a copy: a reference would put both on the stack
+      mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
+      transpose_bound_strided<D, kThreads>(sm.raw_slot(pos.stage), sm.slot(pos.stage), t);
+      fence_proxy_async();
+      named_barrier_sync(kCopyBarrier, kThreads);
+      if (t == 0) mbar_arrive(sm.full_bar(pos.stage));
+      pos.advance();
+      (second ? raw1 : raw0) = pos;
+    }
+  }
+}
+#endif
+
 // Grid (row tiles, parts, h_kv). Parameters are __grid_constant__ so that the walkers can hold
 // references to them without a local copy; the tensor maps must be for TMA. FP8: the maps are
 // of the raw e4m3 caches (traits.cuh, dequant.cuh).
@@ -63,6 +92,10 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     }
     if constexpr (FP8) {  // warp 0 streams the raw tiles; warps 1-3 have nothing to do
       if (warp == 0) Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part);
+#if FLASHMFA_MEASURE_FP8_MATH == 4
+      if constexpr (D == 256)
+        if (warp != 0 && p.v_aliases_k) copy_raw_tiles<Tr, D>(sched, sm, part, int(threadIdx.x) - kWarpSize);
+#endif
     } else if (threadIdx.x == 0) {
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }

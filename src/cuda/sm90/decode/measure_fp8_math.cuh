@@ -8,7 +8,10 @@
 //   3  mode 2 with a lower bound of V's transpose in the chain: while S runs, the warpgroup
 //      copies the raw tile into its 16-bit slot (16 KB in, 16 KB out, one byte permute per word,
 //      conflict-free addresses, 64B-swizzled like the operand P V then reads from there) -- the
-//      shared-memory traffic and the least ALU work of any transpose, not its data movement.
+//      shared-memory traffic and the least ALU work of any transpose, not its data movement;
+//   4  mode 3's copy made off the consumers' chain, by the producer warpgroup's idle warps 1-3
+//      (FA3's arrangement): each raw tile into the 16-bit slot of the same index, published on
+//      that slot's full barrier, which the consumer waits on before its P V.
 // The operands are the right size and in the right memory but not in the right layout: Q's
 // 16-bit tile is read as if it held e4m3 rows, the raw slot as if TMA had swizzled it (and, for
 // P V, as if it were transposed: 8-bit wgmma takes K-major B only), and P's packed 16-bit pairs
@@ -135,6 +138,24 @@ __device__ __forceinline__ void transpose_bound(uint32_t raw, uint32_t dst, int 
       st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
                 make_uint4(out[0], out[1], out[2], out[3]));
     }
+  }
+}
+
+// Mode 4's copy: the same bytes and swizzle as transpose_bound, shared over THREADS threads.
+template <int D, int THREADS>
+__device__ __forceinline__ void transpose_bound_strided(uint32_t raw, uint32_t dst, int t) {
+  constexpr int kChunks = kBlockN * D / 16;
+  constexpr int kRowUnits = 64 / 16;
+#pragma unroll 2  // the producer warpgroup runs with 24 registers (setmaxnreg)
+  for (int c = t; c < kChunks; c += THREADS) {
+    uint32_t in[4];
+    ld_shared(raw + uint32_t(c * 16), in);
+    const int row = c / kRowUnits, u = c % kRowUnits;
+    uint32_t out[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[k], in[(k + 1) % 4], 0x6420);
+    st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
+              make_uint4(out[0], out[1], out[2], out[3]));
   }
 }
 
