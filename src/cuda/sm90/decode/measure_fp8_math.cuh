@@ -117,45 +117,42 @@ __device__ __forceinline__ void issue_qk_e4m3(float (&s)[kAccRegs], uint32_t q_t
   wgmma_commit();
 }
 
+// One 16-byte unit c of the stand-in for V's transpose (mode 3, 4): the raw tile's unit c, its
+// words mixed by one byte permute each, to unit c of `dst` (64-byte rows, 64B-swizzled).
+__device__ __forceinline__ void copy_unit(const uint32_t (&in)[4], uint32_t dst, int c) {
+  constexpr int kRowUnits = 64 / 16;
+  const int row = c / kRowUnits, u = c % kRowUnits;
+  uint32_t out[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[k], in[(k + 1) % 4], 0x6420);
+  st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
+            make_uint4(out[0], out[1], out[2], out[3]));
+}
+
 // Mode 3's stand-in for V's transpose (see above): the raw tile (64 x D bytes) into `dst`, shared
-// over one warpgroup (thread t).
+// over one warpgroup (thread t), the loads of four units issued before their stores.
 template <int D>
 __device__ __forceinline__ void transpose_bound(uint32_t raw, uint32_t dst, int t) {
-  constexpr int kChunks = kBlockN * D / 16;                 // 16-byte units of the tile
-  constexpr int kPerThread = kChunks / kWarpgroupThreads;
-  constexpr int kRowUnits = 64 / 16;                        // destination rows of 64 bytes
+  constexpr int kPerThread = kBlockN * D / 16 / kWarpgroupThreads;
 #pragma unroll
   for (int b = 0; b < kPerThread; b += 4) {
     uint32_t in[4][4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) ld_shared(raw + uint32_t(((b + j) * kWarpgroupThreads + t) * 16), in[j]);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int c = (b + j) * kWarpgroupThreads + t, row = c / kRowUnits, u = c % kRowUnits;
-      uint32_t out[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[j][k], in[j][(k + 1) % 4], 0x6420);
-      st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
-                make_uint4(out[0], out[1], out[2], out[3]));
-    }
+    for (int j = 0; j < 4; ++j) copy_unit(in[j], dst, (b + j) * kWarpgroupThreads + t);
   }
 }
 
-// Mode 4's copy: the same bytes and swizzle as transpose_bound, shared over THREADS threads.
+// Mode 4's copy: the same bytes and swizzle, shared over THREADS threads.
 template <int D, int THREADS>
 __device__ __forceinline__ void transpose_bound_strided(uint32_t raw, uint32_t dst, int t) {
   constexpr int kChunks = kBlockN * D / 16;
-  constexpr int kRowUnits = 64 / 16;
 #pragma unroll 2  // the producer warpgroup runs with 24 registers (setmaxnreg)
   for (int c = t; c < kChunks; c += THREADS) {
     uint32_t in[4];
     ld_shared(raw + uint32_t(c * 16), in);
-    const int row = c / kRowUnits, u = c % kRowUnits;
-    uint32_t out[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[k], in[(k + 1) % 4], 0x6420);
-    st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
-              make_uint4(out[0], out[1], out[2], out[3]));
+    copy_unit(in, dst, c);
   }
 }
 
