@@ -88,9 +88,13 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     convert_raw_tile<T, D>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
     fence_proxy_async();
     sync_own();
+    release_raw(pos);
+    pos.advance();
+  }
+  // FP8: this warp's reads of the raw slot at `pos` are complete (one arrival per warp).
+  __device__ void release_raw(const RingPos& pos) const {
     __syncwarp();
     if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
-    pos.advance();
   }
 
   // The tiles of one work item that this warpgroup owns, on an FP8 cache, with each conversion
@@ -166,16 +170,13 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll
       for (int c = 0; c < kAccRegs / 2; ++c)
         k_scale[c] = __int_as_float(ld_shared_s32(
-            raw + uint32_t(kBlockN * D + (8 * (c / 2) + 2 * (lane() % kQuadLanes) + c % 2) * 4)));
+            raw + uint32_t(kBlockN * D +
+                           acc_col(4 * (c / 2) + c % 2, lane() % kQuadLanes) * sizeof(float))));
       wgmma_wait<0>();
       fence_regs(s);
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i) s[i] *= k_scale[(i / 4) * 2 + i % 2];
-      auto release_raw = [&] {
-        __syncwarp();
-        if (lane() == 0) mbar_arrive(sm.raw_empty_bar(pos.stage));
-      };
-      if constexpr (kMeasureFp8Math == 1 || kMeasureFp8Math == 3) release_raw();
+      if constexpr (kMeasureFp8Math == 1 || kMeasureFp8Math == 3) release_raw(pos);
       softmax_step(s, blk * kBlockN, valid, visible, o, softmax);
       if constexpr (kMeasureFp8Math == 1) {
         gemm_pv<T, D>(o, s, vbuf, precise);
@@ -191,7 +192,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         issue_pv_e4m3(o, a, v);
         wgmma_wait<0>();
         fence_acc(o);
-        if constexpr (kMeasureFp8Math == 2 || kMeasureFp8Math == 4) release_raw();
+        if constexpr (kMeasureFp8Math == 2 || kMeasureFp8Math == 4) release_raw(pos);
       }
       pos.advance();
     }

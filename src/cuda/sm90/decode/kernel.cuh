@@ -26,8 +26,7 @@ namespace flashmfa::cuda::sm90 {
 template <class Tr, int D>
 __device__ void copy_raw_tiles(const Schedule& sched, const SmemView& sm, int part, int t) {
   static_assert(Tr::kRawStages <= Tr::kStages && Tr::kFullArrivals == 1, "one copy per raw slot");
-  constexpr int kThreads = 3 * kWarpSize;
-  constexpr int kCopyBarrier = 15;  // free in the FP8 decode kernel (traits.cuh, NamedBarrier)
+  constexpr int kThreads = (kWarpsPerWarpgroup - 1) * kWarpSize;
   RingPos raw0 = ring_of<Tr::kRawStages, true>(0), raw1 = ring_of<Tr::kRawStages, true>(1);
   for (PartWalker w(sched, part); w.valid(); w.next()) {
     const WorkItem it = w.item();
@@ -38,7 +37,7 @@ __device__ void copy_raw_tiles(const Schedule& sched, const SmemView& sm, int pa
       mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
       transpose_bound_strided<D, kThreads>(sm.raw_slot(pos.stage), sm.slot(pos.stage), t);
       fence_proxy_async();
-      named_barrier_sync(kCopyBarrier, kThreads);
+      named_barrier_sync(int(NamedBarrier::kMeasureCopy), kThreads);
       if (t == 0) mbar_arrive(sm.full_bar(pos.stage));
       pos.advance();
       (second ? raw1 : raw0) = pos;

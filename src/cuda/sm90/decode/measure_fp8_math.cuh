@@ -38,7 +38,8 @@ constexpr int kMeasureFp8Math = FLASHMFA_MEASURE_FP8_MATH;
 #if FLASHMFA_MEASURE_FP8_MATH
 constexpr int kE4m3K = 32;                 // k of one 8-bit wgmma: 32 bytes of each row
 constexpr uint64_t kLayoutSwizzle64 = 2;   // sm_90 descriptor layout_type for 64B swizzle
-constexpr uint32_t kSwizzle64GroupBytes = 8 * 64;
+constexpr int kSwizzle64RowBytes = 64;     // rows of the 64B-swizzled V operand: 64 tokens
+constexpr uint32_t kSwizzle64GroupBytes = kSwizzleGroupRows * kSwizzle64RowBytes;
 
 __device__ __forceinline__ uint64_t with_layout(uint64_t desc, uint64_t layout) {
   return (desc & ~(uint64_t(3) << 62)) | (layout << 62);
@@ -106,7 +107,7 @@ __device__ __forceinline__ void issue_qk_e4m3(float (&s)[kAccRegs], uint32_t q_t
                                               uint32_t raw) {
   constexpr int kSteps = D / kE4m3K;
   constexpr int kStepsPerAtom = kSwizzleRowBytes / kE4m3K;
-  constexpr uint32_t kAtom = 64 * kSwizzleRowBytes;
+  constexpr uint32_t kAtom = kBlockN * kSwizzleRowBytes;
   const uint64_t desc_q = make_desc(q_tile, kDescUnitBytes, kSwizzleGroupBytes);
   const uint64_t desc_k = make_desc(raw, kDescUnitBytes, kSwizzleGroupBytes);
   wgmma_fence();
@@ -120,12 +121,12 @@ __device__ __forceinline__ void issue_qk_e4m3(float (&s)[kAccRegs], uint32_t q_t
 // One 16-byte unit c of the stand-in for V's transpose (mode 3, 4): the raw tile's unit c, its
 // words mixed by one byte permute each, to unit c of `dst` (64-byte rows, 64B-swizzled).
 __device__ __forceinline__ void copy_unit(const uint32_t (&in)[4], uint32_t dst, int c) {
-  constexpr int kRowUnits = 64 / 16;
+  constexpr int kRowUnits = kSwizzle64RowBytes / kDescUnitBytes;
   const int row = c / kRowUnits, u = c % kRowUnits;
   uint32_t out[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) out[k] = __byte_perm(in[k], in[(k + 1) % 4], 0x6420);
-  st_shared(dst + uint32_t(row * 64 + ((u ^ ((row >> 1) & 3)) * 16)),
+  st_shared(dst + uint32_t(row * kSwizzle64RowBytes + ((u ^ ((row >> 1) & 3)) * kDescUnitBytes)),
             make_uint4(out[0], out[1], out[2], out[3]));
 }
 
@@ -133,12 +134,12 @@ __device__ __forceinline__ void copy_unit(const uint32_t (&in)[4], uint32_t dst,
 // over one warpgroup (thread t), the loads of four units issued before their stores.
 template <int D>
 __device__ __forceinline__ void transpose_bound(uint32_t raw, uint32_t dst, int t) {
-  constexpr int kPerThread = kBlockN * D / 16 / kWarpgroupThreads;
+  constexpr int kPerThread = kBlockN * D / kDescUnitBytes / kWarpgroupThreads;
 #pragma unroll
   for (int b = 0; b < kPerThread; b += 4) {
     uint32_t in[4][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) ld_shared(raw + uint32_t(((b + j) * kWarpgroupThreads + t) * 16), in[j]);
+    for (int j = 0; j < 4; ++j) ld_shared(raw + uint32_t(((b + j) * kWarpgroupThreads + t) * kDescUnitBytes), in[j]);
 #pragma unroll
     for (int j = 0; j < 4; ++j) copy_unit(in[j], dst, (b + j) * kWarpgroupThreads + t);
   }
@@ -147,11 +148,11 @@ __device__ __forceinline__ void transpose_bound(uint32_t raw, uint32_t dst, int 
 // Mode 4's copy: the same bytes and swizzle, shared over THREADS threads.
 template <int D, int THREADS>
 __device__ __forceinline__ void transpose_bound_strided(uint32_t raw, uint32_t dst, int t) {
-  constexpr int kChunks = kBlockN * D / 16;
+  constexpr int kChunks = kBlockN * D / kDescUnitBytes;
 #pragma unroll 2  // the producer warpgroup runs with 24 registers (setmaxnreg)
   for (int c = t; c < kChunks; c += THREADS) {
     uint32_t in[4];
-    ld_shared(raw + uint32_t(c * 16), in);
+    ld_shared(raw + uint32_t(c * kDescUnitBytes), in);
     copy_unit(in, dst, c);
   }
 }

@@ -26,6 +26,8 @@ enum class NamedBarrier : int {
                    // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
   kWiden = 8,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
                    // tile in place is done (mla/fp8.cuh)
+  kMeasureCopy = 9,  // producer warps 1-3, 96 threads (measuring builds, FP8 decode: a raw
+                     // tile's copy is written; kernel.cuh, copy_raw_tiles)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
