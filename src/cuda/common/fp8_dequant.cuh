@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace flashmfa::cuda {
 
@@ -62,22 +63,52 @@ struct Pair<__nv_bfloat16> {
   static __device__ __forceinline__ Type splat(float x) { return __float2bfloat162_rn(x); }
 };
 
+// FLASHMFA_FP8_ONE_FACTOR (default 0; docs/perf-notes.md U.1): the Hopper kernels' conversions
+// multiply a placed value by one factor, 2^-kPlacement * T(scale), instead of two, wherever every
+// row of a warp's batch has |T(scale)| < kOneFactorLimit. The factor is then exact (a power of
+// two times a T value, far from T's overflow and underflow) and the product e4m3 * T(scale) is
+// rounded to T once, as before: the same bits, one HMUL2 per two values fewer.
+#ifndef FLASHMFA_FP8_ONE_FACTOR
+#define FLASHMFA_FP8_ONE_FACTOR 0
+#endif
+constexpr bool kFp8OneFactor = FLASHMFA_FP8_ONE_FACTOR != 0;
+constexpr float kOneFactorLimit = 0x1p7f;  // 2^120 * 2^7 < bf16's largest; 2^8 * 2^7 < f16's
+
 // Per-row factors of dequant_chunk: 2^-kPlacement (exact in T: 2^8, 2^120), which brings a
 // placed value back to its e4m3 value exactly, then T(scale), whose product with it is rounded
-// to T once. (Folding both into one factor would overflow T for large scales.)
+// to T once. Folding both into one factor would overflow T for large scales, so the folded
+// factor (`both`) serves only rows whose scale passes one_factor_ok().
 template <class T>
 struct RowScale {
-  typename Pair<T>::Type unplace, mul;
+  typename Pair<T>::Type unplace, mul, both;
   __device__ __forceinline__ explicit RowScale(float scale)
-      : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {}
+      : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {
+    if constexpr (kFp8OneFactor) both = __hmul2(unplace, mul);  // exact, see above
+  }
+  // Whether `both` is exact for this row (false for NaN and infinite scales).
+  __device__ __forceinline__ bool one_factor_ok() const {
+    return fabsf(__low2float(mul)) < kOneFactorLimit;
+  }
 };
+
+// Runs convert(std::true_type) where the whole warp may use one factor (`ok` on every lane),
+// convert(std::false_type) otherwise: a warp-uniform branch around a batch of chunks. Call with
+// every lane of the warp.
+template <class Convert>
+__device__ __forceinline__ void with_factors(bool ok, Convert&& convert) {
+  if constexpr (kFp8OneFactor) {
+    if (__all_sync(0xffffffffu, ok)) return convert(std::true_type{});
+  }
+  convert(std::false_type{});
+}
 
 // 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8). Output words
 // 2w, 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the
 // default selectors read raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 /
 // 0xf7e6 read raw[w ^ 2] instead, so a lane can swap the chunk's halves at no cost
 // (sm90/decode/dequant.cuh, convert_raw_tile_wg).
-template <class T>
+// ONE_FACTOR: one product with rs.both (only where rs.one_factor_ok() holds).
+template <class T, bool ONE_FACTOR = false>
 __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const RowScale<T>& rs,
                                               uint32_t (&out)[8], uint32_t sel01 = 0x9180u,
                                               uint32_t sel23 = 0xb3a2u) {
@@ -88,10 +119,15 @@ __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const Ro
     uint32_t x01, x23;  // PTX prmt.b32, default mode (a selector's bit 3: replicate the sign)
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x01) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel01));
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x23) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel23));
-    const T2 v01 = __hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.unplace);
-    const T2 v23 = __hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.unplace);
-    out[2 * w] = bits_of(__hmul2(v01, rs.mul));
-    out[2 * w + 1] = bits_of(__hmul2(v23, rs.mul));
+    if constexpr (ONE_FACTOR) {
+      out[2 * w] = bits_of(__hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.both));
+      out[2 * w + 1] = bits_of(__hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.both));
+    } else {
+      const T2 v01 = __hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.unplace);
+      const T2 v23 = __hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.unplace);
+      out[2 * w] = bits_of(__hmul2(v01, rs.mul));
+      out[2 * w + 1] = bits_of(__hmul2(v23, rs.mul));
+    }
   }
 }
 

@@ -58,19 +58,26 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
         scale[j] = __int_as_float(
             ld_shared_s32(scale_at + uint32_t((b + j) * kRowsPerPass) * uint32_t(sizeof(float))));
       }
+      bool one_ok = true;  // one factor for the batch's rows (common/fp8_dequant.cuh)
+      if constexpr (kFp8OneFactor)
 #pragma unroll
-      for (int j = 0; j < BATCH; ++j) {
-        uint32_t out[8];
-        dequant_chunk<T>(in[j], RowScale<T>(scale[j]), out, sel01, sel23);
-        if constexpr (!decltype(full)::value) {
-          const bool keep = row0 + (b + j) * kRowsPerPass < valid;
+        for (int j = 0; j < BATCH; ++j) one_ok = one_ok && RowScale<T>(scale[j]).one_factor_ok();
+      with_factors(one_ok, [&](auto one) {
 #pragma unroll
-          for (int k = 0; k < 8; ++k) out[k] = keep ? out[k] : 0u;
+        for (int j = 0; j < BATCH; ++j) {
+          uint32_t out[8];
+          dequant_chunk<T, decltype(one)::value>(in[j], RowScale<T>(scale[j]), out, sel01,
+                                                 sel23);
+          if constexpr (!decltype(full)::value) {
+            const bool keep = row0 + (b + j) * kRowsPerPass < valid;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) out[k] = keep ? out[k] : 0u;
+          }
+          const uint32_t step = uint32_t((b + j) * kRowsPerPass * kSwizzleRowBytes);
+          st_shared(first + step, make_uint4(out[0], out[1], out[2], out[3]));
+          st_shared(second + step, make_uint4(out[4], out[5], out[6], out[7]));
         }
-        const uint32_t step = uint32_t((b + j) * kRowsPerPass * kSwizzleRowBytes);
-        st_shared(first + step, make_uint4(out[0], out[1], out[2], out[3]));
-        st_shared(second + step, make_uint4(out[4], out[5], out[6], out[7]));
-      }
+      });
     }
   };
   // valid is uniform over the warpgroup: one branch per tile, none per pass.

@@ -108,14 +108,19 @@ struct MlaFp8Producer {
     for (int k = 0; k < kChunks; ++k)
       ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), in[k]);
   }
-  // Their 16-bit values into atom 2 box + half.
+  // Their 16-bit values into atom 2 box + half (one factor where the warp's scales allow it:
+  // common/fp8_dequant.cuh).
+  template <bool ONE_FACTOR = false>
   __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
                             const RowScale<T>& scale) const {
+    if constexpr (kFp8OneFactor && !ONE_FACTOR)
+      if (__all_sync(0xffffffffu, scale.one_factor_ok()))
+        return store_box<true>(slot, box, in, scale);
     const int atom = 2 * box + half();
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
       uint32_t out[8];
-      dequant_chunk<T>(in[k], scale, out);
+      dequant_chunk<T, ONE_FACTOR>(in[k], scale, out);
       st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
       st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
     }
