@@ -8,7 +8,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 namespace flashmfa::cuda {
 
@@ -65,14 +64,16 @@ struct Pair<__nv_bfloat16> {
 
 // FLASHMFA_FP8_ONE_FACTOR (default 0; docs/perf-notes.md U.1): the Hopper kernels' conversions
 // multiply a placed value by one factor, 2^-kPlacement * T(scale), instead of two, wherever every
-// row of a warp's batch has |T(scale)| < kOneFactorLimit. The factor is then exact (a power of
-// two times a T value, far from T's overflow and underflow) and the product e4m3 * T(scale) is
-// rounded to T once, as before: the same bits, one HMUL2 per two values fewer.
+// row of a warp's batch has |T(scale)| < kOneFactorLimit (2^8). The factor is then exact (a
+// power of two times a T value, finite in T) and the product e4m3 * T(scale) is rounded to T
+// once, as before: the same bits, one HMUL2 per two values fewer.
 #ifndef FLASHMFA_FP8_ONE_FACTOR
 #define FLASHMFA_FP8_ONE_FACTOR 0
 #endif
 constexpr bool kFp8OneFactor = FLASHMFA_FP8_ONE_FACTOR != 0;
-constexpr float kOneFactorLimit = 0x1p7f;  // 2^120 * 2^7 < bf16's largest; 2^8 * 2^7 < f16's
+// 2: measuring builds only -- one factor on every row, no branch (wrong for |T(scale)| >= 2^8).
+constexpr bool kFp8OneFactorAlways = FLASHMFA_FP8_ONE_FACTOR == 2;
+constexpr float kOneFactorLimit = 0x1p8f;  // bf16: 2^120 * 255 is its largest; f16: 2^8 * 255.875
 
 // Per-row factors of dequant_chunk: 2^-kPlacement (exact in T: 2^8, 2^120), which brings a
 // placed value back to its e4m3 value exactly, then T(scale), whose product with it is rounded
@@ -90,17 +91,6 @@ struct RowScale {
     return fabsf(__low2float(mul)) < kOneFactorLimit;
   }
 };
-
-// Runs convert(std::true_type) where the whole warp may use one factor (`ok` on every lane),
-// convert(std::false_type) otherwise: a warp-uniform branch around a batch of chunks. Call with
-// every lane of the warp.
-template <class Convert>
-__device__ __forceinline__ void with_factors(bool ok, Convert&& convert) {
-  if constexpr (kFp8OneFactor) {
-    if (__all_sync(0xffffffffu, ok)) return convert(std::true_type{});
-  }
-  convert(std::false_type{});
-}
 
 // 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8). Output words
 // 2w, 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the

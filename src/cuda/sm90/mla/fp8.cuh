@@ -108,27 +108,53 @@ struct MlaFp8Producer {
     for (int k = 0; k < kChunks; ++k)
       ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), in[k]);
   }
-  // Their 16-bit values into atom 2 box + half (one factor where the warp's scales allow it:
-  // common/fp8_dequant.cuh).
+  // Chunk k of this thread's row as 16-bit values into atom `atom` (units 2 k, 2 k + 1).
+  template <bool ONE_FACTOR>
+  __device__ void store_chunk(uint32_t slot, int atom, int k, const uint32_t (&in)[4],
+                              const RowScale<T>& scale) const {
+    uint32_t out[8];
+    dequant_chunk<T, ONE_FACTOR>(in, scale, out);
+    st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
+    st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
+  }
+  // Their 16-bit values into atom 2 box + half.
   template <bool ONE_FACTOR = false>
   __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
                             const RowScale<T>& scale) const {
-    if constexpr (kFp8OneFactor && !ONE_FACTOR)
-      if (__all_sync(0xffffffffu, scale.one_factor_ok()))
-        return store_box<true>(slot, box, in, scale);
-    const int atom = 2 * box + half();
 #pragma unroll
-    for (int k = 0; k < kChunks; ++k) {
-      uint32_t out[8];
-      dequant_chunk<T, ONE_FACTOR>(in[k], scale, out);
-      st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
-      st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
-    }
+    for (int k = 0; k < kChunks; ++k)
+      store_chunk<ONE_FACTOR>(slot, 2 * box + half(), k, in[k], scale);
   }
+  // Whether the whole warp may take one factor per value (common/fp8_dequant.cuh).
+  __device__ static bool warp_one_factor(const RowScale<T>& scale) {
+    return kFp8OneFactorAlways || __all_sync(0xffffffffu, scale.one_factor_ok());
+  }
+  // Box 3, whose output overwrites its own raw bytes: from registers either way.
+  __device__ void store_last_box(uint32_t slot, const uint32_t (&in)[kChunks][4],
+                                 const RowScale<T>& scale) const {
+    if constexpr (kFp8OneFactor)
+      if (warp_one_factor(scale)) return store_box<true>(slot, 3, in, scale);
+    store_box(slot, 3, in, scale);
+  }
+  // Boxes 0..2, whose raw bytes stay in place while they are widened. With one factor, a warp
+  // with a row scale too large for it (|T(scale)| >= 2^8: rare) takes two products chunk by
+  // chunk, re-read from the raw box, in a loop: the kernels are instruction-cache sensitive,
+  // and a second unrolled copy of the widening cost more than the saved products (notes U.1).
   __device__ void widen_box(uint32_t slot, int box, float scale) const {
     uint32_t in[kChunks][4];
     load_box(slot, box, in);
-    store_box(slot, box, in, RowScale<T>(scale));
+    const RowScale<T> rs(scale);
+    if constexpr (kFp8OneFactor) {
+      if (warp_one_factor(rs)) return store_box<true>(slot, box, in, rs);
+#pragma unroll 1
+      for (int k = 0; k < kChunks; ++k) {
+        uint32_t raw[4];
+        ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), raw);
+        store_chunk<false>(slot, 2 * box + half(), k, raw, rs);
+      }
+      return;
+    }
+    store_box(slot, box, in, rs);
   }
   // Stores of this warp are complete and visible to wgmma: one arrival per warp on `full`.
   __device__ void publish(uint32_t full) const {
@@ -171,7 +197,7 @@ struct MlaFp8Producer {
     uint32_t last[kChunks][4];
     load_box(slot, 3, last);
     sync();  // box 2 (atom 6) and box 3 (atom 7) are read
-    store_box(slot, 3, last, RowScale<T>(__uint_as_float(scales[3])));
+    store_last_box(slot, last, RowScale<T>(__uint_as_float(scales[3])));
     done(3);
     if (probe && t == 0) FLASHMFA_PHASE(4);
   }
