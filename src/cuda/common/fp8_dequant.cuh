@@ -92,6 +92,12 @@ struct RowScale {
   }
 };
 
+// Whether the whole warp may take one factor per value (`ok`: this lane's rows allow it). Call
+// with every lane of the warp.
+__device__ __forceinline__ bool warp_one_factor(bool ok) {
+  return kFp8OneFactorAlways || __all_sync(0xffffffffu, ok);
+}
+
 // 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8). Output words
 // 2w, 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the
 // default selectors read raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 /

@@ -77,7 +77,7 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
         bool ok = true;  // every row of the warp's batch takes one factor (common/fp8_dequant.cuh)
 #pragma unroll
         for (int j = 0; j < BATCH; ++j) ok = ok && RowScale<T>(scale[j]).one_factor_ok();
-        if (kFp8OneFactorAlways || __all_sync(0xffffffffu, ok)) {
+        if (warp_one_factor(ok)) {
 #pragma unroll
           for (int j = 0; j < BATCH; ++j)
             store_pass(b + j, in[j], RowScale<T>(scale[j]), full, std::true_type{});

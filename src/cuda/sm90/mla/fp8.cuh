@@ -125,15 +125,11 @@ struct MlaFp8Producer {
     for (int k = 0; k < kChunks; ++k)
       store_chunk<ONE_FACTOR>(slot, 2 * box + half(), k, in[k], scale);
   }
-  // Whether the whole warp may take one factor per value (common/fp8_dequant.cuh).
-  __device__ static bool warp_one_factor(const RowScale<T>& scale) {
-    return kFp8OneFactorAlways || __all_sync(0xffffffffu, scale.one_factor_ok());
-  }
   // Box 3, whose output overwrites its own raw bytes: from registers either way.
   __device__ void store_last_box(uint32_t slot, const uint32_t (&in)[kChunks][4],
                                  const RowScale<T>& scale) const {
     if constexpr (kFp8OneFactor)
-      if (warp_one_factor(scale)) return store_box<true>(slot, 3, in, scale);
+      if (warp_one_factor(scale.one_factor_ok())) return store_box<true>(slot, 3, in, scale);
     store_box(slot, 3, in, scale);
   }
   // Boxes 0..2, whose raw bytes stay in place while they are widened. With one factor, a warp
@@ -145,7 +141,7 @@ struct MlaFp8Producer {
     load_box(slot, box, in);
     const RowScale<T> rs(scale);
     if constexpr (kFp8OneFactor) {
-      if (warp_one_factor(rs)) return store_box<true>(slot, box, in, rs);
+      if (warp_one_factor(rs.one_factor_ok())) return store_box<true>(slot, box, in, rs);
 #pragma unroll 1
       for (int k = 0; k < kChunks; ++k) {
         uint32_t raw[4];
