@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <sstream>
 
@@ -147,8 +148,22 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 }
 
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
-                       DecodeArgs::Path path, int pad_bytes, std::optional<int32_t> lie) {
+                       DecodeArgs::Path path, int pad_bytes, std::optional<int32_t> lie,
+                       int scale_log2) {
   testing::Fp8Problem f(spec);
+  if (scale_log2 != 0) {  // NaN scales (unused rows) stay NaN
+    for (float& x : f.ks) x = std::ldexp(x, scale_log2);
+    for (float& x : f.vs) x = std::ldexp(x, scale_log2);
+    if (f.mla)
+      for (size_t at = 0; at < f.k8.size(); at += MlaFp8Row::kBytes)
+        for (int g = 0; g < MlaFp8Row::kScales; ++g) {
+          float x;
+          uint8_t* p = &f.k8[at + MlaFp8Row::kScaleOffset + g * sizeof(float)];
+          std::memcpy(&x, p, sizeof x);
+          x = std::ldexp(x, scale_log2);
+          std::memcpy(p, &x, sizeof x);
+        }
+  }
   testing::HostProblem& h = f.h;
   const size_t pad = size_t(pad_bytes);
   const bool pad_rows = pad > 0;

@@ -133,9 +133,10 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 // portable kernel's element-wise load path; 16: the fast paths still take them, and q's rows
 // get the same gap). lie: sequence
 // 0's second block-table entry on the device (the host reference keeps the true one); the run
-// must raise kFlagPageOutOfRange and the other sequences must match.
+// must raise kFlagPageOutOfRange and the other sequences must match. scale_log2: every scale of
+// the cache times 2^scale_log2 (the same e4m3 bytes), device and reference alike.
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
                        DecodeArgs::Path path = DecodeArgs::Path::automatic, int pad_bytes = 0,
-                       std::optional<int32_t> lie = std::nullopt);
+                       std::optional<int32_t> lie = std::nullopt, int scale_log2 = 0);
 
 }  // namespace flashmfa::gputest

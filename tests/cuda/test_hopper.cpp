@@ -243,5 +243,34 @@ TEST(HopperPath, Fp8MlaCachesMatchReference) {
     }
 }
 
+// bf16 tiles on the Hopper kernels hold FP8 values times 2^-32 so that one product per two
+// values converts them (common/fp8_dequant.cuh, FoldedRowScale): exact for scales in
+// [2^-85, 2^40), the scores and outputs scaled back. Caches whose scales sit near either end
+// (those of the other tests, ~2^-7, times 2^45 and 2^-40) must still match the reference: MLA
+// with one and two row tiles and s_q 2, MFA, MFA-KR (f16 tiles keep two products).
+TEST(HopperPath, Fp8BfloatScalesNearTheFoldedRange) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (int scale_log2 : {45, -40}) {
+    for (int h_q : {16, 128})
+      for (int s_q : {1, 2}) {
+        const ProblemSpec s = row_case(Variant::mla(), DType::bf16, 1, h_q, s_q, s_q > 1, n, 8300);
+        ++n;
+        run_and_check_fp8(s, describe(s) + " scales 2^" + std::to_string(scale_log2),
+                          DecodeArgs::Path::hopper, 0, std::nullopt, scale_log2);
+      }
+    for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
+      ProblemSpec s;
+      s.variant = v;
+      s.h_q = 64;
+      s.b = 4;
+      s.seqlens = {1, 64, 193, 1500};
+      s.seed = 8400 + n++;
+      run_and_check_fp8(s, describe(s) + " scales 2^" + std::to_string(scale_log2),
+                        DecodeArgs::Path::hopper, 0, std::nullopt, scale_log2);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace flashmfa::gputest

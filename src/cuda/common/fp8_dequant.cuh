@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace flashmfa::cuda {
 
@@ -62,50 +63,64 @@ struct Pair<__nv_bfloat16> {
   static __device__ __forceinline__ Type splat(float x) { return __float2bfloat162_rn(x); }
 };
 
-// FLASHMFA_FP8_ONE_FACTOR (default 0; docs/perf-notes.md U.1): the Hopper kernels' conversions
-// multiply a placed value by one factor, 2^-kPlacement * T(scale), instead of two, wherever every
-// row of a warp's batch has |T(scale)| < kOneFactorLimit (2^8). The factor is then exact (a
-// power of two times a T value, finite in T) and the product e4m3 * T(scale) is rounded to T
-// once, as before: the same bits, one HMUL2 per two values fewer.
-#ifndef FLASHMFA_FP8_ONE_FACTOR
-#define FLASHMFA_FP8_ONE_FACTOR 0
-#endif
-constexpr bool kFp8OneFactor = FLASHMFA_FP8_ONE_FACTOR != 0;
-// 2: measuring builds only -- one factor on every row, no branch (wrong for |T(scale)| >= 2^8).
-constexpr bool kFp8OneFactorAlways = FLASHMFA_FP8_ONE_FACTOR == 2;
-constexpr float kOneFactorLimit = 0x1p8f;  // bf16: 2^120 * 255 is its largest; f16: 2^8 * 255.875
-
-// Per-row factors of dequant_chunk: 2^-kPlacement (exact in T: 2^8, 2^120), which brings a
-// placed value back to its e4m3 value exactly, then T(scale), whose product with it is rounded
-// to T once. Folding both into one factor would overflow T for large scales, so the folded
-// factor (`both`) serves only rows whose scale passes one_factor_ok().
+// Per-row factors of dequant_chunk, two products: 2^-kPlacement (exact in T: 2^8, 2^120),
+// which brings a placed value back to its e4m3 value exactly, then T(scale), whose product with
+// it is rounded to T once. Exact for every scale; the portable kernel and f16 tiles use it.
 template <class T>
 struct RowScale {
-  typename Pair<T>::Type unplace, mul, both;
+  typename Pair<T>::Type unplace, mul;
   __device__ __forceinline__ explicit RowScale(float scale)
-      : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {
-    if constexpr (kFp8OneFactor) both = __hmul2(unplace, mul);  // exact, see above
-  }
-  // Whether `both` is exact for this row (false for NaN and infinite scales).
-  __device__ __forceinline__ bool one_factor_ok() const {
-    return fabsf(__low2float(mul)) < kOneFactorLimit;
-  }
+      : unplace(Pair<T>::splat(1.0f / E4m3Place<T>::kPlacement)), mul(Pair<T>::splat(scale)) {}
 };
 
-// Whether the whole warp may take one factor per value (`ok`: this lane's rows allow it). Call
-// with every lane of the warp.
-__device__ __forceinline__ bool warp_one_factor(bool ok) {
-  return kFp8OneFactorAlways || __all_sync(0xffffffffu, ok);
-}
+// The Hopper kernels' bf16 tiles hold every FP8 value times 2^-kFp8Shift (docs/perf-notes.md
+// U.3), so that one product per two values does: the factor T(scale) * 2^(120 - kFp8Shift) is
+// exact and finite for T(scale) < 2^kFp8MaxScaleLog2, and the product e4m3 * T(scale) *
+// 2^-kFp8Shift is T(e4m3 * T(scale)) * 2^-kFp8Shift exactly while it stays normal, i.e. for
+// every e4m3 value when T(scale) >= 2^kFp8MinScaleLog2 (bf16's exponent range has room for both;
+// f16's has not, so f16 tiles keep RowScale). The kernels undo the shift where it is exact
+// and free: scores through the softmax scale (times 2^kFp8Shift; MLA's unscaled RoPE part of Q
+// times 2^-kFp8Shift instead), the output through its normalization (times 2^kFp8Shift). So
+// for scales in [2^-85, 2^40) -- FP8 rows whose largest magnitude lies between about 1e-23 and
+// 4.9e14 -- the results are the bits of the two-product form; larger scales overflow (inf),
+// smaller ones lose their smallest values to zero. FLASHMFA_FP8_FOLD=0: RowScale everywhere
+// (the two-product form, for A/B runs).
+#ifndef FLASHMFA_FP8_FOLD
+#define FLASHMFA_FP8_FOLD 1
+#endif
+constexpr int kFp8Shift = 32;
+constexpr int kFp8MaxScaleLog2 = 128 - (120 - kFp8Shift);        // the factor stays finite
+constexpr int kFp8MinScaleLog2 = -126 + kFp8Shift + 9;           // e4m3's smallest is 2^-9
+static_assert(kFp8MaxScaleLog2 == 40 && kFp8MinScaleLog2 == -85, "the window documented above");
+template <class T>
+inline constexpr bool kFp8Folded = FLASHMFA_FP8_FOLD && std::is_same_v<T, __nv_bfloat16>;
+// 2^kFp8Shift where T's tiles are folded, else 1: what scores and outputs are multiplied by.
+template <class T>
+inline constexpr float kFp8Unshift = kFp8Folded<T> ? 0x1p32f : 1.0f;
+static_assert(0x1p32f == float(1ull << kFp8Shift), "kFp8Unshift is 2^kFp8Shift");
 
-// 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8). Output words
-// 2w, 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the
-// default selectors read raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 /
-// 0xf7e6 read raw[w ^ 2] instead, so a lane can swap the chunk's halves at no cost
-// (sm90/decode/dequant.cuh, convert_raw_tile_wg).
-// ONE_FACTOR: one product with rs.both (only where rs.one_factor_ok() holds).
-template <class T, bool ONE_FACTOR = false>
-__device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const RowScale<T>& rs,
+// One product: T(scale) * 2^(120 - kFp8Shift), rounded from the f32 scale times that power of
+// two (the same bits as rounding the scale first: a power of two moves no rounding boundary).
+struct FoldedRowScale {
+  __nv_bfloat162 both;
+  __device__ __forceinline__ explicit FoldedRowScale(float scale)
+      : both(__float2bfloat162_rn(scale * 0x1p88f)) {}
+};
+static_assert(0x1p88f == float(1ull << 44) * float(1ull << 44) && 88 == 120 - kFp8Shift,
+              "the folded factor's power of two");
+
+// The Hopper kernels' per-row factors for T's tiles.
+template <class T>
+using TileRowScale = std::conditional_t<kFp8Folded<T>, FoldedRowScale, RowScale<T>>;
+
+// 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8), each placed
+// value times rs's factors (RowScale or FoldedRowScale). Output words 2w, 2w + 1 take their
+// bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the default selectors read
+// raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 / 0xf7e6 read raw[w ^ 2]
+// instead, so a lane can swap the chunk's halves at no cost (sm90/decode/dequant.cuh,
+// convert_raw_tile).
+template <class T, class Scale>
+__device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const Scale& rs,
                                               uint32_t (&out)[8], uint32_t sel01 = 0x9180u,
                                               uint32_t sel23 = 0xb3a2u) {
   using P = E4m3Place<T>;
@@ -115,7 +130,7 @@ __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const Ro
     uint32_t x01, x23;  // PTX prmt.b32, default mode (a selector's bit 3: replicate the sign)
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x01) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel01));
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x23) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel23));
-    if constexpr (ONE_FACTOR) {
+    if constexpr (std::is_same_v<Scale, FoldedRowScale>) {
       out[2 * w] = bits_of(__hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.both));
       out[2 * w + 1] = bits_of(__hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.both));
     } else {

@@ -42,6 +42,10 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   using Base::p, Base::sched, Base::sm, Base::kv_head, Base::warpgroup, Base::tid,
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
       Base::release;
+  // bf16 FP8 tiles hold every value times 2^-kFp8Shift (common/fp8_dequant.cuh): scores come out
+  // times 2^-kFp8Shift, which the softmax scale undoes, and O too, which the output's
+  // normalization undoes (merge_and_store: FP8 runs the KV split only), exactly.
+  static constexpr float kUnshift = FP8 ? kFp8Unshift<T> : 1.0f;
 
   // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
   // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
@@ -70,7 +74,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
     float alpha[kRowsPerThread];
-    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    softmax.step(s, limit, p.scale * kLog2e * kUnshift, lane() % kQuadLanes, alpha);
     if (!warp_must_rescale(alpha)) return;
 #pragma unroll
     for (int at = 0; at < Tr::kAtoms; ++at)
@@ -396,7 +400,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       f_me[h] = exp2_approx(m[h] - base);
       f_other[h] = exp2_approx(m_o - base);
       const float total = f_me[h] * l[h] + f_other[h] * l_o;
-      inv[h] = total > 0.f ? 1.f / total : 0.f;
+      inv[h] = total > 0.f ? 1.f / total * kUnshift : 0.f;
       lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;
     }
     auto merge = [&](auto first) {

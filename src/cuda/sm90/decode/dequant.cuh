@@ -1,8 +1,10 @@
 // flashmfa CUDA, Hopper path, FP8 caches: the consumers' conversion of a raw slot (64 rows of D
 // e4m3 bytes, then their 64 f32 scales, producer.cuh) into a 16-bit tile in the layout TMA
 // would have written (128B-swizzled atoms), value = T(e4m3 * T(scale)) (common/
-// fp8_dequant.cuh, the portable kernel's arithmetic). Each consumer warpgroup converts the
-// tiles it owns into its own 16-bit tile and runs its GEMMs on that (consumer.cuh, take_raw):
+// fp8_dequant.cuh, the portable kernel's arithmetic; bf16 tiles hold it times 2^-kFp8Shift,
+// which the consumers undo in the softmax scale and the output's normalization). Each consumer
+// warpgroup converts the tiles it owns into its own 16-bit tile and runs its GEMMs on that
+// (consumer.cuh, take_raw):
 //
 //   wait raw_full[r] -> convert -> fence.proxy.async -> arrive raw_empty[r] -> wgmma
 //
@@ -47,55 +49,29 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
   const uint32_t first = dst + swizzled_offset(row0, 2 * col + flip);
   const uint32_t second = dst + swizzled_offset(row0, 2 * col + 1 - flip);
   const uint32_t sel01 = flip ? 0xd5c4u : 0x9180u, sel23 = flip ? 0xf7e6u : 0xb3a2u;
-  // Pass `pass` (its chunk `in`, its row's scale) into the tile, with one factor or two.
-  auto store_pass = [&](int pass, const uint32_t (&in)[4], const RowScale<T>& rs, auto full,
-                        auto one) {
-    uint32_t out[8];
-    dequant_chunk<T, decltype(one)::value>(in, rs, out, sel01, sel23);
-    if constexpr (!decltype(full)::value) {
-      const bool keep = row0 + pass * kRowsPerPass < valid;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) out[k] = keep ? out[k] : 0u;
-    }
-    const uint32_t step = uint32_t(pass * kRowsPerPass * kSwizzleRowBytes);
-    st_shared(first + step, make_uint4(out[0], out[1], out[2], out[3]));
-    st_shared(second + step, make_uint4(out[4], out[5], out[6], out[7]));
-  };
-  auto load_pass = [&](int pass, uint32_t (&in)[4], float& scale) {
-    ld_shared(src + uint32_t(pass * kThreads * 16), in);
-    scale = __int_as_float(
-        ld_shared_s32(scale_at + uint32_t(pass * kRowsPerPass) * uint32_t(sizeof(float))));
-  };
   auto passes = [&](auto full) {
 #pragma unroll
     for (int b = 0; b < kPasses; b += BATCH) {
       uint32_t in[BATCH][4];
       float scale[BATCH];
 #pragma unroll
-      for (int j = 0; j < BATCH; ++j) load_pass(b + j, in[j], scale[j]);
-      if constexpr (kFp8OneFactor) {
-        bool ok = true;  // every row of the warp's batch takes one factor (common/fp8_dequant.cuh)
+      for (int j = 0; j < BATCH; ++j) {
+        ld_shared(src + uint32_t((b + j) * kThreads * 16), in[j]);
+        scale[j] = __int_as_float(
+            ld_shared_s32(scale_at + uint32_t((b + j) * kRowsPerPass) * uint32_t(sizeof(float))));
+      }
 #pragma unroll
-        for (int j = 0; j < BATCH; ++j) ok = ok && RowScale<T>(scale[j]).one_factor_ok();
-        if (warp_one_factor(ok)) {
+      for (int j = 0; j < BATCH; ++j) {
+        uint32_t out[8];
+        dequant_chunk<T>(in[j], TileRowScale<T>(scale[j]), out, sel01, sel23);
+        if constexpr (!decltype(full)::value) {
+          const bool keep = row0 + (b + j) * kRowsPerPass < valid;
 #pragma unroll
-          for (int j = 0; j < BATCH; ++j)
-            store_pass(b + j, in[j], RowScale<T>(scale[j]), full, std::true_type{});
-        } else {
-          // Rare (a row scale >= 2^8): two products, pass by pass, re-read from the raw slot, in
-          // a loop: a second unrolled copy costs more than the saved products (notes U.1).
-#pragma unroll 1
-          for (int j = 0; j < BATCH; ++j) {
-            uint32_t raw[4];
-            float sc;
-            load_pass(b + j, raw, sc);
-            store_pass(b + j, raw, RowScale<T>(sc), full, std::false_type{});
-          }
+          for (int k = 0; k < 8; ++k) out[k] = keep ? out[k] : 0u;
         }
-      } else {
-#pragma unroll
-        for (int j = 0; j < BATCH; ++j)
-          store_pass(b + j, in[j], RowScale<T>(scale[j]), full, std::false_type{});
+        const uint32_t step = uint32_t((b + j) * kRowsPerPass * kSwizzleRowBytes);
+        st_shared(first + step, make_uint4(out[0], out[1], out[2], out[3]));
+        st_shared(second + step, make_uint4(out[4], out[5], out[6], out[7]));
       }
     }
   };

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "core/params.hpp"
+#include "cuda/common/fp8_dequant.cuh"
 #include "cuda/sm90/decode/ptx.cuh"
 #include "cuda/sm90/decode/traits.cuh"
 #include "cuda/sm90/decode/wgmma.cuh"
@@ -26,14 +27,24 @@ constexpr int kUnitElems = kDescUnitBytes / kElemBytes;  // 8 elements per 16-by
 #endif
 constexpr bool kMlaQueryEvictFirst = FLASHMFA_SM90_Q_EVICT_FIRST != 0;
 
+// Eight 16-bit values times x (exact for a power of two, away from T's range limits).
+template <class T>
+__device__ __forceinline__ uint4 scale_unit(uint4 v, float x) {
+  using T2 = typename Pair<T>::Type;
+  const T2 f = Pair<T>::splat(x);
+  auto mul = [&](uint32_t w) { return bits_of(__hmul2(from_bits<T2>(w), f)); };
+  return make_uint4(mul(v.x), mul(v.y), mul(v.z), mul(v.w));
+}
+
 // Copies the 64 query rows of work item `seq` starting at query row first_row into a swizzled Q
 // tile, shared over THREADS threads (thread index tid); rows past `rows` (s_q * q_per_kv) are
 // zero, so their scores are finite and simply never written out. Tile row r is query row
 // first_row + r = t * q_per_kv + head_in_group. EVICT_FIRST: Q is read with an L2 evict-first
-// policy (kMlaQueryEvictFirst).
-template <class T, int D, int THREADS, bool EVICT_FIRST = false>
+// policy (kMlaQueryEvictFirst). SCALED_FROM: columns [SCALED_FROM, D) are stored times
+// tail_scale (the FP8 MLA kernel's RoPE part, sm90/mla/consumer.cuh).
+template <class T, int D, int THREADS, bool EVICT_FIRST = false, int SCALED_FROM = D>
 __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, int first_row,
-                           uint32_t q_tile, int tid) {
+                           uint32_t q_tile, int tid, float tail_scale = 1.f) {
   constexpr int kUnitsPerRow = D / kUnitElems;
   constexpr int kUnits = kRowsPerWarpgroup * kUnitsPerRow;
   constexpr int kPerThread = kUnits / THREADS;
@@ -62,6 +73,8 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
         const int t = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
         const T* src = q + t * p.q_ss + head * p.q_sh + u * kUnitElems;
         v[j] = EVICT_FIRST ? ld_global_hint(src, policy) : *reinterpret_cast<const uint4*>(src);
+        if constexpr (SCALED_FROM < D)
+          if (u * kUnitElems >= SCALED_FROM) v[j] = scale_unit<T>(v[j], tail_scale);
       }
     }
 #pragma unroll

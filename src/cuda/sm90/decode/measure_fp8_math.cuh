@@ -30,6 +30,10 @@
 #ifndef FLASHMFA_MEASURE_FP8_MATH
 #define FLASHMFA_MEASURE_FP8_MATH 0
 #endif
+#if FLASHMFA_MEASURE_FP8_MATH && (!defined(FLASHMFA_FP8_FOLD) || FLASHMFA_FP8_FOLD)
+// Its e4m3 scores are not times 2^-kFp8Shift (common/fp8_dequant.cuh).
+#error "FLASHMFA_MEASURE_FP8_MATH needs -DFLASHMFA_FP8_FOLD=0"
+#endif
 
 namespace flashmfa::cuda::sm90 {
 

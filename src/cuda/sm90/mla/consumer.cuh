@@ -34,6 +34,7 @@
 #pragma once
 
 #include "core/params.hpp"
+#include "cuda/common/fp8_dequant.cuh"
 #include "cuda/common/phase_clock.cuh"
 #include "cuda/common/schedule.cuh"
 #include "cuda/sm90/decode/epilogue.cuh"
@@ -104,6 +105,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
       Base::release;
   using Out = float[Tr::kOutAtoms][kAccRegs];
+  // bf16 FP8 slots hold every latent value times 2^-kFp8Shift (common/fp8_dequant.cuh): Q's RoPE
+  // part is staged times 2^-kFp8Shift too, so that every score comes out times 2^-kFp8Shift,
+  // which the softmax scale undoes, and the output's normalization undoes it in O (exactly).
+  static constexpr float kUnshift = Tr::kFp8 ? kFp8Unshift<T> : 1.0f;
+  static constexpr int kQueryScaledFrom = kUnshift != 1.0f ? kMlaDv : kMlaDk;
 
   // stats: [0, 64) row max after the last published tile, [64, 128) its alpha, [128, 256) the
   // two warpgroups' row sums at the end of an item.
@@ -276,7 +282,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       int limit[kRowsPerThread];
 #pragma unroll
       for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      softmax.step(s, limit, p.scale * kLog2e * kUnshift, lane() % kQuadLanes, alpha);
       pack_p<T>(s, a);
       publish(a, softmax, alpha);
     };
@@ -384,8 +390,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         mbar_wait(sm.q_full, q_phase);
         q_phase ^= 1;
       } else {
-        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst>(p, it.seq, kv_head,
-                                                                         first_row, q_tile, tid);
+        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst, kQueryScaledFrom>(
+            p, it.seq, kv_head, first_row, q_tile, tid, 1.0f / kUnshift);
         fence_proxy_async();  // Q is read by wgmma
         sync_all();
       }
@@ -448,7 +454,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     for (int h = 0; h < kRowsPerThread; ++h) {
       const float total = l[h] + __int_as_float(ld_shared_s32(stat(3 - warpgroup, row_of(h))));
       const bool any = total > 0.f;
-      inv[h] = any ? 1.f / total : 0.f;
+      inv[h] = any ? 1.f / total * kUnshift : 0.f;
       lse[h] = any ? (softmax.max[h] + __log2f(total)) * kLn2 : -INFINITY;
     }
     store_rows<T, kMlaDv, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o,

@@ -22,7 +22,8 @@
 // lanes of one 16-byte access phase cover the 8 rows of a swizzle period: no bank conflicts)
 // and chunks c = 4 h .. 4 h + 3, h = t / 64, of every box: chunk c of box b holds values
 // [128 b + 16 c, + 16), which become 16-byte units 2 (c % 4), + 1 of atom 2 b + h. Value =
-// T(e4m3 * T(scale of the row's group b)) (common/fp8_dequant.cuh), as on every backend.
+// T(e4m3 * T(scale of the row's group b)) (common/fp8_dequant.cuh), as on every backend; bf16
+// slots hold it times 2^-kFp8Shift, which the consumers undo (consumer.cuh, MlaTraits).
 // Box b's output overwrites atoms 2b, 2b + 1: free (b = 0, 1; atom 3's scales are read first),
 // boxes 0 and 1 (b = 2, after a barrier), box 2 and box 3 itself (b = 3: its chunks are loaded
 // into registers and a barrier passed before any store).
@@ -108,49 +109,22 @@ struct MlaFp8Producer {
     for (int k = 0; k < kChunks; ++k)
       ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), in[k]);
   }
-  // Chunk k of this thread's row as 16-bit values into atom `atom` (units 2 k, 2 k + 1).
-  template <bool ONE_FACTOR>
-  __device__ void store_chunk(uint32_t slot, int atom, int k, const uint32_t (&in)[4],
-                              const RowScale<T>& scale) const {
-    uint32_t out[8];
-    dequant_chunk<T, ONE_FACTOR>(in, scale, out);
-    st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
-    st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
-  }
   // Their 16-bit values into atom 2 box + half.
-  template <bool ONE_FACTOR = false>
   __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
-                            const RowScale<T>& scale) const {
+                            const TileRowScale<T>& scale) const {
+    const int atom = 2 * box + half();
 #pragma unroll
-    for (int k = 0; k < kChunks; ++k)
-      store_chunk<ONE_FACTOR>(slot, 2 * box + half(), k, in[k], scale);
+    for (int k = 0; k < kChunks; ++k) {
+      uint32_t out[8];
+      dequant_chunk<T>(in[k], scale, out);
+      st_shared(unit_at(slot, atom, 2 * k), make_uint4(out[0], out[1], out[2], out[3]));
+      st_shared(unit_at(slot, atom, 2 * k + 1), make_uint4(out[4], out[5], out[6], out[7]));
+    }
   }
-  // Box 3, whose output overwrites its own raw bytes: from registers either way.
-  __device__ void store_last_box(uint32_t slot, const uint32_t (&in)[kChunks][4],
-                                 const RowScale<T>& scale) const {
-    if constexpr (kFp8OneFactor)
-      if (warp_one_factor(scale.one_factor_ok())) return store_box<true>(slot, 3, in, scale);
-    store_box(slot, 3, in, scale);
-  }
-  // Boxes 0..2, whose raw bytes stay in place while they are widened. With one factor, a warp
-  // with a row scale too large for it (|T(scale)| >= 2^8: rare) takes two products chunk by
-  // chunk, re-read from the raw box, in a loop: the kernels are instruction-cache sensitive,
-  // and a second unrolled copy of the widening cost more than the saved products (notes U.1).
   __device__ void widen_box(uint32_t slot, int box, float scale) const {
     uint32_t in[kChunks][4];
     load_box(slot, box, in);
-    const RowScale<T> rs(scale);
-    if constexpr (kFp8OneFactor) {
-      if (warp_one_factor(rs.one_factor_ok())) return store_box<true>(slot, box, in, rs);
-#pragma unroll 1
-      for (int k = 0; k < kChunks; ++k) {
-        uint32_t raw[4];
-        ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), raw);
-        store_chunk<false>(slot, 2 * box + half(), k, raw, rs);
-      }
-      return;
-    }
-    store_box(slot, box, in, rs);
+    store_box(slot, box, in, TileRowScale<T>(scale));
   }
   // Stores of this warp are complete and visible to wgmma: one arrival per warp on `full`.
   __device__ void publish(uint32_t full) const {
@@ -193,7 +167,7 @@ struct MlaFp8Producer {
     uint32_t last[kChunks][4];
     load_box(slot, 3, last);
     sync();  // box 2 (atom 6) and box 3 (atom 7) are read
-    store_last_box(slot, last, RowScale<T>(__uint_as_float(scales[3])));
+    store_box(slot, 3, last, TileRowScale<T>(__uint_as_float(scales[3])));
     done(3);
     if (probe && t == 0) FLASHMFA_PHASE(4);
   }
