@@ -9,7 +9,11 @@
 #
 # SKIP (default 20) launches of the decode / MLA kernels are passed over first (warm-up),
 # COUNT (default 2) are profiled. SOURCE=file.csv also writes the per-SASS-instruction
-# sampled stalls of the first profiled launch (Nsight Compute's source page) to that file.
+# sampled stalls of the first profiled launch (Nsight Compute's source page) to that file;
+# LINEINFO=<a kernel instantiation file, e.g. src/cuda/sm90/mla/kernel_fp8_bf16.cu> with it
+# compiles that file as the library does plus -lineinfo (no instruction changes) and prints
+# the samples per source call site (scripts/ncu-source.py; needs nvdisasm, which the GPU
+# machine has).
 set -uo pipefail
 bin=${1:?flashmfa-bench binary}
 shift
@@ -45,5 +49,13 @@ for r in rows[2:]:
 if [ -n "${SOURCE:-}" ]; then
   ncu -i "$rep.ncu-rep" --csv --page source --print-source sass --launch-count 1 > "$SOURCE" 2>&1 ||
     echo "ncu-stalls: no source page"
+  if [ -n "${LINEINFO:-}" ]; then
+    cubin=$(mktemp -u /tmp/ncu-stalls.XXXXXX).cubin
+    nvcc -O3 -std=c++20 -Iinclude -Isrc -gencode=arch=compute_90a,code=sm_90a \
+      --expt-relaxed-constexpr -DFLASHMFA_CUDA_ARCH_LIST='"sm_90a"' -lineinfo -cubin \
+      -o "$cubin" "$LINEINFO" && nvdisasm -c -gi "$cubin" > "${SOURCE%.csv}.sass" &&
+      python3 "$(dirname "$0")/ncu-source.py" "${SOURCE%.csv}.sass" "$SOURCE"
+    rm -f "$cubin"
+  fi
 fi
 rm -f "$rep.ncu-rep"
