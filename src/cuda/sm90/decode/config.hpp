@@ -267,24 +267,8 @@ constexpr int kMlaFp8Landings = FLASHMFA_SM90_MLA_FP8_LANDINGS;
 constexpr int kMlaFp8Publishes = FLASHMFA_SM90_MLA_FP8_PUBLISHES;
 static_assert(kMlaFp8Boxes % kMlaFp8Landings == 0 && kMlaFp8Boxes % kMlaFp8Publishes == 0,
               "whole boxes per landing and per publication");
-// FLASHMFA_SM90_MLA_FP8_LDG (docs/perf-notes.md U.7): the producer reads each raw tile from
-// global memory into registers (ld.global; thread 0 prefetches tiles into L2 by TMA
-// kMlaFp8Ahead tiles ahead) and widens it straight into its slot, instead of landing it in the
-// slot by TMA and widening it there: no raw bytes pass through shared memory (41 KB written and
-// 41 KB read less per tile) and the slot is written as soon as it is free.
-#ifndef FLASHMFA_SM90_MLA_FP8_LDG
-#define FLASHMFA_SM90_MLA_FP8_LDG 0
-#endif
-#ifndef FLASHMFA_SM90_MLA_FP8_AHEAD
-#define FLASHMFA_SM90_MLA_FP8_AHEAD 2
-#endif
-constexpr bool kMlaFp8Ldg = FLASHMFA_SM90_MLA_FP8_LDG != 0;
-constexpr int kMlaFp8Ahead = FLASHMFA_SM90_MLA_FP8_AHEAD;
-// Registers per producer / consumer thread (setmaxnreg). The ld.global form holds two raw
-// parts of four rows in flight and their row addresses: 104 (72 spills 140 bytes, 88 80);
-// its consumers then keep 200 (no spills).
-constexpr int kMlaFp8ProducerRegs = kMlaFp8Ldg ? 104 : 72;
-constexpr int kMlaFp8ConsumerRegs = kMlaFp8Ldg ? 200 : 216;
+constexpr int kMlaFp8ProducerRegs = 72;
+constexpr int kMlaFp8ConsumerRegs = 216;
 static_assert(kMlaFp8ProducerRegs + 2 * kMlaFp8ConsumerRegs == kProducerRegs + 2 * kConsumerRegs,
               "setmaxnreg moves registers within the CTA's allocation only");
 FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {

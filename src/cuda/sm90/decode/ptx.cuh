@@ -151,21 +151,6 @@ __device__ __forceinline__ uint4 ld_global_hint(const void* src, uint64_t policy
   return v;
 }
 
-// 4 bytes from global memory under an L2 cache policy.
-__device__ __forceinline__ uint32_t ld_global_hint_u32(const void* src, uint64_t policy) {
-  uint32_t v;
-  asm volatile("ld.global.L2::cache_hint.u32 %0, [%1], %2;\n" : "=r"(v) : "l"(src), "l"(policy));
-  return v;
-}
-
-// One box of a 4-D tensor map into L2 only (no shared memory, no barrier).
-__device__ __forceinline__ void tma_prefetch_4d(const void* map, int c0, int c1, int c2, int c3) {
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(
-                   reinterpret_cast<uint64_t>(map)),
-               "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-               : "memory");
-}
-
 // One box of a 4-D tensor map, (c0, c1, c2, c3) innermost first, into shared memory at `dst`;
 // completion is counted in bytes on `bar`.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0,

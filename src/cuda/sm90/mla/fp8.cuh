@@ -172,25 +172,26 @@ struct MlaFp8Producer {
     if (probe && t == 0) FLASHMFA_PHASE(4);
   }
 
-  // The part's tiles in order, each tile's source read one tile ahead (the block-table read's
-  // latency off the path).
-  struct Walk {
+  // Thread 0's walk over the tiles to load, in the widening's order, with the next tile's
+  // block-table entry read one issue ahead (its latency off the widening's path).
+  struct Loads {
     PartWalker walker;
     WorkItem it{};
     int blk = 0;
     bool more = false;
+    RingPos pos{0, kMlaStages};
     TileSource src{};
 
-    __device__ Walk(const MlaFp8Producer& pr, int part) : walker(pr.sched, part) {
+    __device__ Loads(const MlaFp8Producer& pr, int part) : walker(pr.sched, part) {
       more = walker.valid();
       if (more) {
         it = walker.item();
         blk = it.block_begin;
       }
-      settle();
+      skip_empty();
       if (more) src = tile_source(pr.p, it, blk);
     }
-    __device__ void settle() {
+    __device__ void skip_empty() {
       while (more && blk >= it.block_end) {
         walker.next();
         more = walker.valid();
@@ -200,153 +201,21 @@ struct MlaFp8Producer {
         }
       }
     }
-    __device__ void advance(const MlaFp8Producer& pr) {
+    // Issues the next tile once its slot is free.
+    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
+      if (!src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+      pr.issue(pos, src, policy);
+      pos.advance();
       ++blk;
-      settle();
+      skip_empty();
       if (more) src = tile_source(pr.p, it, blk);
     }
   };
-
-  // Thread 0's walk over the tiles to load, in the widening's order (the next tile's
-  // block-table entry read one issue ahead).
-  struct Loads {
-    Walk walk;
-    RingPos pos{0, kMlaStages};
-
-    __device__ Loads(const MlaFp8Producer& pr, int part) : walk(pr, part) {}
-    // Issues the next tile once its slot is free.
-    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
-      if (!walk.src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-      pr.issue(pos, walk.src, policy);
-      pos.advance();
-      walk.advance(pr);
-    }
-  };
-
-  // ---- kMlaFp8Ldg: the raw tile through registers (config.hpp) ----------------------------
-
-  // Thread 0: the raw tile at `src` into L2 (latent boxes, scales, RoPE), for a later ld.global.
-  __device__ void prefetch(const TileSource& src) const {
-    if (!src.page_ok) return;
-#pragma unroll
-    for (int b = 0; b < kMlaFp8Boxes; ++b)
-      tma_prefetch_4d(latent_map, b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page,
-                      src.page);
-    tma_prefetch_4d(scale_map, 0, kv_head, src.in_page, src.page);
-    tma_prefetch_4d(rope_map, 0, kv_head, src.in_page, src.page);
-  }
-
-  // All 128 threads: the raw tile at `src` from global memory into the free slot at `pos`,
-  // widened on the way; published in two groups (atoms 0..3, then 4..8 with RoPE) as widen().
-  // Thread t loads 16-byte chunk c = t % 8 of every 128-byte part of rows r = t / 8 + 16 i
-  // (a warp reads four whole row parts per instruction), so the chunk becomes 16-bit units
-  // 2 c, 2 c + 1 of atom 2 b + c / 4; a lane with c >= 4 stores its halves in the other order
-  // (its prmt selectors read bytes 8..15 first), which keeps each 8-lane store phase in
-  // distinct banks (sm90/decode/dequant.cuh does the same). Two parts are in flight at a time.
-  __device__ void widen_ldg(const RingPos& pos, const TileSource& src, uint64_t policy) const {
-    constexpr int kLanesPerPart = 8;                                      // 16-byte chunks
-    constexpr int kRowStep = kWarpgroupThreads / kLanesPerPart;           // 16
-    constexpr int kRows = kBlockN / kRowStep;                             // 4 per thread
-    constexpr int kRopePart = kMlaFp8Boxes;                               // part 4: RoPE
-    const uint32_t slot = sm.slot(pos.stage);
-    const int c = t % kLanesPerPart, r0 = t / kLanesPerPart;
-    const int flip = (c >> 2) & 1;
-    const uint32_t sel01 = flip ? 0xd5c4u : 0x9180u, sel23 = flip ? 0xf7e6u : 0xb3a2u;
-    if (src.page_ok) {
-      // Row i's chunk at rows[i] + 128 part; lane c of a row loads its row's scale c % 4, and
-      // the row's eight lanes share them by shuffles.
-      const uint8_t* row0 = static_cast<const uint8_t*>(p.k) + int64_t(src.page) * p.k_sp +
-                            int64_t(src.in_page + r0) * p.k_st + int64_t(kv_head) * p.k_sh;
-      const uint8_t* rows[kRows];
-#pragma unroll
-      for (int i = 0; i < kRows; ++i) rows[i] = row0 + int64_t(kRowStep * i) * p.k_st + 16 * c;
-      float row_scales[kRows];
-#pragma unroll
-      for (int i = 0; i < kRows; ++i)
-        row_scales[i] = __uint_as_float(ld_global_hint_u32(
-            rows[i] + (MlaFp8Row::kScaleOffset + int(sizeof(float)) * (c % 4) - 16 * c), policy));
-      auto load = [&](int part, uint4 (&v)[kRows], float (&scale)[kRows]) {
-        const int at = part < kRopePart ? part * 128 : MlaFp8Row::kRopeOffset;
-#pragma unroll
-        for (int i = 0; i < kRows; ++i) v[i] = ld_global_hint(rows[i] + at, policy);
-        if (part < kRopePart)
-#pragma unroll
-          for (int i = 0; i < kRows; ++i)
-            scale[i] = __shfl_sync(~0u, row_scales[i], (t % kWarpSize) - c + part);
-      };
-      auto store = [&](int part, const uint4 (&v)[kRows], const float (&scale)[kRows]) {
-#pragma unroll
-        for (int i = 0; i < kRows; ++i) {
-          const int r = r0 + kRowStep * i;
-          if (part == kRopePart) {  // already 16-bit: its final place
-            st_shared(slot + swizzled_offset(r, kMlaDv * kElemBytes / kDescUnitBytes + c), v[i]);
-            continue;
-          }
-          const uint32_t raw[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
-          uint32_t out[8];
-          dequant_chunk<T>(raw, TileRowScale<T>(scale[i]), out, sel01, sel23);
-          const int unit = 16 * part + 2 * c;
-          st_shared(slot + swizzled_offset(r, unit + flip),
-                    make_uint4(out[0], out[1], out[2], out[3]));
-          st_shared(slot + swizzled_offset(r, unit + 1 - flip),
-                    make_uint4(out[4], out[5], out[6], out[7]));
-        }
-      };
-      uint4 a[kRows], b[kRows];
-      float sa[kRows], sb[kRows];
-      load(0, a, sa);
-      load(1, b, sb);
-      store(0, a, sa);
-      load(2, a, sa);
-      store(1, b, sb);
-      publish(sm.full_bar(pos.stage, 0));
-      load(3, b, sb);
-      store(2, a, sa);
-      load(kRopePart, a, sa);
-      store(3, b, sb);
-      store(kRopePart, a, sa);
-    } else {
-      publish(sm.full_bar(pos.stage, 0));  // nothing loaded: the consumers clear every row
-    }
-    publish(sm.full_bar(pos.stage, 2 * kMlaFp8Boxes / kMlaFp8Publishes));
-  }
-
-  // Thread 0 prefetches tile blk + kMlaFp8Ahead of the current item into L2 (none past the
-  // item's end: the next item's first tiles come without), its block-table entry read one
-  // tile earlier (`ahead`: that entry, -1 where there is none).
-  __device__ void run_ldg(int part) const {
-    static_assert(kMlaFp8Publishes == 2, "two publications: atoms 0..3, then 4..8");
-    const uint64_t policy = l2_evict_first_policy();
-    auto entry = [&](const WorkItem& it, int blk) {
-      return blk < it.block_end ? tile_source(p, it, blk) : TileSource{-1, 0, 0, false};
-    };
-    RingPos pos(0, kMlaStages);
-    for (Walk tile(*this, part); tile.more;) {
-      const WorkItem it = tile.it;
-      TileSource ahead{-1, 0, 0, false};
-      if (t == 0) {
-        for (int i = 0; i < kMlaFp8Ahead; ++i) prefetch(entry(it, tile.blk + i));
-        ahead = entry(it, tile.blk + kMlaFp8Ahead);
-      }
-      for (; tile.more && tile.it.seq == it.seq; tile.advance(*this)) {
-        if (t == 0) {
-          prefetch(ahead);
-          ahead = entry(it, tile.blk + kMlaFp8Ahead + 1);
-          if (!tile.src.page_ok)
-            atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-        }
-        mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
-        widen_ldg(pos, tile.src, policy);
-        pos.advance();
-      }
-    }
-  }
 
   // Every tile of the part in order: thread 0 issues it once its slot is free, then all widen
   // it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
   // free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
-    if constexpr (kMlaFp8Ldg) return run_ldg(part);
     const uint64_t policy = l2_evict_first_policy();
     Loads loads(*this, part);
     RingPos pos(0, kMlaStages);
