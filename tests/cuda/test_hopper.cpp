@@ -250,9 +250,9 @@ TEST(HopperPath, Fp8MlaCachesMatchReference) {
 // (those of the other tests, 2^-7.6 .. 2^-6.8, times 2^46 and 2^-40) must still match the
 // reference: MLA with one and two row tiles and s_q 2, MFA, MFA-KR (f16 tiles keep two
 // products). With the large scales the softmax scale moves the other way, so that the scaled
-// scores stay O(1) and every value weighs in the result (scores of 2^46 would make each row's
-// softmax one-hot); MLA's RoPE part, which no scale touches, keeps the small-scale case at the
-// default softmax scale.
+// scores stay O(1): every kernel's softmax rounds the scaled row max, and scaled scores beyond
+// ~2^30 overflow its numerators (FlashAttention's form has the same limit; MLA's RoPE part,
+// which no scale touches, keeps the small-scale case at the default softmax scale).
 TEST(HopperPath, Fp8BfloatScalesNearTheFoldedRange) {
   SKIP_WITHOUT_HOPPER_PATH();
   int n = 0;

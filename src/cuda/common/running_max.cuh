@@ -28,16 +28,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
 
 constexpr float kMaxSlack = FLASHMFA_LAZY_RESCALE ? 8.f : 0.f;  // log2 units: a factor of 256
 
-// A tile's max score in the exp2 domain, max_score * scale_log2 rounded up: every numerator
-// exp2(fma(s, scale_log2, -m)) of the tile computes s * scale_log2 exactly before it subtracts,
-// so with a rounded-to-nearest m the tile's own max would leave up to half an ulp of the product
-// in the exponent -- past 128, an overflow, once the scaled scores pass ~2^31. Rounded up, m is
-// an upper bound of every exact scaled score of the tile (the result and the log-sum-exp hold
-// for any such bound), at the cost of one ulp where the scores are ordinary.
-__device__ __forceinline__ float scaled_tile_max(float max_score, float scale_log2) {
-  return __fmul_ru(max_score, scale_log2);
-}
-
 // The running max after a tile whose max is `tile_max`. -inf (nothing seen) moves to any finite
 // tile max; a NaN tile max never moves it.
 __device__ __forceinline__ float next_running_max(float m, float tile_max) {

@@ -76,8 +76,7 @@ class OnlineSoftmax {
       for (int h = 0; h < 2; ++h) {
         // The 4 lanes of a quad hold one row's columns.
         mx[h] = quad_max(mx[h]);
-        if ((lane & 3) == 0)
-          red[wn * BLOCK_M + s_row(wm, i, h, lane)] = scaled_tile_max(mx[h], scale_log2);
+        if ((lane & 3) == 0) red[wn * BLOCK_M + s_row(wm, i, h, lane)] = mx[h] * scale_log2;
       }
     }
   }

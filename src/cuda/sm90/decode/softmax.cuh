@@ -61,7 +61,7 @@ struct OnlineSoftmax {
     for (int h = 0; h < kRowsPerThread; ++h) {
       // The running max moves only past a slack (running_max.cuh): alpha is exactly 1 on
       // most tiles, and the caller skips the O rescale when its whole warp's is.
-      const float m = next_running_max(max[h], scaled_tile_max(quad_max(tile_max[h]), scale_log2));
+      const float m = next_running_max(max[h], quad_max(tile_max[h]) * scale_log2);
       // A row that has seen nothing keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - (-inf)) = NaN out: its numerators are exp2(-inf) = 0.
       base[h] = m == -INFINITY ? 0.f : m;
