@@ -22,14 +22,42 @@ FRAME = re.compile(r'//## File "([^"]+)", line (\d+)')
 INSTR = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(\S+)")
 
 
-def frames(sass_path: str) -> dict[int, list[str]]:
-    """Instruction offset -> call chain, outermost first ('file:line')."""
+SECTION = re.compile(r"^//-+ \.text\.(\S+) -+")
+
+
+def mangled_hint(kernel: str) -> str:
+    """The Itanium-mangled form of a demangled kernel's name and template arguments, as a
+    substring of its .text section: 'decode_kernel<__nv_bfloat16, (int)256, (bool)1>' ->
+    'decode_kernelI13__nv_bfloat16Li256ELb1E'."""
+    m = re.search(r"(\w+)<([^>]*)>", kernel)
+    if not m:
+        return re.sub(r"\(.*", "", kernel).split("::")[-1]
+    args = []
+    for arg in (a.strip() for a in m.group(2).split(",")):
+        lit = re.fullmatch(r"\((int|bool)\)(-?\d+)", arg)
+        if lit:
+            args.append(("Li" if lit.group(1) == "int" else "Lb") + lit.group(2) + "E")
+        else:
+            args.append(f"{len(arg)}{arg}")
+    return f"{m.group(1)}I{''.join(args)}"
+
+
+def frames(sass_path: str, function: str) -> dict[int, list[str]]:
+    """Instruction offset -> call chain, outermost first ('file:line'), of the function whose
+    .text section name contains `function` (every function's when empty)."""
     chain: dict[int, list[str]] = {}
     block: list[str] = []
     current: list[str] = []
     in_block = False
+    selected = not function
     with open(sass_path) as f:
         for line in f:
+            sec = SECTION.match(line)
+            if sec:
+                selected = not function or function in sec.group(1)
+                continue
+            if not selected:
+                continue
             m = FRAME.search(line)
             if m:
                 if not in_block:
@@ -57,14 +85,24 @@ def main() -> int:
     ap.add_argument("csv")
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--function", default=None,
+                    help="substring of the SASS function's mangled name (default: derived from "
+                         "the CSV's kernel name)")
     a = ap.parse_args()
-    chain = frames(a.sass)
     with open(a.csv) as f:
         rows = [r for r in csv.reader(f)]
     start = next((i for i, r in enumerate(rows) if r and r[0] == "Address"), None)
     if start is None or len(rows) < start + 2:
         sys.exit("ncu-source: no source page in " + a.csv)
-    head, data = rows[start], rows[start + 1:]
+    kernel = next((r[1] for r in rows[:start] if r and r[0] == "Kernel Name"), "")
+    end = next((i for i in range(start + 1, len(rows)) if rows[i] and rows[i][0] == "Kernel Name"),
+               len(rows))  # the first profiled launch only
+    head, data = rows[start], rows[start + 1:end]
+    function = a.function if a.function is not None else mangled_hint(kernel)
+    chain = frames(a.sass, function)
+    if not chain:
+        sys.exit(f"ncu-source: no function matching {function!r} in {a.sass}")
+    print(f"{kernel[:110]} (SASS function ~ {function})")
     col = {h: i for i, h in enumerate(head)}
     stalls = [h for h in head if h.startswith("stall_") and "Not Issued" not in h]
     base = int(data[0][0], 16)
