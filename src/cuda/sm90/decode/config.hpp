@@ -256,12 +256,14 @@ static_assert(kMlaFp8TileBytes == uint32_t(kBlockN) * 656, "FlashMLA's 656-byte 
 constexpr bool kMlaFp8EarlyRelease = FLASHMFA_SM90_MLA_FP8_EARLY_RELEASE != 0;
 // The raw tile lands on kMlaFp8Landings barriers (latent boxes split evenly; the scales with
 // the first, RoPE with the last) and each landed part is widened at once; the widened atoms are
-// published to the consumers on kMlaFp8Publishes full barriers (S = Q K^T follows them).
+// published to the consumers on kMlaFp8Publishes full barriers (S = Q K^T follows them). Two
+// landings and one publication per tile: with the folded widening one publication measured
+// 4-7% faster than two on every FP8 MLA row, one landing 15-20% slower (docs/perf-notes.md U.9).
 #ifndef FLASHMFA_SM90_MLA_FP8_LANDINGS
 #define FLASHMFA_SM90_MLA_FP8_LANDINGS 2
 #endif
 #ifndef FLASHMFA_SM90_MLA_FP8_PUBLISHES
-#define FLASHMFA_SM90_MLA_FP8_PUBLISHES 2
+#define FLASHMFA_SM90_MLA_FP8_PUBLISHES 1
 #endif
 constexpr int kMlaFp8Landings = FLASHMFA_SM90_MLA_FP8_LANDINGS;
 constexpr int kMlaFp8Publishes = FLASHMFA_SM90_MLA_FP8_PUBLISHES;

@@ -11,7 +11,7 @@
 //                 and RoPE)
 //   all 128:      each landed part widened into its atoms at once -> fence.proxy.async -> one
 //                 arrival per warp on the full barrier of the atoms (kMlaFp8Publishes groups,
-//                 2: atoms 0..3, then 4..8; S = Q K^T follows them)
+//                 1: every atom once the tile is widened; S = Q K^T follows them)
 //
 // The consumers (consumer.cuh, MlaTraits<true>) read the slot exactly as a 16-bit one. Tiles
 // go in order, each issued once its slot is free and widened once it has landed, so a tile is
