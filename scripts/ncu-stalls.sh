@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Where the warps of each flashmfa kernel launch wait, from Nsight Compute: for every stall
 # reason, the warps stalled on it per issued instruction (the WarpStateStats numbers), with
-# the launch's duration, instructions issued and instruction-cache counters where the chip
-# has them. One block per profiled launch (no cache flush, no clock lock: the kernels see
-# the caches and clocks of the benchmark's graph replays).
+# the launch's duration, instructions issued and SM clock. One block per profiled launch (no
+# cache flush, no clock lock: the kernels see the caches and clocks of the benchmark's graph
+# replays).
 #
 #   scripts/ncu-stalls.sh build-device/bench/flashmfa-bench deepseek-v3-tp8 --cache fp8
 #

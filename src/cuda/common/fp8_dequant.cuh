@@ -106,8 +106,7 @@ struct FoldedRowScale {
   __device__ __forceinline__ explicit FoldedRowScale(float scale)
       : both(__float2bfloat162_rn(scale * 0x1p88f)) {}
 };
-static_assert(0x1p88f == float(1ull << 44) * float(1ull << 44) && 88 == 120 - kFp8Shift,
-              "the folded factor's power of two");
+static_assert(88 == 120 - kFp8Shift, "the folded factor's power of two, 2^(120 - kFp8Shift)");
 
 // The Hopper kernels' per-row factors for T's tiles.
 template <class T>
