@@ -81,7 +81,7 @@ struct RowScale {
 // f16's has not, so f16 tiles keep RowScale). The kernels undo the shift where it is exact
 // and free: scores through the softmax scale (times 2^kFp8Shift; MLA's unscaled RoPE part of Q
 // times 2^-kFp8Shift instead), the output through its normalization (times 2^kFp8Shift). So
-// for scales in [2^-85, 2^40) -- FP8 rows whose largest magnitude lies between about 1e-23 and
+// for scales in [2^-85, 2^40) -- FP8 groups whose largest magnitude lies between about 1.2e-23 and
 // 4.9e14 -- the results are the bits of the two-product form; larger scales overflow (inf),
 // smaller ones lose their smallest values to zero. FLASHMFA_FP8_FOLD=0: RowScale everywhere
 // (the two-product form, for A/B runs).
