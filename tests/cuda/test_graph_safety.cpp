@@ -215,7 +215,7 @@ void sanitizer_suite(DecodeArgs::Path path) {
       run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
       // FP8 caches: the portable kernel's raw stages, dequantizing pass and its barrier; on the
       // Hopper path (page 64) the decode kernel's raw ring and conversions, and the MLA
-      // kernel's in-slot widening (sm90/mla/fp8.cuh).
+      // kernel's raw-buffer widening (16 rows; sm90/mla/fp8.cuh).
       if (v == Variant::mla() || v == Variant::mfa() || v == Variant::mfa_kr(128))
         run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page), p);
       // More than 64 rows of one KV head (160: the sm_90a row split's two warpgroups on 128
@@ -235,6 +235,8 @@ void sanitizer_suite(DecodeArgs::Path path) {
     s.b = 3;
     s.seqlens = {0, 130, 700};
     run_and_check(s, "sanitizer MLA 64 rows", path);
+    // The FP8 MLA kernel's in-slot widening (more than 32 rows).
+    run_and_check_fp8(s, "sanitizer fp8 MLA 64 rows", path);
   }
   LyingProblem lp(Variant::mla());
   lp.h.block_table[0] = 1 << 30;

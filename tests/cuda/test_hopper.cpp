@@ -201,8 +201,10 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
   }
 }
 
-// FlashMLA's FP8 rows (fp8_mla) on the MLA kernel, whose producer widens each raw tile inside
-// its slot (mla/fp8.cuh): both dtypes, 1 to 128 query rows per KV head (one and two row tiles),
+// FlashMLA's FP8 rows (fp8_mla) on the MLA kernel, whose producer widens each raw tile from a
+// raw buffer of its own (at most 32 query rows per KV head: Q staged as 32 rows) or inside its
+// slot (mla/fp8.cuh): both dtypes, 1 to 128 query rows per KV head (one and two row tiles; 32
+// and 33 rows: the two forms' boundary),
 // s_q 1 / 2 / 4 with and without the causal rule, pages of 64 and 256, the lengths of
 // row_case (empty, one token, partial, odd and even tile counts, split), against the reference
 // on the same FP8 cache (unused rows hold e4m3 NaN bytes and NaN scales); then long items
@@ -214,7 +216,7 @@ TEST(HopperPath, Fp8MlaCachesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();
   int n = 0;
   for (DType dtype : {DType::bf16, DType::f16})
-    for (int h_q : {1, 9, 16, 64, 128})
+    for (int h_q : {1, 9, 16, 32, 33, 64, 128})
       for (int s_q : {1, 2, 4}) {
         const ProblemSpec s = row_case(Variant::mla(), dtype, 1, h_q, s_q, s_q > 1 && n % 3 != 1,
                                        n, 8000);
@@ -225,7 +227,7 @@ TEST(HopperPath, Fp8MlaCachesMatchReference) {
       }
   const MlaItems cases[] = {
       {1, 16, 1, 2, 12000, false}, {1, 128, 1, 1, 40000, false}, {2, 16, 2, 2, 700, true},
-      {1, 128, 4, 2, 900, true}};
+      {1, 128, 4, 2, 900, true}, {1, 32, 1, 3, 9000, false}};
   for (const auto& c : cases) {
     const ProblemSpec s = mla_items(c, 8100 + n++);
     run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);

@@ -103,19 +103,22 @@ struct SmemPlan {
   int full_per_stage = 1;
   int empty_per_stage = 1;
 
+  // q_rows: rows of a Q tile (fewer than 64: mla_fp8_raw_plan). raw_slot: the bytes of a raw
+  // slot when not raw_slot_bytes(d), 1024-aligned (swizzled TMA boxes; mla_fp8_raw_plan).
   FLASHMFA_SM90_HD constexpr SmemPlan(int d, int q_tiles, int stages, size_t xchg_bytes,
                                       size_t stats_bytes, int full_barriers_per_stage = 1,
-                                      int raw_stages = 0, int empty_barriers_per_stage = 1) {
+                                      int raw_stages = 0, int empty_barriers_per_stage = 1,
+                                      int q_rows = kRowsPerWarpgroup, size_t raw_slot = 0) {
     full_per_stage = full_barriers_per_stage;
     empty_per_stage = empty_barriers_per_stage;
     slot_bytes = size_t(kBlockN) * d * kElemBytes;
-    q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
-    raw_bytes = raw_stages > 0 ? raw_slot_bytes(d) : 0;
+    q_bytes = size_t(q_rows) * d * kElemBytes;
+    raw_bytes = raw_stages == 0 ? 0 : raw_slot > 0 ? raw_slot : raw_slot_bytes(d);
     q = 0;
     kv = align_up(q + q_bytes * q_tiles, kTileAlign);
     xchg = kv + slot_bytes * stages;
     stats = xchg + xchg_bytes;
-    raw = align_up(stats + stats_bytes, kRawAlign);
+    raw = align_up(stats + stats_bytes, raw_slot > 0 ? kTileAlign : kRawAlign);
     full = align_up(raw + raw_bytes * raw_stages, sizeof(uint64_t));
     empty = full + sizeof(uint64_t) * stages * full_per_stage;
     raw_full = empty + sizeof(uint64_t) * stages * empty_per_stage;
@@ -278,6 +281,37 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {
                 sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 0, 1);
   plan.raw_full = plan.total;  // raw-full barriers: room for one per latent box per slot
   plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaStages * kMlaFp8Boxes;
+  plan.total = plan.raw_empty;
+  return plan;
+}
+
+// FLASHMFA_SM90_MLA_FP8_RAW_BUFFER (default 1): a CTA with at most kMlaFp8QRows query rows
+// (h_q s_q <= 32: DeepSeek-V3 TP8 at h_q 16, and its MTP at s_q 2) stages Q as 32-row atoms
+// (36 KB instead of 72: wgmma reads Q's 8-row groups 1024 bytes apart, so rows 32..63 of its M
+// are the next atom's rows, computed and never written out, mla/consumer.cuh), and the freed
+// shared memory holds a raw buffer of its own: the four latent boxes (8 KB each, swizzled) and
+// the scales (1 KB). The producer widens raw buffer -> slot and issues the next tile's copies
+// into each landing's boxes as soon as it has read them, so the landings no longer wait for a
+// slot to be released (mla/fp8.cuh); the RoPE atom still lands in its slot, on the slot's full
+// barrier. Barriers: one raw-full per landing, after the plan (as mla_fp8_plan).
+// FLASHMFA_SM90_MLA_FP8_RAW_BUFFER=0 builds the in-place form for every head count.
+#ifndef FLASHMFA_SM90_MLA_FP8_RAW_BUFFER
+#define FLASHMFA_SM90_MLA_FP8_RAW_BUFFER 1
+#endif
+constexpr bool kMlaFp8RawBuffer = FLASHMFA_SM90_MLA_FP8_RAW_BUFFER != 0;
+constexpr int kMlaFp8QRows = 32;
+constexpr uint32_t kMlaFp8RawScaleOffset = kMlaFp8Boxes * kMlaFp8BoxBytes;  // after the boxes
+constexpr uint32_t kMlaFp8RawBytes = kMlaFp8RawScaleOffset + kMlaFp8ScaleBytes;
+// Whether a launch with `rows` query rows per KV head (s_q * q_per_kv) takes the raw-buffer form.
+FLASHMFA_SM90_HD constexpr bool mla_fp8_raw_form(int rows) {
+  return kMlaFp8RawBuffer && rows <= kMlaFp8QRows;
+}
+FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_raw_plan() {
+  SmemPlan plan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
+                sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 1, 1, kMlaFp8QRows,
+                kMlaFp8RawBytes);
+  plan.raw_full = plan.total;  // raw-full barriers: one per landing
+  plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaFp8Landings;
   plan.total = plan.raw_empty;
   return plan;
 }

@@ -271,7 +271,8 @@ bool is_mla(const detail::DecodeParams& p) {
 
 namespace {
 SmemPlan mla_plan_for(const detail::DecodeParams& p) {
-  return p.kv_format == CacheFormat::fp8_mla ? mla_fp8_plan() : mla_plan();
+  if (p.kv_format != CacheFormat::fp8_mla) return mla_plan();
+  return mla_fp8_raw_form(p.s_q * p.q_per_kv) ? mla_fp8_raw_plan() : mla_fp8_plan();
 }
 }  // namespace
 

@@ -41,17 +41,23 @@ __device__ __forceinline__ uint4 scale_unit(uint4 v, float x) {
 // zero, so their scores are finite and simply never written out. Tile row r is query row
 // first_row + r = t * q_per_kv + head_in_group. EVICT_FIRST: Q is read with an L2 evict-first
 // policy (kMlaQueryEvictFirst). SCALED_FROM: columns [SCALED_FROM, D) are stored times
-// tail_scale (the FP8 MLA kernel's RoPE part, sm90/mla/consumer.cuh).
-template <class T, int D, int THREADS, bool EVICT_FIRST = false, int SCALED_FROM = D>
+// tail_scale (the FP8 MLA kernel's RoPE part, sm90/mla/consumer.cuh). ROWS: the tile's rows,
+// whose 128-byte atom rows are ROWS * 128 bytes apart (fewer than 64: the FP8 MLA raw-buffer
+// form, config.hpp).
+template <class T, int D, int THREADS, bool EVICT_FIRST = false, int SCALED_FROM = D,
+          int ROWS = kRowsPerWarpgroup>
 __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, int first_row,
                            uint32_t q_tile, int tid, float tail_scale = 1.f) {
   constexpr int kUnitsPerRow = D / kUnitElems;
-  constexpr int kUnits = kRowsPerWarpgroup * kUnitsPerRow;
+  constexpr int kUnits = ROWS * kUnitsPerRow;
   constexpr int kPerThread = kUnits / THREADS;
-  // Loads in flight before their stores: the largest divisor of kPerThread up to 8 (more bought
-  // nothing once the next item's Q is prefetched: docs/perf-notes.md M.2).
-  constexpr int kBatch = kPerThread % 8 == 0 ? 8 : kPerThread % 6 == 0 ? 6
-                       : kPerThread % 4 == 0 ? 4 : kPerThread % 2 == 0 ? 2 : 1;
+  constexpr uint32_t kQueryAtomBytes = uint32_t(ROWS) * kSwizzleRowBytes;
+  // Loads in flight before their stores: all of them up to 9, else the largest divisor of
+  // kPerThread up to 8 (more bought nothing once the next item's Q is prefetched:
+  // docs/perf-notes.md M.2).
+  constexpr int kBatch = kPerThread <= 9 ? kPerThread : kPerThread % 8 == 0 ? 8
+                       : kPerThread % 6 == 0 ? 6 : kPerThread % 4 == 0 ? 4
+                       : kPerThread % 2 == 0 ? 2 : 1;
   static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
@@ -81,7 +87,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
     for (int j = 0; j < kBatch; ++j) {
       const int i = (b + j) * THREADS + tid;
       const int r = i / kUnitsPerRow, u = i % kUnitsPerRow;
-      st_shared(q_tile + swizzled_offset(r, u), v[j]);
+      st_shared(q_tile + swizzled_offset(r, u, kQueryAtomBytes), v[j]);
     }
   }
 }
@@ -155,8 +161,10 @@ struct Nothing {
 // waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
 // k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes). The atoms
 // are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around (MLA: the half of
-// the tile that lands first).
-template <class T, int D, int FIRST_ATOM = 0, class BeforeAtom = NoWait>
+// the tile that lands first). Q's atoms are Q_ATOM_BYTES apart (fewer than 64 rows staged: the
+// FP8 MLA raw-buffer form, whose rows past them read the next atom's and are never stored).
+template <class T, int D, int FIRST_ATOM = 0, uint32_t Q_ATOM_BYTES = kAtomBytes,
+          class BeforeAtom = NoWait>
 __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
                                          BeforeAtom before_atom = {}) {
   constexpr int kAtoms = D / kAtomCols;
@@ -169,7 +177,11 @@ __device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, 
     before_atom(at);
     static_for<kStepsPerAtom>([&](auto k) {
       constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-      wgmma_ss<T, kOff>(s, desc_q, desc_k, i + k > 0);
+      // wgmma_ss adds kOff to both descriptors; Q's atom sits (kAtomBytes - Q_ATOM_BYTES) * at
+      // bytes nearer. The address field counts 16-byte units, and the 64-bit sum
+      // desc_q - kQueryBack + kOff / 16 is exact, so the field ends at Q's atom.
+      constexpr uint64_t kQueryBack = uint64_t(at) * (kAtomBytes - Q_ATOM_BYTES) / kDescUnitBytes;
+      wgmma_ss<T, kOff>(s, desc_q - kQueryBack, desc_k, i + k > 0);
     });
   });
   wgmma_commit();

@@ -25,7 +25,7 @@ enum class NamedBarrier : int {
   kTurn = 6,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
                    // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
   kWiden = 8,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
-                   // tile in place is done (mla/fp8.cuh)
+                   // tile is done (mla/fp8.cuh)
   kMeasureCopy = 9,  // producer warps 1-3, 96 threads (measuring builds, FP8 decode: a raw
                      // tile's copy is written; kernel.cuh, copy_raw_tiles)
 };
@@ -93,6 +93,7 @@ struct SmemView {
   uint32_t empty;  // (STAGES, empty_per_stage) mbarriers
   uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
   uint32_t q_full, q_empty;      // mbarriers of a Q tile loaded by TMA (MLA, 16-bit caches)
+  uint32_t stamps;               // phase-clock builds: the load stamps (phase_stamps)
   uint32_t slot_bytes;
   uint32_t q_bytes;
   uint32_t raw_bytes;
@@ -106,7 +107,7 @@ struct SmemView {
         raw(base + uint32_t(plan.raw)), full(base + uint32_t(plan.full)),
         empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
         raw_empty(base + uint32_t(plan.raw_empty)), q_full(base + uint32_t(plan.q_full)),
-        q_empty(base + uint32_t(plan.q_empty)),
+        q_empty(base + uint32_t(plan.q_empty)), stamps(base + uint32_t(plan.total)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
         empty_per_stage(uint32_t(plan.empty_per_stage)),
@@ -114,7 +115,8 @@ struct SmemView {
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
   // Phase-clock builds: the load stamps, past the last barrier (phase_clock.cuh, kPhaseStampBytes).
-  __device__ uint32_t phase_stamps() const { return q_empty + uint32_t(sizeof(uint64_t)); }
+  // (Past the plan's total: the FP8 MLA plans place their raw-full barriers after q_empty.)
+  __device__ uint32_t phase_stamps() const { return stamps; }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
   // The slot's full barrier, or that of its 64-column atom `atom` (full_per_stage > 1).
   __device__ uint32_t full_bar(int stage, int atom = 0) const {
@@ -135,11 +137,13 @@ struct SmemView {
 };
 
 // Byte offset of 16-byte unit `unit` (of D / 8) in row `row` of a 128B-swizzled tile whose
-// atom columns are kAtomBytes apart: the pattern TMA writes and wgmma reads.
-__device__ __forceinline__ uint32_t swizzled_offset(int row, int unit) {
+// atom columns are atom_bytes apart (kAtomBytes: 64 rows): the pattern TMA writes and wgmma
+// reads.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int unit,
+                                                   uint32_t atom_bytes = kAtomBytes) {
   constexpr int kUnitsPerAtomRow = kSwizzleRowBytes / kDescUnitBytes;  // 8
   const int atom = unit / kUnitsPerAtomRow, u = unit % kUnitsPerAtomRow;
-  return uint32_t(atom) * kAtomBytes + uint32_t(row) * kSwizzleRowBytes +
+  return uint32_t(atom) * atom_bytes + uint32_t(row) * kSwizzleRowBytes +
          uint32_t((u ^ (row % kSwizzleGroupRows)) * kDescUnitBytes);
 }
 

@@ -62,9 +62,19 @@ namespace flashmfa::cuda::sm90 {
 constexpr bool kMeasureNoKvWait = FLASHMFA_MEASURE_NO_KV_WAIT;
 constexpr bool kMeasureSFirst = FLASHMFA_MEASURE_S_FIRST;
 
-// FP8: fp8_mla caches, whose tiles the producer warpgroup widens inside the slots (fp8.cuh).
-template <bool FP8 = false>
+// FP8: fp8_mla caches, whose tiles the producer warpgroup widens into the slots (fp8.cuh).
+// QROWS: the rows of the staged Q tile; kMlaFp8QRows (FP8 only, config.hpp mla_fp8_raw_form):
+// 32-row atoms, whose freed shared memory holds a raw buffer (the raw-buffer form). wgmma still
+// computes 64 rows: rows 32..63 read the next Q atom's rows (the last atom's, the start of slot
+// 0, NaN or not), and each of those rows stays in its own quad -- its softmax, P, O rows and
+// partial scales -- and is never stored (rows past s_q * q_per_kv, epilogue.cuh).
+template <bool FP8 = false, int QROWS = kRowsPerWarpgroup>
 struct MlaTraits {
+  static_assert(QROWS == kRowsPerWarpgroup || (FP8 && QROWS == kMlaFp8QRows),
+                "a short Q tile only with the FP8 raw buffer");
+  static constexpr int kQueryRows = QROWS;
+  static constexpr uint32_t kQueryAtomBytes = uint32_t(QROWS) * kSwizzleRowBytes;
+  static constexpr bool kRawBuffer = QROWS < kRowsPerWarpgroup;
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
@@ -91,7 +101,8 @@ struct MlaTraits {
   static constexpr int kConsumerThreads = kWarpgroups * kWarpgroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;
   static constexpr int kReadersPerSlot = kWarpgroups * kWarpsPerWarpgroup;
-  static constexpr SmemPlan kPlan = FP8 ? mla_fp8_plan() : mla_plan();
+  static constexpr SmemPlan kPlan =
+      !FP8 ? mla_plan() : kRawBuffer ? mla_fp8_raw_plan() : mla_fp8_plan();
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * kMlaDk * kElemBytes;
   static_assert(kPlan.launch_bytes() <= kSm90SmemOptin, "MLA plan exceeds shared memory");
   static_assert(kPlan.stats - kPlan.xchg == kPvSteps * 4 * kWarpgroupThreads * sizeof(uint32_t),
@@ -256,7 +267,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     // Half release: this warpgroup's half of the slot was freed (and reloaded) first.
     auto issue_s = [&] {
       if (!Tr::half_release(p) || warpgroup == 0)
-        issue_qk<T, kMlaDk>(s, q_tile, sm.slot(pos.stage), wait_atom);
+        issue_qk<T, kMlaDk, 0, Tr::kQueryAtomBytes>(s, q_tile, sm.slot(pos.stage), wait_atom);
       else
         issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     };
@@ -390,8 +401,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         mbar_wait(sm.q_full, q_phase);
         q_phase ^= 1;
       } else {
-        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst, kQueryScaledFrom>(
-            p, it.seq, kv_head, first_row, q_tile, tid, 1.0f / kUnshift);
+        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst, kQueryScaledFrom,
+                   Tr::kQueryRows>(p, it.seq, kv_head, first_row, q_tile, tid, 1.0f / kUnshift);
         fence_proxy_async();  // Q is read by wgmma
         sync_all();
       }

@@ -1,8 +1,9 @@
 // flashmfa CUDA, Hopper path: the MLA kernel's producer warpgroup for FlashMLA's FP8 rows
 // (fp8_mla, 656 bytes: 512 e4m3 latent values, 4 f32 scales, 64 RoPE values in q's dtype).
 //
-// Shared memory has no room for a raw ring beside Q and the two 16-bit slots (config.hpp,
-// mla_fp8_plan), so a raw tile lands inside the slot it becomes and is widened there:
+// Two forms. In place (Tr::kRawBuffer false, more than 32 query rows): shared memory has no
+// room for a raw ring beside Q and the two 16-bit slots (config.hpp, mla_fp8_plan), so a raw
+// tile lands inside the slot it becomes and is widened there:
 //
 //   thread 0:     wait for the slot to be free (empty) -> one TMA copy per latent box (64 rows
 //                 x 128 bytes, 128B-swizzled) into atoms 4..7, the scales (64 x 16 bytes) into
@@ -18,15 +19,28 @@
 // widened while the consumers work on the one before it. (Finer landings and publications,
 // and issuing the next load between boxes, measured slower: docs/perf-notes.md K.3, K.4.)
 //
+// Raw buffer (Tr::kRawBuffer, at most 32 query rows: Q staged as 32 rows, config.hpp
+// mla_fp8_raw_plan): the four latent boxes and the scales land in a buffer of their own, on
+// kMlaFp8Landings raw-full barriers, and the widening goes buffer -> slot:
+//
+//   all 128:      wait for the slot to be free; thread 0 copies the RoPE values into atom 8 on
+//                 the slot's full barrier (its expect_tx, beside the four warps' arrivals)
+//   per landing:  wait for it -> widen its boxes into their atoms -> bar.sync (its boxes are
+//                 read) -> thread 0 issues the next tile's copies into those boxes
+//   all 128:      fence.proxy.async -> one arrival per warp on the slot's full barrier
+//
+// so each landing of the next tile is in flight while the rest of this one is widened and
+// while the producer waits for the next slot (docs/perf-notes.md V.1).
+//
 // Widening: thread t owns row r = t % 64 (a warp's lanes are 32 consecutive rows, so eight
 // lanes of one 16-byte access phase cover the 8 rows of a swizzle period: no bank conflicts)
 // and chunks c = 4 h .. 4 h + 3, h = t / 64, of every box: chunk c of box b holds values
 // [128 b + 16 c, + 16), which become 16-byte units 2 (c % 4), + 1 of atom 2 b + h. Value =
 // T(e4m3 * T(scale of the row's group b)) (common/fp8_dequant.cuh), as on every backend; bf16
 // slots hold it times 2^-kFp8Shift, which the consumers undo (consumer.cuh, MlaTraits).
-// Box b's output overwrites atoms 2b, 2b + 1: free (b = 0, 1; atom 3's scales are read first),
-// boxes 0 and 1 (b = 2, after a barrier), box 2 and box 3 itself (b = 3: its chunks are loaded
-// into registers and a barrier passed before any store).
+// In place, box b's output overwrites atoms 2b, 2b + 1: free (b = 0, 1; atom 3's scales are
+// read first), boxes 0 and 1 (b = 2, after a barrier), box 2 and box 3 itself (b = 3: its
+// chunks are loaded into registers and a barrier passed before any store).
 #pragma once
 
 #include <cuda.h>
@@ -41,9 +55,11 @@
 
 namespace flashmfa::cuda::sm90 {
 
-template <class T>
+template <class T, class Tr>
 struct MlaFp8Producer {
   static constexpr int kChunks = 4;  // 16-byte chunks per thread per box
+  static constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
+  static constexpr int kBoxesPerPublish = kMlaFp8Boxes / kMlaFp8Publishes;
 
   const detail::DecodeParams& p;
   const Schedule& sched;
@@ -58,9 +74,10 @@ struct MlaFp8Producer {
   __device__ int half() const { return t / kBlockN; }
   __device__ void sync() const { named_barrier_sync(int(NamedBarrier::kWiden), kWarpgroupThreads); }
 
-  // The raw-full barrier of latent box `box` (box 0 also carries the scales, box 3 RoPE).
+  // The raw-full barrier of latent box `box` (box 0 also carries the scales; in place, box 3
+  // RoPE). The raw buffer has one per landing, for every tile.
   __device__ uint32_t landed_bar(int stage, int box) const {
-    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
+    if constexpr (Tr::kRawBuffer) stage = 0;
     return sm.raw_full +
            uint32_t((stage * kMlaFp8Boxes + box / kBoxesPerLanding) * sizeof(uint64_t));
   }
@@ -70,7 +87,6 @@ struct MlaFp8Producer {
   __device__ void issue(const RingPos& pos, const TileSource& src, uint64_t policy) const {
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t slot = sm.slot(pos.stage);
-    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
 #pragma unroll
     for (int b = 0; b < kMlaFp8Boxes; ++b) {
       const uint32_t full = landed_bar(pos.stage, b);
@@ -103,11 +119,15 @@ struct MlaFp8Producer {
     return slot + uint32_t(atom) * kAtomBytes + uint32_t(r) * kSwizzleRowBytes +
            uint32_t((unit ^ (r % kSwizzleGroupRows)) * kDescUnitBytes);
   }
-  // This thread's raw chunks of latent box `box`.
-  __device__ void load_box(uint32_t slot, int box, uint32_t (&in)[kChunks][4]) const {
+  // This thread's raw chunks of latent box `box`, the boxes 8 KB apart from `boxes` (in place:
+  // atom kMlaFp8LatentAtom of the slot; otherwise the raw buffer).
+  __device__ void load_box(uint32_t boxes, int box, uint32_t (&in)[kChunks][4]) const {
+    static_assert(kMlaFp8BoxBytes == kAtomBytes, "a latent box is one atom's bytes");
 #pragma unroll
-    for (int k = 0; k < kChunks; ++k)
-      ld_shared(unit_at(slot, kMlaFp8LatentAtom + box, kChunks * half() + k), in[k]);
+    for (int k = 0; k < kChunks; ++k) ld_shared(unit_at(boxes, box, kChunks * half() + k), in[k]);
+  }
+  __device__ uint32_t boxes_in(uint32_t slot) const {
+    return Tr::kRawBuffer ? sm.raw : slot + kMlaFp8LatentAtom * kAtomBytes;
   }
   // Their 16-bit values into atom 2 box + half.
   __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
@@ -123,7 +143,7 @@ struct MlaFp8Producer {
   }
   __device__ void widen_box(uint32_t slot, int box, float scale) const {
     uint32_t in[kChunks][4];
-    load_box(slot, box, in);
+    load_box(boxes_in(slot), box, in);
     store_box(slot, box, in, TileRowScale<T>(scale));
   }
   // Stores of this warp are complete and visible to wgmma: one arrival per warp on `full`.
@@ -139,8 +159,6 @@ struct MlaFp8Producer {
   // `probe`: phase clocks of this tile (phase_clock.cuh).
   __device__ void widen(const RingPos& pos, bool probe = false) const {
     const uint32_t slot = sm.slot(pos.stage);
-    constexpr int kBoxesPerLanding = kMlaFp8Boxes / kMlaFp8Landings;
-    constexpr int kBoxesPerPublish = kMlaFp8Boxes / kMlaFp8Publishes;
     auto landed = [&](int box) {
       if (box % kBoxesPerLanding == 0) mbar_wait(landed_bar(pos.stage, box), pos.phase);
     };
@@ -165,7 +183,7 @@ struct MlaFp8Producer {
     done(2);
     landed(3);
     uint32_t last[kChunks][4];
-    load_box(slot, 3, last);
+    load_box(boxes_in(slot), 3, last);
     sync();  // box 2 (atom 6) and box 3 (atom 7) are read
     store_box(slot, 3, last, TileRowScale<T>(__uint_as_float(scales[3])));
     done(3);
@@ -201,21 +219,131 @@ struct MlaFp8Producer {
         }
       }
     }
-    // Issues the next tile once its slot is free.
-    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
-      if (!src.page_ok) atomicOr(&pr.sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-      pr.issue(pos, src, policy);
-      pos.advance();
+    // The tile after this one, and its block-table entry.
+    __device__ void advance(const MlaFp8Producer& pr) {
       ++blk;
       skip_empty();
       if (more) src = tile_source(pr.p, it, blk);
     }
+    // In place: issues the next tile once its slot is free.
+    __device__ void next(const MlaFp8Producer& pr, uint64_t policy) {
+      pr.flag_bad_page(src);
+      pr.issue(pos, src, policy);
+      pos.advance();
+      advance(pr);
+    }
   };
+  __device__ void flag_bad_page(const TileSource& src) const {
+    if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
+  }
 
-  // Every tile of the part in order: thread 0 issues it once its slot is free, then all widen
-  // it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
+  // Raw buffer, thread 0: landing `landing` of the tile `src` (its latent boxes; the scales
+  // with the first) into the raw buffer, once the warps have read that landing's boxes of the
+  // tile before.
+  __device__ void issue_raw(int landing, const TileSource& src, uint64_t policy) const {
+    const uint32_t full = landed_bar(0, landing * kBoxesPerLanding);
+    if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
+      mbar_arrive(full);
+      return;
+    }
+    mbar_arrive_expect_tx(full, kBoxesPerLanding * kMlaFp8BoxBytes +
+                                    (landing == 0 ? kMlaFp8ScaleBytes : 0));
+#pragma unroll
+    for (int i = 0; i < kBoxesPerLanding; ++i) {
+      const int b = landing * kBoxesPerLanding + i;
+      tma_load_4d(sm.raw + uint32_t(b) * kMlaFp8BoxBytes, latent_map, full,
+                  b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
+    }
+    if (landing == 0)
+      tma_load_4d(sm.raw + kMlaFp8RawScaleOffset, scale_map, full, 0, kv_head, src.in_page,
+                  src.page, policy);
+  }
+  // Raw buffer, thread 0, once the slot at `pos` is free: the tile's RoPE values (already
+  // 16-bit and swizzled) into its last atom, on the full barrier that publishes that atom.
+  __device__ void issue_rope(const RingPos& pos, const TileSource& src, uint64_t policy) const {
+    const uint32_t full = sm.full_bar(pos.stage, Tr::full_index(kMlaAtoms - 1));
+    if (!src.page_ok) {
+      mbar_arrive(full);
+      return;
+    }
+    mbar_arrive_expect_tx(full, kMlaFp8RopeBytes);
+    tma_load_4d(sm.slot(pos.stage) + (kMlaAtoms - 1) * kAtomBytes, rope_map, full, 0, kv_head,
+                src.in_page, src.page, policy);
+  }
+
+  // Raw buffer, all 128 threads: tile n (parity n % 2 of the raw-full barriers) from the raw
+  // buffer into the slot at `pos`, whose RoPE values thread 0 requests once the slot is free
+  // (`rope`: the tile's source); each landing's boxes, once read, take the next tile's (thread
+  // 0, `next`, when `loads.more`).
+  __device__ void widen_raw(const RingPos& pos, uint32_t parity, const TileSource& rope,
+                            const Loads& next, uint64_t policy, bool probe) const {
+    const uint32_t slot = sm.slot(pos.stage);
+    mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
+    if (t == 0) issue_rope(pos, rope, policy);
+    if (probe && t == 0) FLASHMFA_PHASE(2);
+    uint32_t scales[4];
+#pragma unroll
+    for (int landing = 0; landing < kMlaFp8Landings; ++landing) {
+      mbar_wait(landed_bar(0, landing * kBoxesPerLanding), parity);
+      if (probe && t == 0) FLASHMFA_PHASE(landing == 0 ? 3 : 5);
+      if (landing == 0)
+        ld_shared(sm.raw + kMlaFp8RawScaleOffset + uint32_t(row()) * 4 * uint32_t(sizeof(float)),
+                  scales);
+#pragma unroll
+      for (int i = 0; i < kBoxesPerLanding; ++i) {
+        const int b = landing * kBoxesPerLanding + i;
+        widen_box(slot, b, __uint_as_float(scales[b]));
+        if (b % kBoxesPerPublish == kBoxesPerPublish - 1)
+          publish(sm.full_bar(pos.stage, 2 * (b + 1 - kBoxesPerPublish)));
+      }
+      sync();  // this landing's boxes (and the scales) are read
+      if (t == 0 && next.more) {
+        if (landing == 0) flag_bad_page(next.src);
+        issue_raw(landing, next.src, policy);
+      }
+    }
+    if (probe && t == 0) FLASHMFA_PHASE(4);
+  }
+
+  // Raw buffer: every tile of the part in order. Thread 0 issues tile 0's landings, then each
+  // tile's widening issues the next one's, landing by landing.
+  __device__ void run_raw(int part) const {
+    const uint64_t policy = l2_evict_first_policy();
+    Loads loads(*this, part);  // thread 0 walks it; the others only read tile 0's source
+    if (t == 0 && loads.more) {
+      flag_bad_page(loads.src);
+#pragma unroll
+      for (int landing = 0; landing < kMlaFp8Landings; ++landing)
+        issue_raw(landing, loads.src, policy);
+    }
+    TileSource rope = loads.src;  // the source of the tile being widened (thread 0)
+    if (t == 0) loads.advance(*this);
+    RingPos pos(0, kMlaStages);
+    int n = 0;  // tiles so far
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
+        if (n == kPhaseTile && t == 0) FLASHMFA_PHASE(1);
+        if (n == kPhaseTile + 1 && t == 0) FLASHMFA_PHASE(12);
+        widen_raw(pos, uint32_t(n) & 1u, rope, loads, policy, n == kPhaseTile);
+        if (t == 0) {
+          rope = loads.src;
+          loads.advance(*this);
+        }
+        pos.advance();
+      }
+    }
+  }
+
+  // In place: every tile of the part in order; thread 0 issues it once its slot is free, then
+  // all widen it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
   // free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
+    if constexpr (Tr::kRawBuffer) {
+      run_raw(part);
+      return;
+    }
     const uint64_t policy = l2_evict_first_policy();
     Loads loads(*this, part);
     RingPos pos(0, kMlaStages);

@@ -22,13 +22,13 @@ namespace flashmfa::cuda::sm90 {
 // Grid (row tiles of 64, parts, h_kv), 384 threads: warpgroup 0 produces, 1 and 2 consume.
 // 16-bit caches: map0 / map1 are k_map / k_hi_map (mla.hpp), map2 q's map when q_by_tma (the
 // producer loads each item's Q tile; otherwise the consumers do). FP8: the latent, scale and
-// RoPE maps (fp8.cuh); q_by_tma is 0.
-template <class T, bool FP8>
-__global__ void __launch_bounds__(MlaTraits<FP8>::kThreads, 1)
+// RoPE maps (fp8.cuh); q_by_tma is 0. QROWS: the staged Q tile's rows (MlaTraits).
+template <class T, bool FP8, int QROWS>
+__global__ void __launch_bounds__(MlaTraits<FP8, QROWS>::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
            const __grid_constant__ CUtensorMap map0, const __grid_constant__ CUtensorMap map1,
            const __grid_constant__ CUtensorMap map2, int q_by_tma) {
-  using Tr = MlaTraits<FP8>;
+  using Tr = MlaTraits<FP8, QROWS>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
   const SmemView sm(base, Tr::kPlan);
@@ -38,16 +38,22 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   if (threadIdx.x == 0) {
     FLASHMFA_PHASE(0);
     for (int s = 0; s < Tr::kStages; ++s) {
-      // FP8: the producer's four warps publish each half of a widened slot (fp8.cuh).
-      for (int a = 0; a < Tr::kAtoms; ++a) mbar_init(sm.full_bar(s, a), FP8 ? kWarpsPerWarpgroup : 1);
+      // FP8: the producer's four warps publish each group of widened atoms (fp8.cuh); with the
+      // raw buffer, the RoPE atom's group also waits for its copy (thread 0's expect_tx).
+      for (int a = 0; a < Tr::kAtoms; ++a)
+        mbar_init(sm.full_bar(s, a),
+                  !FP8 ? 1
+                       : kWarpsPerWarpgroup +
+                             (Tr::kRawBuffer && a == Tr::full_index(kMlaAtoms - 1) ? 1 : 0));
       // Half release: each half counts the warps of the warpgroup that frees it; otherwise
       // barrier 0 counts every consumer warp (and barrier 1 is unused).
       const bool half = Tr::half_release(p);
       mbar_init(sm.empty_bar(s, 0), half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot);
       if constexpr (Tr::kHalfRelease) mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
-      if constexpr (FP8)  // one raw-full barrier per latent box
+      if constexpr (FP8)  // room for one raw-full barrier per latent box (per slot in place)
         for (int b = 0; b < kMlaFp8Boxes; ++b)
-          mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
+          if (!Tr::kRawBuffer || (s == 0 && b < kMlaFp8Landings))
+            mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
     }
     mbar_init(sm.q_full, 1);                         // the producer's expect_tx
     mbar_init(sm.q_empty, Tr::kReadersPerSlot);      // each consumer warp, after its last S
@@ -64,7 +70,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
         tma_prefetch_map(&map1);
         tma_prefetch_map(&map2);
       }
-      MlaFp8Producer<T>{p, sched, sm, kv_head, int(threadIdx.x), &map0, &map1, &map2}.run(part);
+      MlaFp8Producer<T, Tr>{p, sched, sm, kv_head, int(threadIdx.x), &map0, &map1, &map2}.run(part);
     } else {
       setmaxnreg_dec<kProducerRegs>();
       if (threadIdx.x == 0) {
@@ -85,14 +91,14 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   }
 }
 
-template <class T, bool FP8>
+template <class T, bool FP8, int QROWS = kRowsPerWarpgroup>
 void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
                        const CUtensorMap& map0, const CUtensorMap& map1, const CUtensorMap& map2,
                        bool q_by_tma, cudaStream_t stream) {
-  using Tr = MlaTraits<FP8>;
-  auto* kernel = &mla_kernel<T, FP8>;
+  using Tr = MlaTraits<FP8, QROWS>;
+  auto* kernel = &mla_kernel<T, FP8, QROWS>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
-  opt_in_smem<&mla_kernel<T, FP8>>(kSmem);
+  opt_in_smem<&mla_kernel<T, FP8, QROWS>>(kSmem);
   FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
@@ -112,7 +118,11 @@ template <class T>
 void launch_mla_fp8_typed(const detail::DecodeParams& p, const Schedule& sched,
                           const CUtensorMap& latent_map, const CUtensorMap& scale_map,
                           const CUtensorMap& rope_map, cudaStream_t stream) {
-  launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, false, stream);
+  if (mla_fp8_raw_form(p.s_q * p.q_per_kv))
+    launch_mla_kernel<T, true, kMlaFp8QRows>(p, sched, latent_map, scale_map, rope_map, false,
+                                             stream);
+  else
+    launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, false, stream);
 }
 
 }  // namespace flashmfa::cuda::sm90
