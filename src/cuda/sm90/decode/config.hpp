@@ -300,17 +300,6 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {
 #endif
 constexpr bool kMlaFp8RawBuffer = FLASHMFA_SM90_MLA_FP8_RAW_BUFFER != 0;
 constexpr int kMlaFp8QRows = 32;
-// FLASHMFA_SM90_MLA_FP8_TRANSPOSED_S: the raw-buffer form's owner computes S^T = K Q^T (wgmma
-// M = the tile's 64 tokens, N = the 32 staged query rows: Q read as a 32-row operand, 36 KB per
-// tile instead of 72), runs the softmax down the columns and hands P back in P V's A-fragment
-// order through xchg (mla/consumer.cuh). Its cross-warp maxima and, at an item's end, the
-// column sums take 1 KB beside the row state.
-#ifndef FLASHMFA_SM90_MLA_FP8_TRANSPOSED_S
-#define FLASHMFA_SM90_MLA_FP8_TRANSPOSED_S 0
-#endif
-constexpr bool kMlaFp8TransposedS = FLASHMFA_SM90_MLA_FP8_TRANSPOSED_S != 0;
-constexpr size_t kMlaStatsBytes = sizeof(float) * 4 * kRowsPerWarpgroup;
-constexpr size_t kMlaColumnBytes = sizeof(float) * 2 * 4 * kMlaFp8QRows;  // [warpgroup][warp][col]
 constexpr uint32_t kMlaFp8RawScaleOffset = kMlaFp8Boxes * kMlaFp8BoxBytes;  // after the boxes
 constexpr uint32_t kMlaFp8RawBytes = kMlaFp8RawScaleOffset + kMlaFp8ScaleBytes;
 // Whether a launch with `rows` query rows per KV head (s_q * q_per_kv) takes the raw-buffer form.
@@ -319,8 +308,8 @@ FLASHMFA_SM90_HD constexpr bool mla_fp8_raw_form(int rows) {
 }
 FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_raw_plan() {
   SmemPlan plan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
-                kMlaStatsBytes + (kMlaFp8TransposedS ? kMlaColumnBytes : 0), kMlaDk / kAtomCols,
-                1, 1, kMlaFp8QRows, kMlaFp8RawBytes);
+                sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 1, 1, kMlaFp8QRows,
+                kMlaFp8RawBytes);
   plan.raw_full = plan.total;  // raw-full barriers: one per landing
   plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaFp8Landings;
   plan.total = plan.raw_empty;

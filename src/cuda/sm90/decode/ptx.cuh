@@ -194,18 +194,6 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// bar.sync that also returns whether `pred` holds in any of the `threads` threads (bar.red.or).
-__device__ __forceinline__ bool named_barrier_any(int id, int threads, bool pred) {
-  uint32_t any;
-  asm volatile(
-      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, %3, p;\n"
-      "selp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(any)
-      : "r"(uint32_t(pred)), "r"(id), "r"(threads)
-      : "memory");
-  return any != 0;
-}
-
 // Hands registers back to / takes them from the SM's pool for the whole warp group. Needs a
 // register cap at entry (__launch_bounds__(threads, 1)); each role must be one branch.
 template <int N>

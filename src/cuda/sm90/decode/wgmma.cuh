@@ -117,40 +117,6 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[kAccRegs], uint64_t desc_a, 
   }
 }
 
-// d (64 x 32 f32: 16 registers, the m64nN accumulator layout of acc_row / acc_col) += A (64x16,
-// K-major) * B (16x32, K-major), both from shared memory at OFFSET_A / OFFSET_B bytes past their
-// descriptors' start addresses: the FP8 MLA kernel's S^T = K Q^T (mla/consumer.cuh).
-constexpr int kAccRegsN32 = kWgmmaM * 32 / 128;
-template <class T, uint32_t OFFSET_A, uint32_t OFFSET_B>
-__device__ __forceinline__ void wgmma_ss_n32(float (&d)[kAccRegsN32], uint64_t desc_a,
-                                             uint64_t desc_b, int accumulate) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %18, 0;\n"
-        "add.s64 da, %16, %19;\nadd.s64 db, %17, %20;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, da, db, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
-        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(OFFSET_A / kDescUnitBytes),
-          "n"(OFFSET_B / kDescUnitBytes));
-  } else {
-    asm volatile(
-        "{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %18, 0;\n"
-        "add.s64 da, %16, %19;\nadd.s64 db, %17, %20;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, da, db, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
-        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(OFFSET_A / kDescUnitBytes),
-          "n"(OFFSET_B / kDescUnitBytes));
-  }
-}
-
 // d (64x64 f32) += A (64x16 from registers, the m64k16 A fragment) * B (16x64, MN-major,
 // shared; imm-trans-b = 1) at OFFSET bytes past desc_b's start address.
 template <class T, uint32_t OFFSET>

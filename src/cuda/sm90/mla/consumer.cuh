@@ -75,8 +75,6 @@ struct MlaTraits {
   static constexpr int kQueryRows = QROWS;
   static constexpr uint32_t kQueryAtomBytes = uint32_t(QROWS) * kSwizzleRowBytes;
   static constexpr bool kRawBuffer = QROWS < kRowsPerWarpgroup;
-  // The owner computes S^T = K Q^T and a column softmax (config.hpp, kMlaFp8TransposedS).
-  static constexpr bool kTransposedS = kRawBuffer && kMlaFp8TransposedS;
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
@@ -273,7 +271,14 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       else
         issue_qk<T, kMlaDk, Tr::kOutAtoms>(s, q_tile, sm.slot(pos.stage), wait_atom);
     };
-    auto clear_short_tile = [&] { clear_short(pos, valid); };
+    auto clear_short_tile = [&] {
+      if (valid < kBlockN) {  // rows past the end (NaN in the tests) or an unloaded page
+        wait_slot(pos);
+        clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+        fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
+        sync_own();
+      }
+    };
     // O += P_j V_j after O *= alpha_j, then the slot's release (the own tile's end).
     auto add_own = [&](const uint32_t (&a)[kPvSteps][4]) {
       scale(o, alpha);
@@ -344,307 +349,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     if (probe && warpgroup == 0) FLASHMFA_PHASE(10);
   }
 
-  // Rows [valid, 64) of the own tile at `pos` (past the end, NaN in the tests, or an unloaded
-  // page) are zeroed before S reads them.
-  __device__ void clear_short(const RingPos& pos, int valid) const {
-    if (valid < kBlockN) {
-      wait_slot(pos);
-      clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
-      fence_proxy_async();  // zeros read by wgmma; the other warpgroup syncs on publish()
-      sync_own();
-    }
-  }
-
-  // ---- Transposed S (Tr::kTransposedS; FP8 raw-buffer form, at most 32 query rows) ----
-  // The owner of a tile computes S^T = K Q^T (64 tokens x 32 query columns: the m64n32
-  // accumulator, token rows 16 w + g + 8 h, query columns 8 j + 2 t + e of register 4 j + 2 h +
-  // e), masks and takes each column's max over its 64 tokens (quad-group shuffles, then the four
-  // warps through `red`), and writes P = the numerators' transpose into xchg in P V's A-fragment
-  // order (so the readers, both warpgroups, load P exactly as the row form's take() does) and
-  // the new row max and alpha per query into stats 0 / 1 (as the row form's publish() does).
-  // O, P V and the epilogue are the row form's; rows 32..63 of O read rows 0..31's P and
-  // alpha and are never stored. Each thread keeps its share of its 8 columns' sums, scaled to
-  // its warpgroup's last max (`Columns`), and the shares meet in `red` at the item's end.
-  static constexpr int kColRegs = kAccRegsN32;                        // 16
-  static constexpr int kColsPerThread = kColRegs / kRowsPerThread;    // 8
-  static constexpr int kQueryCols = Tr::kQueryRows;                   // 32
-  struct Columns {
-    float m_last[kColsPerThread];  // running max (scaled) after this warpgroup's last own tile
-    float share[kColsPerThread];   // this thread's share of the column sum, relative to m_last
-    // Tokens the query of column q sees: vis_base + (q * per_kv) >> 16, per_kv =
-    // ceil(2^16 / q_per_kv) under the causal rule (exact for q < 2^16 / q_per_kv), else 0.
-    int vis_base;
-    uint32_t per_kv;
-  };
-  // Query column of this thread's column index ci = 2 j + e.
-  __device__ static int col_of(int ci, int lane) {
-    return 8 * (ci / 2) + 2 * (lane % kQuadLanes) + ci % 2;
-  }
-  // The column exchange: [warpgroup][warp][query column] f32 after the row state.
-  __device__ uint32_t red(int wg, int w, int col) const {
-    return sm.stats + uint32_t(kMlaStatsBytes +
-                               ((wg * kWarpsPerWarpgroup + w) * kQueryCols + col) * sizeof(float));
-  }
-  __device__ static float lds_f32(uint32_t addr) { return __int_as_float(ld_shared_s32(addr)); }
-  __device__ static void sts_f32(uint32_t addr, float v) { st_shared(addr, __float_as_int(v)); }
-  __device__ void columns_begin(const WorkItem& it, Columns& c) const {
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci) {
-      c.m_last[ci] = -INFINITY;
-      c.share[ci] = 0.f;
-    }
-    c.vis_base = p.causal ? it.seqlen - p.s_q + 1 : it.seqlen;
-    c.per_kv = p.causal ? (65536u + uint32_t(p.q_per_kv) - 1) / uint32_t(p.q_per_kv) : 0u;
-  }
-  __device__ int visible(const Columns& c, int ci, int lane) const {
-    const uint32_t q = uint32_t(first_row + col_of(ci, lane));
-    return max(0, c.vis_base + int((q * c.per_kv) >> 16));
-  }
-  // P and the row state are double-buffered by owner: the tiles of warpgroup `owner` write
-  // P's 32 rows (the A fragments of warps 0 and 1, 4 KB) at xchg + 4 KB * owner and the max and
-  // alpha of query q at stats rows 32 * owner + q. So the owner publishes P before it reads
-  // its own copy back: the other warpgroup's next P goes to the other buffer.
-  static constexpr int kPReaders = 2 * kWarpSize;  // threads whose fragments hold rows 0..31
-  __device__ uint32_t p_buffer(int owner) const {
-    return sm.xchg + uint32_t(owner * kPvSteps * 4 * kPReaders * sizeof(uint32_t));
-  }
-  __device__ uint32_t col_stat(int which, int owner, int q) const {
-    return stat(which, kQueryCols * owner + q);
-  }
-  // P and the alpha of this thread's rows, as warpgroup `owner` left them (rows 32..63 read
-  // 0..31's).
-  __device__ void load_p_t(int owner, uint32_t (&a)[kPvSteps][4],
-                           float (&alpha)[kRowsPerThread]) const {
-    int t = wg_tid();
-    asm volatile("" : "+r"(t));  // per call: see column_softmax
-    const uint32_t words = p_buffer(owner) + uint32_t((t % kPReaders) * sizeof(uint32_t));
-#pragma unroll
-    for (int kk = 0; kk < kPvSteps; ++kk)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        a[kk][j] = uint32_t(
-            ld_shared_s32(words + uint32_t((kk * 4 + j) * kPReaders * sizeof(uint32_t))));
-    const int row = (t / kWarpSize) * 16 + (t % kWarpSize) / kQuadLanes;
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h)
-      alpha[h] = lds_f32(col_stat(1, owner, (row + 8 * h) % kQueryCols));
-  }
-  // S^T = K Q^T for the own tile in `k_slot`, one wgmma group; wait_atom(a) before atom a's steps.
-  template <class WaitAtom>
-  __device__ void issue_st(float (&st)[kColRegs], uint32_t q_tile, uint32_t k_slot,
-                           WaitAtom wait_atom) const {
-    constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
-    const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
-    const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
-    wgmma_fence();
-    static_for<kMlaAtoms>([&](auto at) {
-      wait_atom(int(at));
-      static_for<kStepsPerAtom>([&](auto k) {
-        constexpr uint32_t kK = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-        constexpr uint32_t kQ = at * Tr::kQueryAtomBytes + k * kWgmmaK * kElemBytes;
-        wgmma_ss_n32<T, kK, kQ>(st, desc_k, desc_q, at + k > 0);
-      });
-    });
-    wgmma_commit();
-  }
-  // The owner's softmax of S^T (tokens [token, token + valid) loaded), from the previous max
-  // m_old of its columns (-inf on the item's first tile), then P and the row state into shared
-  // memory. The running max moves only past kMaxSlack (running_max.cuh), so one barrier with an
-  // OR first asks whether any of the warpgroup's scores does: if none, every column keeps m_old
-  // (what the full reduction would give) and the tile needs no exchange; otherwise the column
-  // maxima go through quad-group shuffles and `red`.
-  __device__ void column_softmax(float (&st)[kColRegs], int token, int valid,
-                                 const float (&m_old)[kColsPerThread], Columns& c) const {
-    const float scale_log2 = p.scale * kLog2e * kUnshift;
-    int w = warp(), l = lane();
-    // Opaque copies: the addresses below do not depend on the tile, and the compiler would
-    // otherwise hoist all of them out of the KV loop and keep them live across it (spills).
-    asm volatile("" : "+r"(w), "+r"(l));
-    const int g = l / kQuadLanes;
-    float cmax[kColsPerThread];
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci) cmax[ci] = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kColRegs; ++i) {
-      const int ci = 2 * (i / 4) + i % 2;
-      const int row = 16 * w + g + 8 * acc_row(i);
-      const int limit = min(visible(c, ci, l), token + valid) - token;
-      st[i] = row < limit ? st[i] : -INFINITY;  // a select: NaN never survives
-      cmax[ci] = fmaxf(cmax[ci], st[i]);
-    }
-    bool moves = false;
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci)
-      moves |= next_running_max(m_old[ci], cmax[ci] * scale_log2) != m_old[ci];
-    float m_new[kColsPerThread];
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci) m_new[ci] = m_old[ci];
-    if (named_barrier_any(int(NamedBarrier::kWarpgroup) + warpgroup, kWarpgroupThreads, moves)) {
-#pragma unroll
-      for (int ci = 0; ci < kColsPerThread; ++ci) {
-#pragma unroll
-        for (int off = kQuadLanes; off < kWarpSize; off *= 2)
-          cmax[ci] = fmaxf(cmax[ci], __shfl_xor_sync(~0u, cmax[ci], off));
-        if (g == 0) sts_f32(red(warpgroup, w, col_of(ci, l)), cmax[ci]);
-      }
-      sync_own();
-#pragma unroll
-      for (int v = 0; v < kWarpsPerWarpgroup; ++v)  // one warp's columns at a time, 8 loads each
-#pragma unroll
-        for (int ci = 0; ci < kColsPerThread; ++ci)
-          cmax[ci] = v == 0 ? lds_f32(red(warpgroup, v, col_of(ci, l)))
-                            : fmaxf(cmax[ci], lds_f32(red(warpgroup, v, col_of(ci, l))));
-#pragma unroll
-      for (int ci = 0; ci < kColsPerThread; ++ci)
-        m_new[ci] = next_running_max(m_old[ci], cmax[ci] * scale_log2);
-    }
-    float base[kColsPerThread];
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci) {
-      base[ci] = m_new[ci] == -INFINITY ? 0.f : m_new[ci];
-      c.share[ci] *= rescale_factor(c.m_last[ci], m_new[ci]);
-      c.m_last[ci] = m_new[ci];
-    }
-    if (w == 0 && g == 0)  // every warp holds the same values; the reads of m_old are done
-#pragma unroll
-      for (int ci = 0; ci < kColsPerThread; ++ci) {
-        sts_f32(col_stat(0, warpgroup, col_of(ci, l)), m_new[ci]);
-        sts_f32(col_stat(1, warpgroup, col_of(ci, l)), rescale_factor(m_old[ci], m_new[ci]));
-      }
-#pragma unroll
-    for (int i = 0; i < kColRegs; ++i) {
-      const int ci = 2 * (i / 4) + i % 2;
-      st[i] = exp2_approx(fmaf(st[i], scale_log2, -base[ci]));
-      c.share[ci] += st[i];
-    }
-    // P^T -> P: lanes g and g ^ 1 hold tokens 2u and 2u + 1; the even one writes the pair of
-    // its column e = 0, the odd one that of e = 1.
-    const bool odd = g % 2;
-#pragma unroll
-    for (int j = 0; j < kColsPerThread / 2; ++j)
-#pragma unroll
-      for (int h = 0; h < kRowsPerThread; ++h) {
-        const uint32_t mine = pack2<T>(st[4 * j + 2 * h], st[4 * j + 2 * h + 1]);
-        const uint32_t other = __shfl_xor_sync(~0u, mine, kQuadLanes);
-        uint32_t word;
-        if (odd) asm("prmt.b32 %0, %1, %2, 0x7632;\n" : "=r"(word) : "r"(other), "r"(mine));
-        else asm("prmt.b32 %0, %1, %2, 0x5410;\n" : "=r"(word) : "r"(mine), "r"(other));
-        const int q = 8 * j + 2 * (l % kQuadLanes) + int(odd);
-        const int t0 = (16 * w + g + 8 * h) & ~1;
-        const int jj = (q % 16 >= 8 ? 1 : 0) + (t0 % 16 >= 8 ? 2 : 0);
-        const int reader = kWarpSize * (q / 16) + kQuadLanes * (q % 8) + (t0 % 8) / 2;
-        st_shared(p_buffer(warpgroup) +
-                      uint32_t((((t0 / 16) * 4 + jj) * kPReaders + reader) * sizeof(uint32_t)),
-                  int32_t(word));
-      }
-  }
-
-  // The other warpgroup's tile at `pos`: its P (transposed form), O rescaled, O += P V issued.
-  __device__ void add_other_t(const RingPos& pos, uint32_t (&a)[kPvSteps][4], Out& o,
-                              ChainClock& clock) const {
-    wait_v_half(pos);
-    clock.step(7);
-    named_barrier_sync(int(NamedBarrier::kPReady) + (1 - warpgroup), Tr::kConsumerThreads);
-    clock.step(8);
-    float alpha[kRowsPerThread];
-    load_p_t(1 - warpgroup, a, alpha);
-    clock.step(9);
-    scale(o, alpha);
-    clock.step(10);
-    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-  }
-  // Own tile at `pos` (transposed form): own_tile's order, with S^T and the column softmax.
-  // Chain clocks (phase-clock builds) as own_tile's steps.
-  __device__ void own_tile_t(const RingPos& pos, int token, int valid, const RingPos& prev,
-                             bool has_prev, uint32_t q_tile, Out& o, Columns& cols,
-                             ChainClock& clock) const {
-    clock.step(6);
-    clock.count();
-    uint32_t a_prev[kPvSteps][4];
-    float st[kColRegs];
-    auto wait_atom = [&](int atom) {
-      if (Tr::full_index(atom) != atom) return;
-      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
-      wgmma_fence();
-    };
-    if (has_prev) add_other_t(prev, a_prev, o, clock);
-    clock.step(0);
-    if (Tr::kEarlyRelease && has_prev) {
-      wgmma_wait<0>();
-      fence_acc(o);
-      release_slot(prev);
-      clock.step(2);
-    }
-    clear_short(pos, valid);
-    issue_st(st, q_tile, sm.slot(pos.stage), wait_atom);
-    clock.step(1);
-    // The previous max, published with the other warpgroup's P: read in S^T's shadow.
-    float m_old[kColsPerThread];
-    int l = lane();
-    asm volatile("" : "+r"(l));  // per tile: see column_softmax
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci)
-      m_old[ci] = has_prev ? lds_f32(col_stat(0, 1 - warpgroup, col_of(ci, l))) : -INFINITY;
-    if (!Tr::kEarlyRelease && has_prev) {
-      wgmma_wait<1>();
-      fence_acc(o);
-      release_slot(prev);
-    }
-    wgmma_wait<0>();
-    fence_regs(st);
-    clock.step(3);
-    column_softmax(st, token, valid, m_old, cols);
-    named_barrier_arrive(int(NamedBarrier::kPReady) + warpgroup, Tr::kConsumerThreads);
-    clock.step(4);
-    sync_own();  // this warpgroup's P and row state written
-    uint32_t a[kPvSteps][4];
-    float alpha[kRowsPerThread];
-    load_p_t(warpgroup, a, alpha);
-    scale(o, alpha);
-    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
-    wgmma_wait<0>();
-    fence_acc(o);
-    release_slot(pos);
-    clock.step(5);
-  }
-  __device__ void other_tile_t(const RingPos& pos, Out& o) const {
-    uint32_t a[kPvSteps][4];
-    ChainClock idle;  // an item's last tile is not timed
-    add_other_t(pos, a, o, idle);
-    wgmma_wait<0>();
-    fence_acc(o);
-    release_slot(pos);
-  }
-  // End of an item (transposed form): the column shares, scaled to the final max, summed over
-  // the eight warps through `red`; the rows' max from stats 0.
-  __device__ void finish_t(const WorkItem& it, Out& o, const Columns& c) const {
-    const int w = warp(), g = lane() / kQuadLanes;
-    const int last = alternate_owner(it.block_end - 1, it.block_begin);  // owns the final max
-#pragma unroll
-    for (int ci = 0; ci < kColsPerThread; ++ci) {
-      float sh = c.share[ci] *
-                 rescale_factor(c.m_last[ci], lds_f32(col_stat(0, last, col_of(ci, lane()))));
-#pragma unroll
-      for (int off = kQuadLanes; off < kWarpSize; off *= 2) sh += __shfl_xor_sync(~0u, sh, off);
-      if (g == 0) sts_f32(red(warpgroup, w, col_of(ci, lane())), sh);
-    }
-    sync_all();
-    float inv[kRowsPerThread], lse[kRowsPerThread];
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      const int row = row_of(h) % kQueryCols;
-      float total = 0.f;
-#pragma unroll
-      for (int v = 0; v < 2 * kWarpsPerWarpgroup; ++v)
-        total += lds_f32(red(v / kWarpsPerWarpgroup, v % kWarpsPerWarpgroup, row));
-      const bool any = total > 0.f;
-      inv[h] = any ? 1.f / total * kUnshift : 0.f;
-      lse[h] = any ? (lds_f32(col_stat(0, last, row)) + __log2f(total)) * kLn2 : -INFINITY;
-    }
-    store_rows<T, kMlaDv, Tr::kOutAtoms>(p, sched, it, kv_head, first_row, warp(), lane(), o,
-                                         inv, lse, warpgroup == 0, warpgroup * Tr::kOutAtoms);
-  }
-
   // Issues O += P V for the other warpgroup's tile at `pos`: waits for the atoms it reads (so
   // that the TMA bytes are visible to this warpgroup's wgmma too) and its P, rescales this
   // warpgroup's O and row-sum share by its alpha. `a` holds P until the product completes.
@@ -713,8 +417,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
       OnlineSoftmax softmax;
       softmax.reset();
-      Columns cols;
-      if constexpr (Tr::kTransposedS) columns_begin(it, cols);
 
       // Tiles in order; an own tile consumes the other warpgroup's tile pending before it.
       bool pending = false;
@@ -728,13 +430,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           // Phase clocks: warpgroup 0 follows tile kPhaseTile, warpgroup 1 the one after it.
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
-          if constexpr (Tr::kTransposedS)
-            own_tile_t(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                       q_tile, o, cols, clocks.steps);
-          else
-            own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
-                     visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clocks,
-                     probe);
+          own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
+                   visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clocks,
+                   probe);
           pending = false;
         } else {
           pending = true;
@@ -742,15 +440,11 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
         }
         pos.advance();
       }
-      if (pending) {
-        if constexpr (Tr::kTransposedS) other_tile_t(pending_pos, o);
-        else other_tile(pending_pos, o, softmax);
-      }
+      if (pending) other_tile(pending_pos, o, softmax);
       // A warpgroup that owned no tile of the item (fewer than two tiles) has read no Q.
       if (q_by_tma && it.block_end - it.block_begin <= warpgroup) release_query();
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(4);  // the item's tiles done (warpgroup 0)
-      if constexpr (Tr::kTransposedS) finish_t(it, o, cols);
-      else finish(it, o, softmax);
+      finish(it, o, softmax);
       if (!Tr::kFp8 && tid == 0) FLASHMFA_PHASE(5);  // stored
     }
     if (wg_tid() == 0) clocks.store(warpgroup);
