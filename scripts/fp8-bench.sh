@@ -23,7 +23,7 @@ run() {  # name, flags...
   done
 }
 # SETS picks groups (default: all): presets, long (s_k 32768 MFA / MFA-KR / MLA h_q 16), mla (MLA
-# h_q 32, 64 at 8k and 32k), paths (FP8 on the Hopper path and on the portable kernel side by
+# h_q 32, 64 at 8k and 32k, h_q 16 at s_q 2 causal), paths (FP8 on the Hopper path and on the portable kernel side by
 # side), tile (the A/B below).
 SETS=${SETS:-presets long mla paths tile}
 has() { [[ " $SETS " == *" $1 "* ]]; }
@@ -33,6 +33,7 @@ has mla && run mla-h32 deepseek-v3-tp8 --h-q 32 "$@"
 has mla && run mla-h64 deepseek-v3-tp8 --h-q 64 "$@"
 has mla && run mla-h32-long deepseek-v3-tp8 --h-q 32 --s-k 32768 "$@"
 has mla && run mla-h64-long deepseek-v3-tp8 --h-q 64 --s-k 32768 "$@"
+has mla && run mla-h16-mtp deepseek-v3-tp8 --s-q 2 --causal "$@"
 if has paths; then
   "$B" step3-mfa,mfa-kr-256,deepseek-v3-tp8,deepseek-v3 --cache fp8 --path auto,portable "$@" \
     --json "$OUT/fp8-fp8-paths.json" >> "$log" 2>&1
