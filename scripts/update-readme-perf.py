@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the README's performance section from the committed results in bench/results/
-(bench/report.py tables, bench/plot.py figures). Run after committing a new results JSON:
+(bench/report.py tables, bench/plot.py figures; the FP8 set through scripts/fp8-set.py). Run
+after committing a new results JSON:
 
     python3 scripts/update-readme-perf.py [--shared ../shared]
 """
@@ -20,6 +21,9 @@ SECTIONS = [
      "MLA on FlashMLA's grid, vs FlashMLA on the same H100"),
     ("h100-presets.json", None, "Every preset"),
 ]
+# FP8 caches against 16-bit caches (issue 8): a scripts/fp8-set.py set, rendered by it.
+FP8_SET, FP8_HEADING = "h100-fp8.json", "FP8 caches against 16-bit caches (issue 8), b 128, bf16 q"
+
 
 
 def main():
@@ -43,6 +47,11 @@ def main():
         subprocess.run(plot, check=True, capture_output=True, text=True)
         out += [f"### {heading}", "", table, "",
                 f"![{heading}](bench/results/{results.with_suffix('.png').name})", ""]
+    fp8 = ROOT / "bench" / "results" / FP8_SET
+    if fp8.exists():
+        cmd = [sys.executable, str(ROOT / "scripts" / "fp8-set.py"), "table", str(fp8)]
+        table = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+        out += [f"### {FP8_HEADING}", "", table, ""]
     out.append(END)
     readme = ROOT / "README.md"
     text = readme.read_text()
