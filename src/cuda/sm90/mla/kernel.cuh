@@ -1,7 +1,7 @@
 // flashmfa CUDA, Hopper path: the MLA decode kernel (d_k 576, d_v 512, V = the first 512
 // columns of the cached row) -- the producer warpgroup of decode/ streaming 576-wide K tiles
 // into a two-slot ring (FP8 caches: the producer of fp8.cuh, which widens FlashMLA's 656-byte
-// rows in the slots), and the seesaw consumers of consumer.cuh -- and its typed launchers.
+// rows into the slots), and the seesaw consumers of consumer.cuh -- and its typed launchers.
 // Included only by the instantiation files (kernel_bf16.cu, kernel_f16.cu, kernel_fp8_*.cu).
 #pragma once
 
