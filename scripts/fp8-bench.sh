@@ -23,8 +23,9 @@ run() {  # name, flags...
   done
 }
 # SETS picks groups (default: all): presets, long (s_k 32768 MFA / MFA-KR / MLA h_q 16), mla (MLA
-# h_q 32, 64 at 8k and 32k, h_q 16 at s_q 2 causal), paths (FP8 on the Hopper path and on the portable kernel side by
-# side), tile (the A/B below).
+# h_q 32, 64 at 8k and 32k, h_q 16 at s_q 2 causal), paths (FP8 on the Hopper path and on the
+# portable kernel side by side), tile (the A/B below). scripts/fp8-set.py packs a run into
+# bench/results/ and renders the README's FP8 table from it.
 SETS=${SETS:-presets long mla paths tile}
 has() { [[ " $SETS " == *" $1 "* ]]; }
 has presets && run presets deepseek-v3-tp8,deepseek-v3,step3-mfa,mfa-kr-256,llama3-gqa "$@"

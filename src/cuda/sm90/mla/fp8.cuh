@@ -274,7 +274,7 @@ struct MlaFp8Producer {
   // Raw buffer, all 128 threads: tile n (parity n % 2 of the raw-full barriers) from the raw
   // buffer into the slot at `pos`, whose RoPE values thread 0 requests once the slot is free
   // (`rope`: the tile's source); each landing's boxes, once read, take the next tile's (thread
-  // 0, `next`, when `loads.more`).
+  // 0, from `next` while next.more).
   __device__ void widen_raw(const RingPos& pos, uint32_t parity, const TileSource& rope,
                             const Loads& next, uint64_t policy, bool probe) const {
     const uint32_t slot = sm.slot(pos.stage);
@@ -337,8 +337,8 @@ struct MlaFp8Producer {
   }
 
   // In place: every tile of the part in order; thread 0 issues it once its slot is free, then
-  // all widen it. (Issuing the next tile's load between the boxes of this one, as soon as its slot was
-  // free, measured 6-7% slower: docs/perf-notes.md K.)
+  // all widen it. (Issuing the next tile's load between the boxes of this one, as soon as its
+  // slot was free, measured 6-7% slower: docs/perf-notes.md K.)
   __device__ void run(int part) const {
     if constexpr (Tr::kRawBuffer) {
       run_raw(part);
