@@ -82,50 +82,33 @@ struct MlaFp8Producer {
            uint32_t((stage * kMlaFp8Boxes + box / kBoxesPerLanding) * sizeof(uint64_t));
   }
 
-  // Thread 0: landing `landing` of the raw tile `src` -- its latent boxes, box b to boxes + b *
-  // kMlaFp8BoxBytes, with the first landing the scales to `scales` -- on its raw-full barrier
-  // `bar`, whose expect_tx also counts `extra` bytes the caller copies onto it. Returns whether
-  // the copies were issued: a tile whose page lies outside the cache loads nothing (one plain
-  // arrival; the consumers clear and mask every row).
-  __device__ bool copy_landing(int landing, uint32_t boxes, uint32_t scales, uint32_t bar,
-                               uint32_t extra, const TileSource& src, uint64_t policy) const {
-    if (!src.page_ok) {
-      mbar_arrive(bar);
-      return false;
-    }
-    mbar_arrive_expect_tx(bar, kBoxesPerLanding * kMlaFp8BoxBytes +
-                                   (landing == 0 ? kMlaFp8ScaleBytes : 0) + extra);
-#pragma unroll
-    for (int i = 0; i < kBoxesPerLanding; ++i) {
-      const int b = landing * kBoxesPerLanding + i;
-      tma_load_4d(boxes + uint32_t(b) * kMlaFp8BoxBytes, latent_map, bar,
-                  b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
-    }
-    if (landing == 0)
-      tma_load_4d(scales, scale_map, bar, 0, kv_head, src.in_page, src.page, policy);
-    return true;
-  }
-  // Thread 0: the tile's RoPE values (already 16-bit and swizzled) into the last atom of `slot`,
-  // on `bar` (counted in its expect_tx by the caller).
-  __device__ void copy_rope(uint32_t slot, uint32_t bar, const TileSource& src,
-                            uint64_t policy) const {
-    tma_load_4d(slot + (kMlaAtoms - 1) * kAtomBytes, rope_map, bar, 0, kv_head, src.in_page,
-                src.page, policy);
-  }
-
-  // In place, thread 0: the raw tile `src` into the slot at `pos` once the consumers released
-  // it, landing by landing (RoPE with the last), so that each is widened as soon as it lands.
+  // Thread 0: the raw tile `src` into the slot at `pos` once the consumers released it, each
+  // latent box on its own barrier so that it is widened as soon as it lands.
   __device__ void issue(const RingPos& pos, const TileSource& src, uint64_t policy) const {
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t slot = sm.slot(pos.stage);
 #pragma unroll
-    for (int landing = 0; landing < kMlaFp8Landings; ++landing) {
-      const bool last = landing == kMlaFp8Landings - 1;
-      const uint32_t bar = landed_bar(pos.stage, landing * kBoxesPerLanding);
-      if (copy_landing(landing, slot + kMlaFp8LatentAtom * kAtomBytes, slot + kMlaFp8ScaleOffset,
-                       bar, last ? kMlaFp8RopeBytes : 0, src, policy) &&
-          last)
-        copy_rope(slot, bar, src, policy);
+    for (int b = 0; b < kMlaFp8Boxes; ++b) {
+      const uint32_t full = landed_bar(pos.stage, b);
+      if (b % kBoxesPerLanding == 0) {  // the landing's one arrival
+        if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
+          mbar_arrive(full);
+          continue;
+        }
+        const bool first = b == 0, last = b + kBoxesPerLanding == kMlaFp8Boxes;
+        mbar_arrive_expect_tx(full, kBoxesPerLanding * kMlaFp8BoxBytes +
+                                        (first ? kMlaFp8ScaleBytes : 0) +
+                                        (last ? kMlaFp8RopeBytes : 0));
+      }
+      if (!src.page_ok) continue;
+      tma_load_4d(slot + (kMlaFp8LatentAtom + b) * kAtomBytes, latent_map, full,
+                  b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
+      if (b == 0)
+        tma_load_4d(slot + kMlaFp8ScaleOffset, scale_map, full, 0, kv_head, src.in_page,
+                    src.page, policy);
+      if (b == kMlaFp8Boxes - 1)
+        tma_load_4d(slot + (kMlaAtoms - 1) * kAtomBytes, rope_map, full, 0, kv_head,
+                    src.in_page, src.page, policy);
     }
   }
 
@@ -254,14 +237,29 @@ struct MlaFp8Producer {
     if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
   }
 
-  // Raw buffer, thread 0: landing `landing` of the tile `src` into the raw buffer, once the
-  // warps have read that landing's boxes of the tile before.
+  // Raw buffer, thread 0: landing `landing` of the tile `src` (its latent boxes; the scales
+  // with the first) into the raw buffer, once the warps have read that landing's boxes of the
+  // tile before.
   __device__ void issue_raw(int landing, const TileSource& src, uint64_t policy) const {
-    copy_landing(landing, sm.raw, sm.raw + kMlaFp8RawScaleOffset,
-                 landed_bar(0, landing * kBoxesPerLanding), 0, src, policy);
+    const uint32_t full = landed_bar(0, landing * kBoxesPerLanding);
+    if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
+      mbar_arrive(full);
+      return;
+    }
+    mbar_arrive_expect_tx(full, kBoxesPerLanding * kMlaFp8BoxBytes +
+                                    (landing == 0 ? kMlaFp8ScaleBytes : 0));
+#pragma unroll
+    for (int i = 0; i < kBoxesPerLanding; ++i) {
+      const int b = landing * kBoxesPerLanding + i;
+      tma_load_4d(sm.raw + uint32_t(b) * kMlaFp8BoxBytes, latent_map, full,
+                  b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
+    }
+    if (landing == 0)
+      tma_load_4d(sm.raw + kMlaFp8RawScaleOffset, scale_map, full, 0, kv_head, src.in_page,
+                  src.page, policy);
   }
-  // Raw buffer, thread 0, once the slot at `pos` is free: the tile's RoPE values into its last
-  // atom, on the full barrier that publishes that atom.
+  // Raw buffer, thread 0, once the slot at `pos` is free: the tile's RoPE values (already
+  // 16-bit and swizzled) into its last atom, on the full barrier that publishes that atom.
   __device__ void issue_rope(const RingPos& pos, const TileSource& src, uint64_t policy) const {
     const uint32_t full = sm.full_bar(pos.stage, Tr::full_index(kMlaAtoms - 1));
     if (!src.page_ok) {
@@ -269,7 +267,8 @@ struct MlaFp8Producer {
       return;
     }
     mbar_arrive_expect_tx(full, kMlaFp8RopeBytes);
-    copy_rope(sm.slot(pos.stage), full, src, policy);
+    tma_load_4d(sm.slot(pos.stage) + (kMlaAtoms - 1) * kAtomBytes, rope_map, full, 0, kv_head,
+                src.in_page, src.page, policy);
   }
 
   // Raw buffer, all 128 threads: tile n (parity n % 2 of the raw-full barriers) from the raw
