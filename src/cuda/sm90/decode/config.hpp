@@ -289,57 +289,31 @@ FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_plan() {
 // (h_q s_q <= 32: DeepSeek-V3 TP8 at h_q 16, and its MTP at s_q 2) stages Q as 32-row atoms
 // (36 KB instead of 72: wgmma reads Q's 8-row groups 1024 bytes apart, so rows 32..63 of its M
 // are the next atom's rows, computed and never written out, mla/consumer.cuh), and the freed
-// shared memory holds a raw buffer of its own: a ring of latent boxes (8 KB each, swizzled) and
-// of the tiles' scales (1 KB each). The producer widens raw buffer -> slot and issues the next
-// copies into each landing's boxes as soon as it has read them, so the landings no longer wait
-// for a slot to be released (mla/fp8.cuh); the RoPE atom still lands in its slot, on the slot's
-// full barrier. Barriers: one raw-full per landing slot of the ring, after the plan (as
-// mla_fp8_plan). FLASHMFA_SM90_MLA_FP8_RAW_BUFFER=0 builds the in-place form for every head
-// count.
+// shared memory holds a raw buffer of its own: the four latent boxes (8 KB each, swizzled) and
+// the scales (1 KB). The producer widens raw buffer -> slot and issues the next tile's copies
+// into each landing's boxes as soon as it has read them, so the landings no longer wait for a
+// slot to be released (mla/fp8.cuh); the RoPE atom still lands in its slot, on the slot's full
+// barrier. Barriers: one raw-full per landing, after the plan (as mla_fp8_plan).
+// FLASHMFA_SM90_MLA_FP8_RAW_BUFFER=0 builds the in-place form for every head count.
 #ifndef FLASHMFA_SM90_MLA_FP8_RAW_BUFFER
 #define FLASHMFA_SM90_MLA_FP8_RAW_BUFFER 1
 #endif
 constexpr bool kMlaFp8RawBuffer = FLASHMFA_SM90_MLA_FP8_RAW_BUFFER != 0;
 constexpr int kMlaFp8QRows = 32;
-// FLASHMFA_SM90_MLA_FP8_SHORT_Q (default 1): at most 16 rows stage Q as 16-row atoms (18 KB),
-// and the raw ring holds six boxes and two tiles' scales (1.5 tiles: each landing is issued
-// ~2.3-2.8 us before it is widened instead of ~1.5, docs/perf-notes.md V.6).
-#ifndef FLASHMFA_SM90_MLA_FP8_SHORT_Q
-#define FLASHMFA_SM90_MLA_FP8_SHORT_Q 1
-#endif
-constexpr int kMlaFp8ShortQRows = 16;
-// The staged Q rows of a launch with `rows` query rows per KV head (s_q * q_per_kv): 16 or 32
-// for the raw-buffer form, else 64 (the in-place form).
-FLASHMFA_SM90_HD constexpr int mla_fp8_q_rows(int rows) {
-  return !kMlaFp8RawBuffer || rows > kMlaFp8QRows            ? kRowsPerWarpgroup
-         : FLASHMFA_SM90_MLA_FP8_SHORT_Q && rows <= kMlaFp8ShortQRows ? kMlaFp8ShortQRows
-                                                             : kMlaFp8QRows;
+constexpr uint32_t kMlaFp8RawScaleOffset = kMlaFp8Boxes * kMlaFp8BoxBytes;  // after the boxes
+constexpr uint32_t kMlaFp8RawBytes = kMlaFp8RawScaleOffset + kMlaFp8ScaleBytes;
+// Whether a launch with `rows` query rows per KV head (s_q * q_per_kv) takes the raw-buffer form.
+FLASHMFA_SM90_HD constexpr bool mla_fp8_raw_form(int rows) {
+  return kMlaFp8RawBuffer && rows <= kMlaFp8QRows;
 }
-// The raw ring of a Q tile of q_rows rows: its latent boxes and its tiles' scale slots (enough
-// that a tile's scales are read before the copy that reuses their slot is issued).
-FLASHMFA_SM90_HD constexpr int mla_fp8_raw_boxes(int q_rows) {
-  return q_rows == kMlaFp8ShortQRows ? 6 : kMlaFp8Boxes;
-}
-FLASHMFA_SM90_HD constexpr int mla_fp8_raw_landings(int q_rows) {  // landing slots in the ring
-  return mla_fp8_raw_boxes(q_rows) / (kMlaFp8Boxes / kMlaFp8Landings);
-}
-FLASHMFA_SM90_HD constexpr int mla_fp8_raw_scale_slots(int q_rows) {
-  return (mla_fp8_raw_landings(q_rows) + kMlaFp8Landings - 1) / kMlaFp8Landings;
-}
-FLASHMFA_SM90_HD constexpr uint32_t mla_fp8_raw_scale_offset(int q_rows) {  // after the boxes
-  return uint32_t(mla_fp8_raw_boxes(q_rows)) * kMlaFp8BoxBytes;
-}
-FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_raw_plan(int q_rows) {
+FLASHMFA_SM90_HD constexpr SmemPlan mla_fp8_raw_plan() {
   SmemPlan plan(kMlaDk, 1, kMlaStages, size_t(kRowsPerWarpgroup) * kBlockN * kElemBytes,
-                sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 1, 1, q_rows,
-                mla_fp8_raw_scale_offset(q_rows) +
-                    uint32_t(mla_fp8_raw_scale_slots(q_rows)) * kMlaFp8ScaleBytes);
-  plan.raw_full = plan.total;  // raw-full barriers: one per landing slot of the ring
-  plan.raw_empty = plan.raw_full + sizeof(uint64_t) * mla_fp8_raw_landings(q_rows);
+                sizeof(float) * 4 * kRowsPerWarpgroup, kMlaDk / kAtomCols, 1, 1, kMlaFp8QRows,
+                kMlaFp8RawBytes);
+  plan.raw_full = plan.total;  // raw-full barriers: one per landing
+  plan.raw_empty = plan.raw_full + sizeof(uint64_t) * kMlaFp8Landings;
   plan.total = plan.raw_empty;
   return plan;
 }
-static_assert(mla_fp8_raw_boxes(kMlaFp8ShortQRows) % (kMlaFp8Boxes / kMlaFp8Landings) == 0,
-              "whole landings in the raw ring");
 
 }  // namespace flashmfa::cuda::sm90

@@ -272,8 +272,7 @@ bool is_mla(const detail::DecodeParams& p) {
 namespace {
 SmemPlan mla_plan_for(const detail::DecodeParams& p) {
   if (p.kv_format != CacheFormat::fp8_mla) return mla_plan();
-  const int q_rows = mla_fp8_q_rows(p.s_q * p.q_per_kv);
-  return q_rows < kRowsPerWarpgroup ? mla_fp8_raw_plan(q_rows) : mla_fp8_plan();
+  return mla_fp8_raw_form(p.s_q * p.q_per_kv) ? mla_fp8_raw_plan() : mla_fp8_plan();
 }
 }  // namespace
 

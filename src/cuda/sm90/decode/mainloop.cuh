@@ -50,8 +50,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
                            uint32_t q_tile, int tid, float tail_scale = 1.f) {
   constexpr int kUnitsPerRow = D / kUnitElems;
   constexpr int kUnits = ROWS * kUnitsPerRow;
-  constexpr bool kRagged = kUnits % THREADS != 0;  // the last batch's units past kUnits skip
-  constexpr int kPerThread = (kUnits + THREADS - 1) / THREADS;
+  constexpr int kPerThread = kUnits / THREADS;
   constexpr uint32_t kQueryAtomBytes = uint32_t(ROWS) * kSwizzleRowBytes;
   // Loads in flight before their stores: all of them up to 9, else the largest divisor of
   // kPerThread up to 8 (more bought nothing once the next item's Q is prefetched:
@@ -59,7 +58,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
   constexpr int kBatch = kPerThread <= 9 ? kPerThread : kPerThread % 8 == 0 ? 8
                        : kPerThread % 6 == 0 ? 6 : kPerThread % 4 == 0 ? 4
                        : kPerThread % 2 == 0 ? 2 : 1;
-  static_assert(kPerThread % kBatch == 0, "whole batches per thread");
+  static_assert(kUnits % (THREADS * kBatch) == 0, "whole batches per thread");
   const int rows = p.s_q * p.q_per_kv;
   const T* q = static_cast<const T*>(p.q) + int64_t(seq) * p.q_sb;
   const uint64_t policy = EVICT_FIRST ? l2_evict_first_policy() : 0;
@@ -76,7 +75,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
       const int r = i / kUnitsPerRow, u = i % kUnitsPerRow;
       const int row = first_row + r;
       v[j] = make_uint4(0, 0, 0, 0);
-      if (row < rows && (!kRagged || i < kUnits)) {
+      if (row < rows) {
         const int t = row / p.q_per_kv, head = kv_head * p.q_per_kv + row % p.q_per_kv;
         const T* src = q + t * p.q_ss + head * p.q_sh + u * kUnitElems;
         v[j] = EVICT_FIRST ? ld_global_hint(src, policy) : *reinterpret_cast<const uint4*>(src);
@@ -88,8 +87,7 @@ __device__ void load_query(const detail::DecodeParams& p, int seq, int kv_head, 
     for (int j = 0; j < kBatch; ++j) {
       const int i = (b + j) * THREADS + tid;
       const int r = i / kUnitsPerRow, u = i % kUnitsPerRow;
-      if (!kRagged || i < kUnits)
-        st_shared(q_tile + swizzled_offset(r, u, kQueryAtomBytes), v[j]);
+      st_shared(q_tile + swizzled_offset(r, u, kQueryAtomBytes), v[j]);
     }
   }
 }

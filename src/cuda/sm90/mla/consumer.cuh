@@ -63,22 +63,18 @@ constexpr bool kMeasureNoKvWait = FLASHMFA_MEASURE_NO_KV_WAIT;
 constexpr bool kMeasureSFirst = FLASHMFA_MEASURE_S_FIRST;
 
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens into the slots (fp8.cuh).
-// QROWS: the rows of the staged Q tile; 16 or 32 (FP8 only, config.hpp mla_fp8_q_rows): atoms
-// of that many rows, whose freed shared memory holds a raw buffer (the raw-buffer form). wgmma
-// still computes 64 rows: rows QROWS..63 read the next Q atoms' rows (the last atom's, the start
-// of slot 0, NaN or not), and each of those rows stays in its own quad -- its softmax, P, O rows
-// and partial scales -- and is never stored (rows past s_q * q_per_kv, epilogue.cuh).
+// QROWS: the rows of the staged Q tile; kMlaFp8QRows (FP8 only, config.hpp mla_fp8_raw_form):
+// 32-row atoms, whose freed shared memory holds a raw buffer (the raw-buffer form). wgmma still
+// computes 64 rows: rows 32..63 read the next Q atom's rows (the last atom's, the start of slot
+// 0, NaN or not), and each of those rows stays in its own quad -- its softmax, P, O rows and
+// partial scales -- and is never stored (rows past s_q * q_per_kv, epilogue.cuh).
 template <bool FP8 = false, int QROWS = kRowsPerWarpgroup>
 struct MlaTraits {
-  static_assert(QROWS == kRowsPerWarpgroup ||
-                    (FP8 && (QROWS == kMlaFp8QRows || QROWS == kMlaFp8ShortQRows)),
+  static_assert(QROWS == kRowsPerWarpgroup || (FP8 && QROWS == kMlaFp8QRows),
                 "a short Q tile only with the FP8 raw buffer");
   static constexpr int kQueryRows = QROWS;
   static constexpr uint32_t kQueryAtomBytes = uint32_t(QROWS) * kSwizzleRowBytes;
   static constexpr bool kRawBuffer = QROWS < kRowsPerWarpgroup;
-  static constexpr int kRawLandings = mla_fp8_raw_landings(QROWS);  // landing slots of the ring
-  static constexpr int kRawScaleSlots = mla_fp8_raw_scale_slots(QROWS);
-  static constexpr uint32_t kRawScaleOffset = mla_fp8_raw_scale_offset(QROWS);
   static constexpr bool kKvSplit = false;  // one ring, both warpgroups read every slot
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
@@ -106,7 +102,7 @@ struct MlaTraits {
   static constexpr int kThreads = kConsumerThreads + kWarpgroupThreads;
   static constexpr int kReadersPerSlot = kWarpgroups * kWarpsPerWarpgroup;
   static constexpr SmemPlan kPlan =
-      !FP8 ? mla_plan() : kRawBuffer ? mla_fp8_raw_plan(QROWS) : mla_fp8_plan();
+      !FP8 ? mla_plan() : kRawBuffer ? mla_fp8_raw_plan() : mla_fp8_plan();
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * kMlaDk * kElemBytes;
   static_assert(kPlan.launch_bytes() <= kSm90SmemOptin, "MLA plan exceeds shared memory");
   static_assert(kPlan.stats - kPlan.xchg == kPvSteps * 4 * kWarpgroupThreads * sizeof(uint32_t),

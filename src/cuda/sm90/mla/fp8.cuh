@@ -74,9 +74,10 @@ struct MlaFp8Producer {
   __device__ int half() const { return t / kBlockN; }
   __device__ void sync() const { named_barrier_sync(int(NamedBarrier::kWiden), kWarpgroupThreads); }
 
-  // In place: the raw-full barrier of latent box `box` of slot `stage` (box 0 also carries the
-  // scales, box 3 RoPE).
+  // The raw-full barrier of latent box `box` (box 0 also carries the scales; in place, box 3
+  // RoPE). The raw buffer has one per landing, for every tile.
   __device__ uint32_t landed_bar(int stage, int box) const {
+    if constexpr (Tr::kRawBuffer) stage = 0;
     return sm.raw_full +
            uint32_t((stage * kMlaFp8Boxes + box / kBoxesPerLanding) * sizeof(uint64_t));
   }
@@ -119,14 +120,14 @@ struct MlaFp8Producer {
            uint32_t((unit ^ (r % kSwizzleGroupRows)) * kDescUnitBytes);
   }
   // This thread's raw chunks of latent box `box`, the boxes 8 KB apart from `boxes` (in place:
-  // atom kMlaFp8LatentAtom of the slot; otherwise a landing slot of the raw ring).
+  // atom kMlaFp8LatentAtom of the slot; otherwise the raw buffer).
   __device__ void load_box(uint32_t boxes, int box, uint32_t (&in)[kChunks][4]) const {
     static_assert(kMlaFp8BoxBytes == kAtomBytes, "a latent box is one atom's bytes");
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) ld_shared(unit_at(boxes, box, kChunks * half() + k), in[k]);
   }
-  __device__ uint32_t boxes_in(uint32_t slot) const {  // in place
-    return slot + kMlaFp8LatentAtom * kAtomBytes;
+  __device__ uint32_t boxes_in(uint32_t slot) const {
+    return Tr::kRawBuffer ? sm.raw : slot + kMlaFp8LatentAtom * kAtomBytes;
   }
   // Their 16-bit values into atom 2 box + half.
   __device__ void store_box(uint32_t slot, int box, const uint32_t (&in)[kChunks][4],
@@ -236,44 +237,25 @@ struct MlaFp8Producer {
     if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
   }
 
-  // Raw buffer: a ring of Tr::kRawLandings landing slots (kBoxesPerLanding latent boxes each)
-  // and Tr::kRawScaleSlots scale slots. Landing g of the part (tile g / kMlaFp8Landings, its
-  // landing g % kMlaFp8Landings) sits in slot g % kRawLandings, on that slot's raw-full barrier
-  // (parity g / kRawLandings % 2); tile n's scales come with its first landing into scale slot
-  // n % kRawScaleSlots. Once the warps have read landing g, thread 0 issues landing
-  // g + kRawLandings into its slot: one tile ahead with 2 landing slots, 1.5 with 3.
-  struct RawLanding {
-    uint32_t boxes, bar, parity;
-  };
-  __device__ RawLanding raw_landing(int g) const {
-    const int slot = g % Tr::kRawLandings;
-    return {sm.raw + uint32_t(slot * kBoxesPerLanding) * kMlaFp8BoxBytes,
-            sm.raw_full + uint32_t(slot * sizeof(uint64_t)), uint32_t(g / Tr::kRawLandings) & 1u};
-  }
-  __device__ uint32_t raw_scales(int n) const {
-    return sm.raw + Tr::kRawScaleOffset + uint32_t(n % Tr::kRawScaleSlots) * kMlaFp8ScaleBytes;
-  }
-
-  // Raw buffer, thread 0: landing g of the part, of the tile `src` (its latent boxes; the scales
-  // with its first landing), once the warps have read what its slot held before.
-  __device__ void issue_raw(int g, const TileSource& src, uint64_t policy) const {
-    const RawLanding at = raw_landing(g);
-    const int landing = g % kMlaFp8Landings;
-    if (landing == 0) flag_bad_page(src);
+  // Raw buffer, thread 0: landing `landing` of the tile `src` (its latent boxes; the scales
+  // with the first) into the raw buffer, once the warps have read that landing's boxes of the
+  // tile before.
+  __device__ void issue_raw(int landing, const TileSource& src, uint64_t policy) const {
+    const uint32_t full = landed_bar(0, landing * kBoxesPerLanding);
     if (!src.page_ok) {  // nothing loaded: the consumers clear and mask every row
-      mbar_arrive(at.bar);
+      mbar_arrive(full);
       return;
     }
-    mbar_arrive_expect_tx(at.bar, kBoxesPerLanding * kMlaFp8BoxBytes +
-                                      (landing == 0 ? kMlaFp8ScaleBytes : 0));
+    mbar_arrive_expect_tx(full, kBoxesPerLanding * kMlaFp8BoxBytes +
+                                    (landing == 0 ? kMlaFp8ScaleBytes : 0));
 #pragma unroll
     for (int i = 0; i < kBoxesPerLanding; ++i) {
       const int b = landing * kBoxesPerLanding + i;
-      tma_load_4d(at.boxes + uint32_t(i) * kMlaFp8BoxBytes, latent_map, at.bar,
+      tma_load_4d(sm.raw + uint32_t(b) * kMlaFp8BoxBytes, latent_map, full,
                   b * int(kMlaFp8BoxBytes / kBlockN), kv_head, src.in_page, src.page, policy);
     }
     if (landing == 0)
-      tma_load_4d(raw_scales(g / kMlaFp8Landings), scale_map, at.bar, 0, kv_head, src.in_page,
+      tma_load_4d(sm.raw + kMlaFp8RawScaleOffset, scale_map, full, 0, kv_head, src.in_page,
                   src.page, policy);
   }
   // Raw buffer, thread 0, once the slot at `pos` is free: the tile's RoPE values (already
@@ -289,31 +271,12 @@ struct MlaFp8Producer {
                 src.in_page, src.page, policy);
   }
 
-  // Thread 0's walk for the raw ring: the next landing to issue (`g`, of the tile at `loads`),
-  // and the source of the last tile the walk went past (at a tile's start: that tile, whose
-  // RoPE values the widening requests).
-  struct RawIssue {
-    Loads loads;
-    int g = 0;
-    TileSource behind{};
-    __device__ RawIssue(const MlaFp8Producer& pr, int part) : loads(pr, part) {}
-    // Issues landings up to (excluding) `until`, as long as tiles remain.
-    __device__ void issue_until(const MlaFp8Producer& pr, int until, uint64_t policy) {
-      for (; g < until && loads.more; ++g) {
-        pr.issue_raw(g, loads.src, policy);
-        if (g % kMlaFp8Landings == kMlaFp8Landings - 1) {
-          behind = loads.src;
-          loads.advance(pr);
-        }
-      }
-    }
-  };
-
-  // Raw buffer, all 128 threads: tile n from the ring into the slot at `pos`, whose RoPE values
-  // thread 0 requests once the slot is free (`rope`: the tile's source); each landing, once
-  // read, makes room for the one kRawLandings later (thread 0, `issue`).
-  __device__ void widen_raw(const RingPos& pos, int n, const TileSource& rope, RawIssue& issue,
-                            uint64_t policy, bool probe) const {
+  // Raw buffer, all 128 threads: tile n (parity n % 2 of the raw-full barriers) from the raw
+  // buffer into the slot at `pos`, whose RoPE values thread 0 requests once the slot is free
+  // (`rope`: the tile's source); each landing's boxes, once read, take the next tile's (thread
+  // 0, from `next` while next.more).
+  __device__ void widen_raw(const RingPos& pos, uint32_t parity, const TileSource& rope,
+                            const Loads& next, uint64_t policy, bool probe) const {
     const uint32_t slot = sm.slot(pos.stage);
     mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     if (t == 0) issue_rope(pos, rope, policy);
@@ -321,33 +284,40 @@ struct MlaFp8Producer {
     uint32_t scales[4];
 #pragma unroll
     for (int landing = 0; landing < kMlaFp8Landings; ++landing) {
-      const int g = n * kMlaFp8Landings + landing;
-      const RawLanding at = raw_landing(g);
-      mbar_wait(at.bar, at.parity);
+      mbar_wait(landed_bar(0, landing * kBoxesPerLanding), parity);
       if (probe && t == 0) FLASHMFA_PHASE(landing == 0 ? 3 : 5);
       if (landing == 0)
-        ld_shared(raw_scales(n) + uint32_t(row()) * 4 * uint32_t(sizeof(float)), scales);
+        ld_shared(sm.raw + kMlaFp8RawScaleOffset + uint32_t(row()) * 4 * uint32_t(sizeof(float)),
+                  scales);
 #pragma unroll
       for (int i = 0; i < kBoxesPerLanding; ++i) {
         const int b = landing * kBoxesPerLanding + i;
-        uint32_t in[kChunks][4];
-        load_box(at.boxes, i, in);
-        store_box(slot, b, in, TileRowScale<T>(__uint_as_float(scales[b])));
+        widen_box(slot, b, __uint_as_float(scales[b]));
         if (b % kBoxesPerPublish == kBoxesPerPublish - 1)
           publish(sm.full_bar(pos.stage, 2 * (b + 1 - kBoxesPerPublish)));
       }
       sync();  // this landing's boxes (and the scales) are read
-      if (t == 0) issue.issue_until(*this, g + 1 + Tr::kRawLandings, policy);
+      if (t == 0 && next.more) {
+        if (landing == 0) flag_bad_page(next.src);
+        issue_raw(landing, next.src, policy);
+      }
     }
     if (probe && t == 0) FLASHMFA_PHASE(4);
   }
 
-  // Raw buffer: every tile of the part in order. Thread 0 fills the ring, then each landing's
-  // widening issues the one kRawLandings later.
+  // Raw buffer: every tile of the part in order. Thread 0 issues tile 0's landings, then each
+  // tile's widening issues the next one's, landing by landing.
   __device__ void run_raw(int part) const {
     const uint64_t policy = l2_evict_first_policy();
-    RawIssue issue(*this, part);  // thread 0's; the other threads never issue
-    if (t == 0) issue.issue_until(*this, Tr::kRawLandings, policy);
+    Loads loads(*this, part);  // thread 0 walks it; the others only read tile 0's source
+    if (t == 0 && loads.more) {
+      flag_bad_page(loads.src);
+#pragma unroll
+      for (int landing = 0; landing < kMlaFp8Landings; ++landing)
+        issue_raw(landing, loads.src, policy);
+    }
+    TileSource rope = loads.src;  // the source of the tile being widened (thread 0)
+    if (t == 0) loads.advance(*this);
     RingPos pos(0, kMlaStages);
     int n = 0;  // tiles so far
     for (PartWalker w(sched, part); w.valid(); w.next()) {
@@ -356,10 +326,11 @@ struct MlaFp8Producer {
       for (int blk = it.block_begin; blk < it.block_end; ++blk, ++n) {
         if (n == kPhaseTile && t == 0) FLASHMFA_PHASE(1);
         if (n == kPhaseTile + 1 && t == 0) FLASHMFA_PHASE(12);
-        // The walk has issued every landing of tile n (it is at least one landing slot ahead),
-        // so the last tile it left is tile n.
-        const TileSource rope = issue.behind;
-        widen_raw(pos, n, rope, issue, policy, n == kPhaseTile);
+        widen_raw(pos, uint32_t(n) & 1u, rope, loads, policy, n == kPhaseTile);
+        if (t == 0) {
+          rope = loads.src;
+          loads.advance(*this);
+        }
         pos.advance();
       }
     }

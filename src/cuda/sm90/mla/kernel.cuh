@@ -50,13 +50,11 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
       const bool half = Tr::half_release(p);
       mbar_init(sm.empty_bar(s, 0), half ? kWarpsPerWarpgroup : Tr::kReadersPerSlot);
       if constexpr (Tr::kHalfRelease) mbar_init(sm.empty_bar(s, 1), kWarpsPerWarpgroup);
-      if constexpr (FP8 && !Tr::kRawBuffer)  // room for one raw-full barrier per latent box
+      if constexpr (FP8)  // room for one raw-full barrier per latent box (per slot in place)
         for (int b = 0; b < kMlaFp8Boxes; ++b)
-          mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
+          if (!Tr::kRawBuffer || (s == 0 && b < kMlaFp8Landings))
+            mbar_init(sm.raw_full + uint32_t((s * kMlaFp8Boxes + b) * sizeof(uint64_t)), 1);
     }
-    if constexpr (Tr::kRawBuffer)  // one raw-full barrier per landing slot of the raw ring
-      for (int l = 0; l < Tr::kRawLandings; ++l)
-        mbar_init(sm.raw_full + uint32_t(l * sizeof(uint64_t)), 1);
     mbar_init(sm.q_full, 1);                         // the producer's expect_tx
     mbar_init(sm.q_empty, Tr::kReadersPerSlot);      // each consumer warp, after its last S
     fence_mbar_init();
@@ -120,16 +118,11 @@ template <class T>
 void launch_mla_fp8_typed(const detail::DecodeParams& p, const Schedule& sched,
                           const CUtensorMap& latent_map, const CUtensorMap& scale_map,
                           const CUtensorMap& rope_map, cudaStream_t stream) {
-  switch (mla_fp8_q_rows(p.s_q * p.q_per_kv)) {
-    case kMlaFp8ShortQRows:
-      return launch_mla_kernel<T, true, kMlaFp8ShortQRows>(p, sched, latent_map, scale_map,
-                                                           rope_map, false, stream);
-    case kMlaFp8QRows:
-      return launch_mla_kernel<T, true, kMlaFp8QRows>(p, sched, latent_map, scale_map, rope_map,
-                                                      false, stream);
-    default:
-      return launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, false, stream);
-  }
+  if (mla_fp8_raw_form(p.s_q * p.q_per_kv))
+    launch_mla_kernel<T, true, kMlaFp8QRows>(p, sched, latent_map, scale_map, rope_map, false,
+                                             stream);
+  else
+    launch_mla_kernel<T, true>(p, sched, latent_map, scale_map, rope_map, false, stream);
 }
 
 }  // namespace flashmfa::cuda::sm90
