@@ -85,10 +85,11 @@ TEST(CudaGraph, SplitBatchesReplayWithNewLengths) {
 // A problem whose sequence 0 gets a lie written into it; the others must stay exact.
 struct LyingProblem {
   testing::HostProblem h;
-  explicit LyingProblem(Variant v, int h_q = 16) {
+  explicit LyingProblem(Variant v, int h_q = 16, int page_size = 64) {
     ProblemSpec s;
     s.variant = v;
     s.h_q = h_q;
+    s.page_size = page_size;
     s.b = 3;
     s.seqlens = {300, 200, 100};
     h = testing::make_problem(s);
@@ -108,9 +109,12 @@ struct LyingProblem {
 
 TEST(CudaSafety, PageIndexOutOfRangeIsSkippedAndFlagged) {
   SKIP_WITHOUT_GPU();
+  // Pages of 16 (MFA): the lying page is the second of the first tile's four.
+  const struct { Variant v; int page; } cases[] = {
+      {Variant::mla(), 64}, {Variant::mfa(), 64}, {Variant::mfa(), 16}};
   for (int32_t bad : {-1, 1 << 30}) {
-    for (Variant v : {Variant::mla(), Variant::mfa()}) {
-      LyingProblem lp(v);
+    for (const auto& c : cases) {
+      LyingProblem lp(c.v, 16, c.page);
       lp.h.block_table[1] = bad;  // sequence 0, page 1: inside its length
       DeviceProblem d(lp.h);
       d.poison();
@@ -196,13 +200,17 @@ TEST(CudaSafety, WorkspaceTooSmallIsRefused) {
 }
 
 // The reduced suite for compute-sanitizer (memcheck, racecheck): every kernel, split and
-// unsplit sequences, aliasing and separate V, FP8 caches, small pages and a lying block table. One test per
-// kernel family, so that each can be sanitized on its own (scripts/device.sh sanitize).
+// unsplit sequences, aliasing and separate V, FP8 caches, small pages and a lying block table.
+// One test per kernel family, so that each can be sanitized on its own (scripts/device.sh
+// sanitize).
 void sanitizer_suite(DecodeArgs::Path path) {
   for (Variant v : {Variant::mla(), Variant::mfa(), Variant::mfa_kr(128), Variant::mqa(64)}) {
-    for (int page : {1, 64}) {
-      // The Hopper path takes pages of >= 64 tokens; automatic falls back below that.
-      const DecodeArgs::Path p = page < 64 ? DecodeArgs::Path::automatic : path;
+    for (int page : {1, 16, 64}) {
+      // Pages of 16: the sm_90a decode kernel's tiles of four pages (MFA, MFA-KR 128), once.
+      if (page == 16 && !(v == Variant::mfa() || v == Variant::mfa_kr(128))) continue;
+      // The Hopper path takes pages of >= 64 tokens for MLA, >= 16 for the decode kernel;
+      // automatic falls back below that.
+      const DecodeArgs::Path p = page < 16 ? DecodeArgs::Path::automatic : path;
       ProblemSpec s;
       s.variant = v;
       s.page_size = page;

@@ -113,6 +113,42 @@ TEST(HopperPath, DecodeRowCounts) {
         }
 }
 
+// Pages smaller than a tile (16 and 32 tokens: a tile is copied page by page) on the decode
+// kernel, 16-bit and FP8 caches: MFA, MFA-KR 256 and 128, GQA d 128 with 2 and 8 KV heads, the
+// KV split and the row split, with row_case's lengths (partial pages inside the first and the
+// last tile, a tile ending on a page boundary, a split sequence), the pages scattered over the
+// cache and unused rows NaN; then one item long enough to wrap both rings many times.
+TEST(HopperPath, DecodeSmallPages) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  const struct { Variant v; int h_kv, h_q, s_q; bool causal; } cases[] = {
+      {Variant::mfa(), 1, 64, 1, false},      {Variant::mfa(), 1, 40, 4, true},
+      {Variant::mfa_kr(256), 1, 9, 2, true},  {Variant::mfa_kr(128), 1, 100, 1, false},
+      {Variant::mqa(128), 2, 16, 2, true},    {Variant::mqa(128), 8, 32, 1, false}};
+  int n = 0;
+  for (int page : {16, 32})
+    for (const auto& c : cases) {
+      ProblemSpec s = row_case(c.v, n % 2 ? DType::f16 : DType::bf16, c.h_kv, c.h_q, c.s_q,
+                               c.causal, n, 9700);
+      s.page_size = page;
+      ++n;
+      run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+      run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
+    }
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
+    ProblemSpec s;
+    s.variant = v;
+    s.h_q = 64;
+    s.page_size = 16;
+    s.b = 2;
+    s.seqlens = {20000, 5000 - 13};
+    s.seed = 9800 + n++;
+    run_and_check(s, describe(s), DecodeArgs::Path::hopper);
+    run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
+    // A lying block table: sequence 0's second page (inside its first tile) out of range.
+    run_and_check_fp8(s, describe(s) + " lying page", DecodeArgs::Path::hopper, 0, 1 << 30);
+  }
+}
+
 // Cache and q rows wider apart than their width (views of wider buffers, 16-byte aligned, so
 // the fast paths still take them): the tensor maps carry the caller's strides -- MLA's two 5-D
 // maps whose atom stride is smaller than the token stride, the decode kernel's 4-D maps, MLA's

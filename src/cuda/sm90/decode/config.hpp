@@ -35,7 +35,11 @@ constexpr int kWarpgroupThreads = 128;  // 4 warps issue one wgmma together
 constexpr int kWarpsPerWarpgroup = kWarpgroupThreads / kWarpSize;
 constexpr int kRowsPerWarpgroup = 64;   // wgmma M: query rows of one consumer warpgroup
 constexpr int kBlockN = 64;             // KV tokens per tile (and per scheduler block)
-constexpr int kMinPageSize = kBlockN;   // a tile never straddles two pages
+// Pages: the decode kernel takes pages of >= 16 tokens (a tile of 64 spans up to four pages,
+// one TMA box per page and atom: boxes of 16 rows are still whole 2 KB pieces of a swizzle
+// atom); the MLA kernels take pages of >= 64 (a tile inside one page).
+constexpr int kMinPageSize = 16;
+constexpr int kMlaMinPageSize = kBlockN;
 // 64 columns of 16-bit elements are one 128-byte swizzle atom: the TMA box width and the
 // column granularity of every shared-memory tile.
 constexpr int kAtomCols = 64;
@@ -68,6 +72,13 @@ FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
 // 128 = 64512.
 constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
+// The decode kernel's split (not MLA's): its producer also walks pages smaller than a tile
+// (tile_source_paged), which does not fit in 24 registers without spilling: 40 * 128 + 2 * 232
+// * 128 = 64512.
+constexpr int kDecodeProducerRegs = 40;
+constexpr int kDecodeConsumerRegs = 232;
+static_assert(kDecodeProducerRegs + 2 * kDecodeConsumerRegs == kProducerRegs + 2 * kConsumerRegs,
+              "the decode kernel's split moves registers within the same allocation");
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)

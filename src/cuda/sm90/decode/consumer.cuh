@@ -49,7 +49,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 
   // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
   // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
-  // `valid`: the slot's loaded rows (tile_source).
+  // `valid`: the slot's loaded rows (tile_source_paged).
   __device__ void acquire(const RingPos& pos, bool serves_as_v, int valid) const {
     mbar_wait(sm.full_bar(pos.stage), pos.phase);
     if (serves_as_v && valid < kBlockN) {
@@ -117,7 +117,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     uint32_t kbuf = sm.slot(2 * warpgroup), other = sm.slot(2 * warpgroup + 1);
     int blk = it.block_begin + warpgroup;  // tile_owner: alternate tiles
     if (blk >= it.block_end) return;
-    int valid = tile_source(p, it, blk).valid;
+    int valid = tile_source_for<Tr>(p, it, blk).valid;
     take_raw(pos, kbuf, valid);
 #pragma unroll 1
     for (; blk < it.block_end; blk += 2) {
@@ -130,7 +130,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
       const bool more = blk + 2 < it.block_end;
-      const int next_valid = more ? tile_source(p, it, blk + 2).valid : 0;
+      const int next_valid = more ? tile_source_for<Tr>(p, it, blk + 2).valid : 0;
       gemm_pv<T, D>(o, s, vbuf, precise, [&] {
         if (more) take_raw(pos, next_buf, next_valid);
       });
@@ -158,7 +158,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     const uint32_t vbuf = sm.slot(2 * warpgroup);
 #pragma unroll 1
     for (int blk = it.block_begin + warpgroup; blk < it.block_end; blk += 2) {
-      const int valid = tile_source(p, it, blk).valid;
+      const int valid = tile_source_for<Tr>(p, it, blk).valid;
       const uint32_t raw = sm.raw_slot(pos.stage);
       mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
       float s[kAccRegs];
@@ -259,7 +259,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        const int valid = tile_source(p, it, blk).valid;
+        const int valid = tile_source_for<Tr>(p, it, blk).valid;
         acquire(pos, p.v_aliases_k, valid);
         if (!p.v_aliases_k) {
           release(pos);
@@ -323,8 +323,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
                 prefetch_query<T, D, kWarpgroupThreads>(p, next, kv_head, first_row, wg_tid());
             }
           if (!reads_tile<KV_SPLIT>(blk, it.block_begin, warpgroup)) continue;
-          tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, visible, q_tile, o, softmax,
-               precise);
+          tile(pos, blk * kBlockN, tile_source_for<Tr>(p, it, blk).valid, visible, q_tile, o,
+               softmax, precise);
           if (tid == 0 && blk == it.block_begin) FLASHMFA_PHASE(4);
         }
       }

@@ -30,8 +30,8 @@ struct KernelConfig {
 
 // Whether this path computes p on `dev`: a compute capability 9.0 device; bf16/f16; either
 // d_k = d_v in {128, 256} (V separate or aliasing K; 16-bit or fp8_row cache) or MLA (d_k 576,
-// d_v 512, V aliasing K; 16-bit cache); page_size >= 64; 16-byte aligned cache, q pointers and
-// strides (TMA and vector loads).
+// d_v 512, V aliasing K; 16-bit or fp8_mla cache); page_size >= 16 (MLA: >= 64); 16-byte
+// aligned cache, q pointers and strides (TMA and vector loads).
 // Nothing about out: a plan made before the outputs exist (Python) picks the same kernel.
 // Host only.
 bool supports(const detail::DecodeParams& p, const DeviceInfo& dev);

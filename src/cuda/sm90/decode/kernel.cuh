@@ -82,7 +82,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   if (threadIdx.x == 0) FLASHMFA_PHASE(1);
 
   if (role == 0) {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kProducerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kDecodeProducerRegs>();
     const int warp = __shfl_sync(~0u, int(threadIdx.x) / kWarpSize, 0);
     const int lane = int(threadIdx.x) % kWarpSize;
     if (threadIdx.x == 0) {
@@ -99,7 +99,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<kConsumerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<kDecodeConsumerRegs>();
     const int warpgroup = role - 1;
     const int first_row =
         blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);

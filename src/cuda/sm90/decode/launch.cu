@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -126,6 +127,7 @@ CUtensorMap encode_map(const detail::DecodeParams& p, const void* ptr, int rank,
 // A cache [num_pages, page_size, h_kv, d] (strides in elements) as a 4-D tensor map whose box
 // is one 64-column atom of a 64-token tile of one head, written 128B-swizzled; for an fp8_row
 // cache, bytes, the box a whole 64-row tile of d bytes, unswizzled (the raw ring, dequant.cuh).
+// Pages smaller than a tile: the box is one page tall (the producer copies a tile page by page).
 CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d, int64_t sp,
                            int64_t st, int64_t sh) {
   const bool fp8 = p.kv_format == CacheFormat::fp8_row;
@@ -137,8 +139,8 @@ CUtensorMap make_cache_map(const detail::DecodeParams& p, const void* ptr, int d
                                         cuuint64_t(p.num_pages > 0 ? p.num_pages : 1)};
   const cuuint64_t strides[kTensorRank - 1] = {cuuint64_t(head_stride) * eb,
                                                cuuint64_t(st) * eb, cuuint64_t(sp) * eb};
-  const cuuint32_t box[kTensorRank] = {fp8 ? cuuint32_t(d) : cuuint32_t(kAtomCols), 1, kBlockN,
-                                       1};
+  const cuuint32_t box[kTensorRank] = {fp8 ? cuuint32_t(d) : cuuint32_t(kAtomCols), 1,
+                                       cuuint32_t(std::min(p.page_size, kBlockN)), 1};
   return encode_map(p, ptr, kTensorRank, dims, strides, box,
                     fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : elem_type(p),
                     fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B);
@@ -288,7 +290,8 @@ bool supports(const detail::DecodeParams& p, const DeviceInfo& dev) {
   if (!mla && p.d_k != p.d_v) return false;
   const KernelConfig shape = default_shape(p);
   if (!mla && !compiled(p.d_k, shape.warpgroups, shape.kv_split, fp8)) return false;
-  if (p.page_size < kMinPageSize) return false;  // a tile would straddle pages
+  // The decode kernel copies a tile page by page; the MLA kernels keep a tile inside one page.
+  if (p.page_size < (mla ? kMlaMinPageSize : kMinPageSize)) return false;
   const int eb = cache_elem_bytes(p);
   if (!cache_ok(p.k, eb, p.h_kv, p.k_sp, p.k_st, p.k_sh)) return false;
   if (!p.v_aliases_k && !cache_ok(p.v, eb, p.h_kv, p.v_sp, p.v_st, p.v_sh)) return false;

@@ -4,10 +4,13 @@
 // The tensor maps view a cache as (d, h_kv, page_size, num_pages) with the cache's own
 // strides, so one 64-token tile of KV head h is the box (0..D, h, t0..t0+63, page) of
 // kAtoms copies of 64 columns; MLA's maps (kWideBoxes) add the atom as a fifth dimension, so that
-// each half of a tile is one copy. Page indices come from the block table, one per tile (a page
-// holds >= 64 tokens). A page outside [0, num_pages) is never loaded: the slot is released
-// with zero bytes, and the consumers (which read the same block-table entry: tile_source)
-// clear and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
+// each half of a tile is one copy. Page indices come from the block table: one per tile where a
+// page holds >= 64 tokens; with smaller pages (the decode kernel: 16 or 32) the box is one page
+// tall and a tile is one copy per page and atom, landing at its rows of the slot (each page's
+// rows are whole 1 KB swizzle groups, so the pattern is the one a 64-row box writes). A tile
+// that needs a page outside [0, num_pages) is never loaded: the slot is released with zero
+// bytes, and the consumers (which read the same block-table entries: tile_source_paged) clear
+// and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
 // producer (q_map, load_query_tile).
 //
 // FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring (split between the
@@ -166,14 +169,27 @@ struct Producer {
       load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
     } else {
       const uint32_t full = sm.full_bar(pos.stage);
-      if (src.page_ok) {
-        mbar_arrive_expect_tx(full, Tr::kSlotBytes);
+      if (src.pages == 1) {
+        if (src.page_ok) {
+          mbar_arrive_expect_tx(full, Tr::kSlotBytes);
 #pragma unroll
-        for (int a = 0; a < Tr::kAtoms; ++a)
-          tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
-                      src.page, policy);
-      } else {
-        mbar_arrive(full);
+          for (int a = 0; a < Tr::kAtoms; ++a)
+            tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
+                        src.page, policy);
+        } else {
+          mbar_arrive(full);
+        }
+      } else {  // pages smaller than the tile (page_ok: all of them in range)
+        const uint32_t page_bytes = uint32_t(p.page_size) * kSwizzleRowBytes;  // of one atom
+        mbar_arrive_expect_tx(full, uint32_t(src.pages) * page_bytes * Tr::kAtoms);
+#pragma unroll 1
+        for (int j = 0; j < src.pages; ++j) {
+          const int page = src.page_at(p, j);
+#pragma unroll
+          for (int a = 0; a < Tr::kAtoms; ++a)
+            tma_load_4d(dst + a * kAtomBytes + j * page_bytes, map, full, a * kAtomCols, kv_head,
+                        0, page, policy);
+        }
       }
     }
     pos.advance();
@@ -186,7 +202,7 @@ struct Producer {
                            uint64_t policy) const {
     mbar_wait(sm.raw_empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.raw_slot(pos.stage), full = sm.raw_full_bar(pos.stage);
-    if (src.page_ok) {
+    if (src.page_ok && src.pages == 1) {
       if (lane == 0) {
         mbar_arrive_expect_tx(full, Tr::kRawTileBytes);
         tma_load_4d(dst, map, full, 0, kv_head, src.in_page, src.page, policy);
@@ -196,6 +212,22 @@ struct Producer {
 #pragma unroll
       for (int r = lane; r < kBlockN; r += kWarpSize)
         cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)), rows + r * s_st);
+      cp_async_mbar_arrive(full);
+    } else if (src.page_ok) {  // pages smaller than the tile: a box and scales per page
+      const uint32_t page_bytes = uint32_t(p.page_size) * (Tr::kRawTileBytes / kBlockN);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(full, uint32_t(src.pages) * page_bytes);
+#pragma unroll 1
+        for (int j = 0; j < src.pages; ++j)
+          tma_load_4d(dst + j * page_bytes, map, full, 0, kv_head, 0, src.page_at(p, j), policy);
+      }
+      // Rows past the loaded pages are never read (the conversion writes zeros there).
+      const float* head = scale + int64_t(kv_head) * s_sh;
+#pragma unroll 1
+      for (int r = lane; r < src.pages << p.log2_page_size; r += kWarpSize)
+        cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)),
+                   head + int64_t(src.page_at(p, r >> p.log2_page_size)) * s_sp +
+                       int64_t(r & (p.page_size - 1)) * s_st);
       cp_async_mbar_arrive(full);
     } else {  // the same 1 + 32 arrivals, no bytes
       if (lane == 0) mbar_arrive(full);
@@ -212,7 +244,7 @@ struct Producer {
       const WorkItem it = w.item();
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        const TileSource src = tile_source(p, it, blk);
+        const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok && lane == 0)
           atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
@@ -236,7 +268,7 @@ struct Producer {
       if (q_map != nullptr) load_query_tile(it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        const TileSource src = tile_source(p, it, blk);
+        const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         if (blk == it.block_begin) FLASHMFA_PHASE(2);
         auto load = [&](RingPos& pos) {

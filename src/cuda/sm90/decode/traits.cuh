@@ -44,6 +44,7 @@ struct Traits {
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kWideBoxes = false;    // 4-D maps, one box per 64-column atom
+  static constexpr bool kSmallPages = true;    // pages of >= kMinPageSize (tile_source_paged)
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
   static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
@@ -75,10 +76,10 @@ struct Traits {
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
 
-  // Register split (setmaxnreg: kProducerRegs / kConsumerRegs) when three warpgroups share the
-  // registers: each consumer holds a 64 x D f32 output tile (128 registers at D = 256) plus S,
-  // P and P's rounding rest; the producer only walks the schedule. With one consumer
-  // warpgroup every thread may already use 255, so nothing is redistributed.
+  // Register split (setmaxnreg: kDecodeProducerRegs / kDecodeConsumerRegs) when three
+  // warpgroups share the registers: each consumer holds a 64 x D f32 output tile (128 registers
+  // at D = 256) plus S, P and P's rounding rest; the producer walks the schedule and the pages.
+  // With one consumer warpgroup every thread may already use 255, so nothing is redistributed.
   static constexpr bool kSplitRegisters = WARPGROUPS == 2;
 };
 
@@ -148,15 +149,25 @@ __device__ __forceinline__ uint32_t swizzled_offset(int row, int unit,
 }
 
 // Where tile `blk` of work item `it` comes from, and how many of its 64 rows hold tokens of the
-// sequence: 0 when its page index lies outside [0, num_pages) (the tile is never loaded). The
-// producer and the consumers each derive it from the block table (read-only during the kernel),
-// so nothing about a slot passes through shared memory beside the TMA bytes themselves.
+// sequence: 0 when a page index it needs lies outside [0, num_pages) (the tile is never
+// loaded). The producer and the consumers each derive it from the block table (read-only
+// during the kernel), so nothing about a slot passes through shared memory beside the TMA
+// bytes themselves.
 struct TileSource {
-  int page;      // page index from the block table
+  int page;      // page index from the block table (of the tile's first token)
   int in_page;   // first token of the tile inside its page
   int valid;     // rows [0, valid) hold loaded tokens
   bool page_ok;
+  // Pages smaller than a tile (tile_source_paged): the tile's rows lie in `pages` pages, whose
+  // block-table entries are entries [first, first + pages) of sequence seq's row; page j holds
+  // rows [j, j + 1) * page_size.
+  int pages = 1;
+  int seq = 0, first = 0;
+  __device__ int page_at(const detail::DecodeParams& p, int j) const {
+    return j == 0 ? page : p.block_table[int64_t(seq) * p.bt_sb + first + j];
+  }
 };
+// Pages of at least a tile (the MLA kernels): one block-table entry per tile.
 __device__ __forceinline__ TileSource tile_source(const detail::DecodeParams& p,
                                                   const WorkItem& it, int blk) {
   const int token = blk * kBlockN;
@@ -166,6 +177,33 @@ __device__ __forceinline__ TileSource tile_source(const detail::DecodeParams& p,
   t.valid = t.page_ok ? min(kBlockN, it.seqlen - token) : 0;
   t.in_page = token & (p.page_size - 1);
   return t;
+}
+// Any page size the decode kernel takes (>= kMinPageSize): a tile of smaller pages needs the
+// entries of the pages its tokens occupy -- only those, so that no entry past the sequence's
+// last page (possibly past the block table's row) is read -- and every one of them in range.
+__device__ __forceinline__ TileSource tile_source_paged(const detail::DecodeParams& p,
+                                                        const WorkItem& it, int blk) {
+  TileSource t = tile_source(p, it, blk);
+  if (p.page_size >= kBlockN) return t;
+  const int token = blk * kBlockN;
+  const int rows = min(kBlockN, it.seqlen - token);
+  t.pages = (rows + p.page_size - 1) >> p.log2_page_size;
+  t.seq = it.seq;
+  t.first = token >> p.log2_page_size;
+#pragma unroll 1
+  for (int j = 1; j < t.pages; ++j) {
+    const int page = t.page_at(p, j);
+    t.page_ok = t.page_ok && page >= 0 && page < p.num_pages;
+  }
+  t.valid = t.page_ok ? rows : 0;
+  return t;
+}
+// The source of a tile for a kernel whose traits say whether it takes pages smaller than a tile.
+template <class Tr>
+__device__ __forceinline__ TileSource tile_source_for(const detail::DecodeParams& p,
+                                                      const WorkItem& it, int blk) {
+  if constexpr (Tr::kSmallPages) return tile_source_paged(p, it, blk);
+  else return tile_source(p, it, blk);
 }
 
 // Position of a slot in a ring of slots [begin, end) and the parity of its current fill.

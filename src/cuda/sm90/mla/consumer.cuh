@@ -79,6 +79,7 @@ struct MlaTraits {
   static constexpr bool kFullPerAtom = true;  // S = Q K^T follows the atoms as they land
   static constexpr bool kHalfRelease = kMlaHalfRelease && !FP8;
   static constexpr bool kWideBoxes = kMlaWideBoxes;  // one TMA box per half (config.hpp)
+  static constexpr bool kSmallPages = false;  // pages of >= 64 tokens: a tile in one page
   // Whether this launch frees the two halves of a slot separately (config.hpp); the producer
   // and the consumers derive it from the same parameters.
   __device__ static bool half_release(const detail::DecodeParams& p) {
