@@ -169,17 +169,15 @@ struct Producer {
       load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
     } else {
       const uint32_t full = sm.full_bar(pos.stage);
-      if (src.pages == 1) {
-        if (src.page_ok) {
-          mbar_arrive_expect_tx(full, Tr::kSlotBytes);
+      if (!src.page_ok) {
+        mbar_arrive(full);
+      } else if (p.page_size >= kBlockN) {  // the tile inside one page: a 64-row box per atom
+        mbar_arrive_expect_tx(full, Tr::kSlotBytes);
 #pragma unroll
-          for (int a = 0; a < Tr::kAtoms; ++a)
-            tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
-                        src.page, policy);
-        } else {
-          mbar_arrive(full);
-        }
-      } else {  // pages smaller than the tile (page_ok: all of them in range)
+        for (int a = 0; a < Tr::kAtoms; ++a)
+          tma_load_4d(dst + a * kAtomBytes, map, full, a * kAtomCols, kv_head, src.in_page,
+                      src.page, policy);
+      } else {  // pages smaller than the tile: a box one page tall per page and atom
         const uint32_t page_bytes = uint32_t(p.page_size) * kSwizzleRowBytes;  // of one atom
         mbar_arrive_expect_tx(full, uint32_t(src.pages) * page_bytes * Tr::kAtoms);
 #pragma unroll 1
@@ -202,7 +200,7 @@ struct Producer {
                            uint64_t policy) const {
     mbar_wait(sm.raw_empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.raw_slot(pos.stage), full = sm.raw_full_bar(pos.stage);
-    if (src.page_ok && src.pages == 1) {
+    if (src.page_ok && p.page_size >= kBlockN) {
       if (lane == 0) {
         mbar_arrive_expect_tx(full, Tr::kRawTileBytes);
         tma_load_4d(dst, map, full, 0, kv_head, src.in_page, src.page, policy);

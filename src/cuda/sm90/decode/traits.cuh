@@ -158,9 +158,10 @@ struct TileSource {
   int in_page;   // first token of the tile inside its page
   int valid;     // rows [0, valid) hold loaded tokens
   bool page_ok;
-  // Pages smaller than a tile (tile_source_paged): the tile's rows lie in `pages` pages, whose
-  // block-table entries are entries [first, first + pages) of sequence seq's row; page j holds
-  // rows [j, j + 1) * page_size.
+  // Pages smaller than a tile (tile_source_paged): the tile's rows lie in `pages` pages (at
+  // least one), whose block-table entries are entries [first, first + pages) of sequence seq's
+  // row; page j holds rows [j, j + 1) * page_size. (The maps' boxes are then one page tall, so
+  // the producer branches on the page size, not on `pages`.)
   int pages = 1;
   int seq = 0, first = 0;
   __device__ int page_at(const detail::DecodeParams& p, int j) const {
