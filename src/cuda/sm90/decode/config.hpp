@@ -39,6 +39,7 @@ constexpr int kBlockN = 64;             // KV tokens per tile (and per scheduler
 // one TMA box per page and atom: boxes of 16 rows are still whole 2 KB pieces of a swizzle
 // atom); the MLA kernels take pages of >= 64 (a tile inside one page).
 constexpr int kMinPageSize = 16;
+constexpr int kMaxPagesPerTile = kBlockN / kMinPageSize;
 constexpr int kMlaMinPageSize = kBlockN;
 // 64 columns of 16-bit elements are one 128-byte swizzle atom: the TMA box width and the
 // column granularity of every shared-memory tile.

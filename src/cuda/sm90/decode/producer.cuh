@@ -180,13 +180,13 @@ struct Producer {
       } else {  // pages smaller than the tile: a box one page tall per page and atom
         const uint32_t page_bytes = uint32_t(p.page_size) * kSwizzleRowBytes;  // of one atom
         mbar_arrive_expect_tx(full, uint32_t(src.pages) * page_bytes * Tr::kAtoms);
-#pragma unroll 1
-        for (int j = 0; j < src.pages; ++j) {
-          const int page = src.page_at(p, j);
+#pragma unroll
+        for (int j = 0; j < kMaxPagesPerTile; ++j) {
+          if (j >= src.pages) break;
 #pragma unroll
           for (int a = 0; a < Tr::kAtoms; ++a)
             tma_load_4d(dst + a * kAtomBytes + j * page_bytes, map, full, a * kAtomCols, kv_head,
-                        0, page, policy);
+                        0, src.page_at(j), policy);
         }
       }
     }
@@ -215,17 +215,22 @@ struct Producer {
       const uint32_t page_bytes = uint32_t(p.page_size) * (Tr::kRawTileBytes / kBlockN);
       if (lane == 0) {
         mbar_arrive_expect_tx(full, uint32_t(src.pages) * page_bytes);
-#pragma unroll 1
-        for (int j = 0; j < src.pages; ++j)
-          tma_load_4d(dst + j * page_bytes, map, full, 0, kv_head, 0, src.page_at(p, j), policy);
+#pragma unroll
+        for (int j = 0; j < kMaxPagesPerTile; ++j)
+          if (j < src.pages)
+            tma_load_4d(dst + j * page_bytes, map, full, 0, kv_head, 0, src.page_at(j), policy);
       }
-      // Rows past the loaded pages are never read (the conversion writes zeros there).
+      // Rows past the loaded pages are never read (the conversion writes zeros there). One row
+      // at a time: unrolled, the producer's 40 registers spill.
       const float* head = scale + int64_t(kv_head) * s_sh;
 #pragma unroll 1
-      for (int r = lane; r < src.pages << p.log2_page_size; r += kWarpSize)
-        cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)),
-                   head + int64_t(src.page_at(p, r >> p.log2_page_size)) * s_sp +
-                       int64_t(r & (p.page_size - 1)) * s_st);
+      for (int r = lane; r < kBlockN; r += kWarpSize) {
+        const int j = r >> p.log2_page_size;
+        if (j < src.pages)
+          cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)),
+                     head + int64_t(src.page_at(j)) * s_sp +
+                         int64_t(r & (p.page_size - 1)) * s_st);
+      }
       cp_async_mbar_arrive(full);
     } else {  // the same 1 + 32 arrivals, no bytes
       if (lane == 0) mbar_arrive(full);

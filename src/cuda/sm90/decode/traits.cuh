@@ -159,13 +159,16 @@ struct TileSource {
   int valid;     // rows [0, valid) hold loaded tokens
   bool page_ok;
   // Pages smaller than a tile (tile_source_paged): the tile's rows lie in `pages` pages (at
-  // least one), whose block-table entries are entries [first, first + pages) of sequence seq's
-  // row; page j holds rows [j, j + 1) * page_size. (The maps' boxes are then one page tall, so
-  // the producer branches on the page size, not on `pages`.)
+  // least one); page j holds rows [j, j + 1) * page_size, its index page_at(j). (The maps'
+  // boxes are then one page tall, so the producer branches on the page size, not on `pages`.)
+  // The entries are read once, together, into registers: one round trip per tile.
   int pages = 1;
-  int seq = 0, first = 0;
-  __device__ int page_at(const detail::DecodeParams& p, int j) const {
-    return j == 0 ? page : p.block_table[int64_t(seq) * p.bt_sb + first + j];
+  int later[kMaxPagesPerTile - 1] = {};
+  __device__ int page_at(int j) const {
+    int v = page;
+#pragma unroll
+    for (int i = 1; i < kMaxPagesPerTile; ++i) v = j == i ? later[i - 1] : v;
+    return v;
   }
 };
 // Pages of at least a tile (the MLA kernels): one block-table entry per tile.
@@ -189,12 +192,14 @@ __device__ __forceinline__ TileSource tile_source_paged(const detail::DecodePara
   const int token = blk * kBlockN;
   const int rows = min(kBlockN, it.seqlen - token);
   t.pages = (rows + p.page_size - 1) >> p.log2_page_size;
-  t.seq = it.seq;
-  t.first = token >> p.log2_page_size;
-#pragma unroll 1
-  for (int j = 1; j < t.pages; ++j) {
-    const int page = t.page_at(p, j);
-    t.page_ok = t.page_ok && page >= 0 && page < p.num_pages;
+  const int32_t* entries =
+      p.block_table + int64_t(it.seq) * p.bt_sb + (token >> p.log2_page_size);
+#pragma unroll
+  for (int j = 1; j < kMaxPagesPerTile; ++j) t.later[j - 1] = j < t.pages ? entries[j] : 0;
+#pragma unroll
+  for (int j = 1; j < kMaxPagesPerTile; ++j) {
+    const int page = t.later[j - 1];
+    t.page_ok = t.page_ok && (j >= t.pages || (page >= 0 && page < p.num_pages));
   }
   t.valid = t.page_ok ? rows : 0;
   return t;
