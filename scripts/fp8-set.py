@@ -25,11 +25,11 @@ SHAPE = ("variant", "dtype", "b", "s_q", "s_k", "varlen", "causal", "h_q", "h_kv
 
 def pack(args: argparse.Namespace) -> None:
     runs = []
-    for path in sorted(glob.glob(os.path.join(args.out_dir, "fp8-*-*.json"))):
+    for path in sorted(glob.glob(os.path.join(args.out_dir, args.pattern))):
         with open(path) as f:
             runs.append({"file": os.path.basename(path), "run": json.load(f)})
     if not runs:
-        sys.exit(f"fp8-set: no fp8-<cache>-<name>.json under {args.out_dir}")
+        sys.exit(f"fp8-set: no {args.pattern} under {args.out_dir}")
     doc = {"schema": "flashmfa-bench-set/1", "what": args.what, "code": args.code, "runs": runs}
     with open(args.set, "w") as f:
         json.dump(doc, f, indent=1)
@@ -97,6 +97,8 @@ def main() -> None:
     p.add_argument("set")
     p.add_argument("--what", required=True)
     p.add_argument("--code", required=True)
+    p.add_argument("--pattern", default="fp8-*-*.json",
+                   help="which JSON files of the run (default: fp8-bench.sh's fp8-<cache>-<name>.json)")
     t = sub.add_parser("table")
     t.add_argument("set")
     args = ap.parse_args()
