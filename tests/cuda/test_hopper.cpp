@@ -44,6 +44,19 @@ ProblemSpec row_case(Variant v, DType dtype, int h_kv, int h_q, int s_q, bool ca
   return s;
 }
 
+// Two sequences of h_q 64 long enough to wrap the rings many times and to be split over parts
+// (the second with a partial last tile), on pages of page_size.
+ProblemSpec long_items(Variant v, int page_size, int seed) {
+  ProblemSpec s;
+  s.variant = v;
+  s.h_q = 64;
+  s.page_size = page_size;
+  s.b = 2;
+  s.seqlens = {20000, 5000 - 13};
+  s.seed = seed;
+  return s;
+}
+
 // An MLA problem of b sequences of `len` tokens (the first 13 shorter: a partial last tile).
 struct MlaItems {
   int h_kv, h_q, s_q, b, len;
@@ -135,13 +148,7 @@ TEST(HopperPath, DecodeSmallPages) {
       run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
     }
   for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
-    ProblemSpec s;
-    s.variant = v;
-    s.h_q = 64;
-    s.page_size = 16;
-    s.b = 2;
-    s.seqlens = {20000, 5000 - 13};
-    s.seed = 9800 + n++;
+    const ProblemSpec s = long_items(v, 16, 9800 + n++);
     run_and_check(s, describe(s), DecodeArgs::Path::hopper);
     run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
     // A lying block table: sequence 0's second page (inside its first tile) out of range.
@@ -227,12 +234,7 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
           run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
         }
   for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
-    ProblemSpec s;
-    s.variant = v;
-    s.h_q = 64;
-    s.b = 2;
-    s.seqlens = {20000, 5000 - 13};
-    s.seed = 6100 + n++;
+    const ProblemSpec s = long_items(v, 64, 6100 + n++);
     run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
   }
 }
