@@ -98,7 +98,8 @@ def main() -> None:
     p.add_argument("--what", required=True)
     p.add_argument("--code", required=True)
     p.add_argument("--pattern", default="fp8-*-*.json",
-                   help="which JSON files of the run (default: fp8-bench.sh's fp8-<cache>-<name>.json)")
+                   help="which JSON files of the run "
+                        "(default: fp8-bench.sh's fp8-<cache>-<name>.json)")
     t = sub.add_parser("table")
     t.add_argument("set")
     args = ap.parse_args()
