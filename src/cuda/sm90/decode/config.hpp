@@ -62,8 +62,19 @@ constexpr int kMinStages = 4;
 // scales (f32).
 constexpr int kFp8Stages = 4;
 constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in flight
-constexpr int kMaxRawStages = 8;
+// The raw ring's depth is capped (d 128 would fit 16 beside the 16-bit tiles); measuring
+// builds set FLASHMFA_SM90_MAX_RAW_STAGES.
+#ifndef FLASHMFA_SM90_MAX_RAW_STAGES
+#define FLASHMFA_SM90_MAX_RAW_STAGES 8
+#endif
+constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
+// FP8: the producer and the consumers read a tile's block-table entries one tile ahead
+// (FLASHMFA_SM90_FP8_VALID_AHEAD; docs/perf-notes.md X.1).
+#ifndef FLASHMFA_SM90_FP8_VALID_AHEAD
+#define FLASHMFA_SM90_FP8_VALID_AHEAD 0
+#endif
+constexpr bool kFp8ValidAhead = FLASHMFA_SM90_FP8_VALID_AHEAD != 0;
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }

@@ -245,9 +245,14 @@ struct Producer {
             raw1 = ring_of<Tr::kRawStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
+      TileSource ahead;
+      if (kFp8ValidAhead && it.block_begin < it.block_end)
+        ahead = tile_source_for<Tr>(p, it, it.block_begin);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        const TileSource src = tile_source_for<Tr>(p, it, blk);
+        // kFp8ValidAhead: the next tile's entries are read before this tile's slot waits.
+        const TileSource src = kFp8ValidAhead ? ahead : tile_source_for<Tr>(p, it, blk);
+        if (kFp8ValidAhead && blk + 1 < it.block_end) ahead = tile_source_for<Tr>(p, it, blk + 1);
         if (!src.page_ok && lane == 0)
           atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
