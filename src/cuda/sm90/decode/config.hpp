@@ -69,12 +69,15 @@ constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in f
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
-// FP8: the producer and the consumers read a tile's block-table entries one tile ahead
-// (FLASHMFA_SM90_FP8_VALID_AHEAD; docs/perf-notes.md X.1).
-#ifndef FLASHMFA_SM90_FP8_VALID_AHEAD
-#define FLASHMFA_SM90_FP8_VALID_AHEAD 0
+// FP8: producer warps that stream the raw ring. With two, warp w streams the tiles of consumer
+// warpgroup w into its half of the ring, so each warp's instruction stream per tile is half
+// the ring's (pages smaller than a tile cost the one warp more issue time than a tile allows:
+// docs/perf-notes.md X.2). FLASHMFA_SM90_FP8_PRODUCER_WARPS=1: warp 0 streams every tile.
+#ifndef FLASHMFA_SM90_FP8_PRODUCER_WARPS
+#define FLASHMFA_SM90_FP8_PRODUCER_WARPS 2
 #endif
-constexpr bool kFp8ValidAhead = FLASHMFA_SM90_FP8_VALID_AHEAD != 0;
+constexpr int kFp8ProducerWarps = FLASHMFA_SM90_FP8_PRODUCER_WARPS;
+static_assert(kFp8ProducerWarps == 1 || kFp8ProducerWarps == 2, "one warp, or one per consumer");
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }

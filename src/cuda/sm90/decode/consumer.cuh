@@ -122,11 +122,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll 1
     for (; blk < it.block_end; blk += 2) {
       const int token = blk * kBlockN;
-      const bool more = blk + 2 < it.block_end;
-      // The next tile's block-table entries, read before this tile's GEMMs (kFp8ValidAhead),
-      // so that their round trip is not on the chain between the softmax and the conversion.
-      int next_valid = 0;
-      if (kFp8ValidAhead && more) next_valid = tile_source_for<Tr>(p, it, blk + 2).valid;
       float s[kAccRegs];
       gemm_qk<T, D>(s, q_tile, kbuf, [&] {
         if (!aliased) take_raw(pos, other, valid);
@@ -134,7 +129,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
-      if (!kFp8ValidAhead && more) next_valid = tile_source_for<Tr>(p, it, blk + 2).valid;
+      const bool more = blk + 2 < it.block_end;
+      const int next_valid = more ? tile_source_for<Tr>(p, it, blk + 2).valid : 0;
       gemm_pv<T, D>(o, s, vbuf, precise, [&] {
         if (more) take_raw(pos, next_buf, next_valid);
       });

@@ -13,10 +13,11 @@
 // and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
 // producer (q_map, load_query_tile).
 //
-// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead, into the raw ring (split between the
-// consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA (one box of 64 rows
-// x d bytes), every lane two of the rows' scales by cp.async, each lane's copies counted on the
-// raw slot's full barrier -- and the owning consumer warpgroup converts it (dequant.cuh).
+// FP8 caches (Tr::kFp8): warps 0 and 1 stream raw tiles instead, each the tiles of one consumer
+// warpgroup into its half of the raw ring (kFp8ProducerWarps) -- lane 0 the e4m3 rows by TMA
+// (one box of 64 rows x d bytes, or one per page), every lane two of the rows' scales by
+// cp.async, each lane's copies counted on the raw slot's full barrier -- and the owning
+// consumer warpgroup converts it (dequant.cuh).
 #pragma once
 
 #include <cuda.h>
@@ -46,7 +47,7 @@ struct Producer {
   const CUtensorMap* v_map;
   const SmemView& sm;
   int kv_head;
-  int lane = 0;  // FP8: warp 0 runs the producer; 16-bit: thread 0 alone
+  int lane = 0;  // FP8: warps 0 and 1 run the producer (kFp8ProducerWarps); 16-bit: thread 0
   // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
   // view whose box is its second half.
   const CUtensorMap* k_hi_map = nullptr;
@@ -194,7 +195,7 @@ struct Producer {
   }
 
   // FP8: raw tile `src` of `map` and its scales (`scale` with its strides, in floats) into the
-  // raw slot at `pos`. Called by every lane of warp 0.
+  // raw slot at `pos`. Called by every lane of a producer warp.
   __device__ void load_raw(RingPos& pos, const CUtensorMap* map, const float* scale,
                            int64_t s_sp, int64_t s_st, int64_t s_sh, const TileSource& src,
                            uint64_t policy) const {
@@ -239,20 +240,17 @@ struct Producer {
     pos.advance();
   }
 
-  // The raw ring, each tile into the half of the consumer warpgroup that owns it (ring_of).
-  __device__ void run_raw(int part, uint64_t policy) const {
+  // The raw ring, each tile into the half of the consumer warpgroup that owns it (ring_of):
+  // tiles first, first + step, ... of every item (kFp8ProducerWarps: 0 and 1 from every tile, or
+  // warp w from tile w on, every second one -- the tiles of consumer warpgroup w).
+  __device__ void run_raw(int part, uint64_t policy, int first, int step) const {
     RingPos raw0 = ring_of<Tr::kRawStages, KV_SPLIT>(0),
             raw1 = ring_of<Tr::kRawStages, KV_SPLIT>(1);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
-      TileSource ahead;
-      if (kFp8ValidAhead && it.block_begin < it.block_end)
-        ahead = tile_source_for<Tr>(p, it, it.block_begin);
 #pragma unroll 1
-      for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        // kFp8ValidAhead: the next tile's entries are read before this tile's slot waits.
-        const TileSource src = kFp8ValidAhead ? ahead : tile_source_for<Tr>(p, it, blk);
-        if (kFp8ValidAhead && blk + 1 < it.block_end) ahead = tile_source_for<Tr>(p, it, blk + 1);
+      for (int blk = it.block_begin + first; blk < it.block_end; blk += step) {
+        const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok && lane == 0)
           atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         auto load = [&](RingPos& pos) {
@@ -266,9 +264,13 @@ struct Producer {
     }
   }
 
-  __device__ void run(int part) const {
+  // FP8: producer warp `warp` of kFp8ProducerWarps.
+  __device__ void run(int part, int warp = 0) const {
     const uint64_t policy = l2_evict_first_policy();
-    if constexpr (Tr::kFp8) return run_raw(part, policy);
+    if constexpr (Tr::kFp8) {
+      static_assert(kFp8ProducerWarps == 1 || KV_SPLIT, "one warp per consumer warpgroup's half");
+      return run_raw(part, policy, warp, kFp8ProducerWarps);
+    }
     RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {

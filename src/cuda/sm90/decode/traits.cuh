@@ -54,8 +54,8 @@ struct Traits {
   // The ring the consumers wait on: the 16-bit one, or (FP8) the raw one.
   static constexpr int kConsumerRingStages = FP8 ? kRawStages : kStages;
   // Arrivals that fill a 16-bit slot: the producer's, with the TMA bytes (FP8: unused). A raw
-  // slot: the TMA lane's plus one cp.async arrival per lane of warp 0; it is freed by one
-  // arrival per warp of the consumer warpgroup that converted it.
+  // slot: the TMA lane's plus one cp.async arrival per lane of the producer warp that streams
+  // it; it is freed by one arrival per warp of the consumer warpgroup that converted it.
   static constexpr int kFullArrivals = 1;
   static constexpr int kRawFullArrivals = 1 + kWarpSize;
   static constexpr int kRawEmptyArrivals = kWarpsPerWarpgroup;
