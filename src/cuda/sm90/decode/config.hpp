@@ -69,15 +69,16 @@ constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in f
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
-// FP8: producer warps that stream the raw ring. With two, warp w streams the tiles of consumer
-// warpgroup w into its half of the ring, so each warp's instruction stream per tile is half
-// the ring's (pages smaller than a tile cost the one warp more issue time than a tile allows:
-// docs/perf-notes.md X.2). FLASHMFA_SM90_FP8_PRODUCER_WARPS=1: warp 0 streams every tile.
-#ifndef FLASHMFA_SM90_FP8_PRODUCER_WARPS
-#define FLASHMFA_SM90_FP8_PRODUCER_WARPS 2
+// FP8: producer warps that stream the raw ring when pages are smaller than a tile. With two,
+// warp w streams the tiles of consumer warpgroup w into its half of the ring: one warp's
+// stream per tile (the entries, a TMA copy per page, each row's scale) is longer at page 16
+// than a tile's time (docs/perf-notes.md X.1, X.2). Pages of a tile or more keep one warp
+// (two measured 7% slower on MFA at page 64). FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS=1: one always.
+#ifndef FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS
+#define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif
-constexpr int kFp8ProducerWarps = FLASHMFA_SM90_FP8_PRODUCER_WARPS;
-static_assert(kFp8ProducerWarps == 1 || kFp8ProducerWarps == 2, "one warp, or one per consumer");
+constexpr int kFp8SmallPageWarps = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS;
+static_assert(kFp8SmallPageWarps == 1 || kFp8SmallPageWarps == 2, "one warp, or one per consumer");
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }

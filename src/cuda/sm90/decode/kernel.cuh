@@ -1,6 +1,6 @@
 // flashmfa CUDA, Hopper path: the decode kernel -- role split between the producer warpgroup
-// (warp 0 lane 0 issues every TMA; FP8: warps 0 and 1, one per consumer warpgroup) and 1-2
-// consumer warpgroups -- and its typed launcher.
+// (warp 0 lane 0 issues every TMA; FP8 at small pages: warps 0 and 1, one per consumer
+// warpgroup) and 1-2 consumer warpgroups -- and its typed launcher.
 // Included only by the instantiation files (kernel_bf16.cu, kernel_f16.cu).
 #pragma once
 
@@ -90,11 +90,12 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
     }
-    if constexpr (FP8) {  // warps [0, kFp8ProducerWarps) stream the raw tiles; the rest idle
-      if (warp < kFp8ProducerWarps)
-        Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part, warp);
+    if constexpr (FP8) {  // warp 0 (small pages: and 1) streams the raw tiles; the rest idle
+      const int warps = p.page_size < kBlockN ? kFp8SmallPageWarps : 1;
+      if (warp < warps)
+        Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part, warp, warps);
 #if FLASHMFA_MEASURE_FP8_MATH == 4
-      static_assert(kFp8ProducerWarps == 1, "mode 4 copies with producer warps 1-3");
+      static_assert(kFp8SmallPageWarps == 1, "mode 4 copies with producer warps 1-3");
       if constexpr (D == 256)
         if (warp != 0 && p.v_aliases_k) copy_raw_tiles<Tr, D>(sched, sm, part, int(threadIdx.x) - kWarpSize);
 #endif

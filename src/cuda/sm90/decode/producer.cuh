@@ -13,8 +13,9 @@
 // and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
 // producer (q_map, load_query_tile).
 //
-// FP8 caches (Tr::kFp8): warps 0 and 1 stream raw tiles instead, each the tiles of one consumer
-// warpgroup into its half of the raw ring (kFp8ProducerWarps) -- lane 0 the e4m3 rows by TMA
+// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead (pages smaller than a tile: warps 0
+// and 1, each the tiles of one consumer warpgroup, kFp8SmallPageWarps) into the raw ring (split
+// between the consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA
 // (one box of 64 rows x d bytes, or one per page), every lane two of the rows' scales by
 // cp.async, each lane's copies counted on the raw slot's full barrier -- and the owning
 // consumer warpgroup converts it (dequant.cuh).
@@ -47,7 +48,7 @@ struct Producer {
   const CUtensorMap* v_map;
   const SmemView& sm;
   int kv_head;
-  int lane = 0;  // FP8: warps 0 and 1 run the producer (kFp8ProducerWarps); 16-bit: thread 0
+  int lane = 0;  // FP8: warp 0 (and 1: kFp8SmallPageWarps) runs the producer; 16-bit: thread 0
   // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
   // view whose box is its second half.
   const CUtensorMap* k_hi_map = nullptr;
@@ -241,7 +242,7 @@ struct Producer {
   }
 
   // The raw ring, each tile into the half of the consumer warpgroup that owns it (ring_of):
-  // tiles first, first + step, ... of every item (kFp8ProducerWarps: 0 and 1 from every tile, or
+  // tiles first, first + step, ... of every item (one producer warp: 0 and 1, every tile; two:
   // warp w from tile w on, every second one -- the tiles of consumer warpgroup w).
   __device__ void run_raw(int part, uint64_t policy, int first, int step) const {
     RingPos raw0 = ring_of<Tr::kRawStages, KV_SPLIT>(0),
@@ -264,13 +265,10 @@ struct Producer {
     }
   }
 
-  // FP8: producer warp `warp` of kFp8ProducerWarps.
-  __device__ void run(int part, int warp = 0) const {
+  // FP8: producer warp `warp` of `warps` (1, or 2: one per consumer warpgroup's half).
+  __device__ void run(int part, int warp = 0, int warps = 1) const {
     const uint64_t policy = l2_evict_first_policy();
-    if constexpr (Tr::kFp8) {
-      static_assert(kFp8ProducerWarps == 1 || KV_SPLIT, "one warp per consumer warpgroup's half");
-      return run_raw(part, policy, warp, kFp8ProducerWarps);
-    }
+    if constexpr (Tr::kFp8) return run_raw(part, policy, warp, warps);
     RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
