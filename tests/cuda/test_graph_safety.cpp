@@ -222,8 +222,9 @@ void sanitizer_suite(DecodeArgs::Path path) {
       s.seqlens = {0, 70, 700};
       run_and_check(s, "sanitizer " + v.name() + " page " + std::to_string(page), p);
       // FP8 caches: the portable kernel's raw stages, dequantizing pass and its barrier; on the
-      // Hopper path (page 64) the decode kernel's raw ring and conversions, and the MLA
-      // kernel's raw-buffer widening (16 rows; sm90/mla/fp8.cuh).
+      // Hopper path the decode kernel's raw ring and conversions (page 16: two producer
+      // warps, one per half of the ring), and the MLA kernel's raw-buffer widening (16 rows;
+      // sm90/mla/fp8.cuh).
       if (v == Variant::mla() || v == Variant::mfa() || v == Variant::mfa_kr(128))
         run_and_check_fp8(s, "sanitizer fp8 " + v.name() + " page " + std::to_string(page), p);
       // More than 64 rows of one KV head (160: the sm_90a row split's two warpgroups on 128
