@@ -74,12 +74,6 @@ constexpr int kRawAlign = 128;
 // stream per tile (the entries, a TMA copy per page, each row's scale) is longer at page 16
 // than a tile's time (docs/perf-notes.md X.1, X.2). Pages of a tile or more keep one warp
 // (two measured 7% slower on MFA at page 64). FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS=1: one always.
-// FP8, V aliasing K (MFA-KR): each consumer warpgroup converts its next K tile half beside S and
-// half beside P V (docs/perf-notes.md X.3). FLASHMFA_SM90_FP8_SPLIT_CONVERT=0: all beside P V.
-#ifndef FLASHMFA_SM90_FP8_SPLIT_CONVERT
-#define FLASHMFA_SM90_FP8_SPLIT_CONVERT 1
-#endif
-constexpr bool kFp8SplitConvert = FLASHMFA_SM90_FP8_SPLIT_CONVERT != 0;
 #ifndef FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS
 #define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif

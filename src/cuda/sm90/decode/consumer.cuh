@@ -95,20 +95,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     release_raw(pos);
     pos.advance();
   }
-  // The same in two halves (kFp8SplitConvert), each beside a GEMM: rows [0, 32), then rows
-  // [32, 64) with the fence, barrier and release.
-  __device__ void take_raw_first(const RingPos& pos, uint32_t buf, int valid) const {
-    mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
-    sync_own();
-    convert_raw_tile<T, D, 4, 0>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
-  }
-  __device__ void take_raw_second(RingPos& pos, uint32_t buf, int valid) const {
-    convert_raw_tile<T, D, 4, 1>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
-    fence_proxy_async();
-    sync_own();
-    release_raw(pos);
-    pos.advance();
-  }
   // FP8: this warp's reads of the raw slot at `pos` are complete (one arrival per warp).
   __device__ void release_raw(const RingPos& pos) const {
     __syncwarp();
@@ -123,16 +109,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   //   wait; softmax; issue O += P V | convert the next tile's K (into the tile no GEMM reads)
   //   wait
   //
-  // MFA keeps K in buf[0] and V in buf[1]; MFA-KR alternates the two tiles between tiles, and
-  // (kFp8SplitConvert) converts the next tile's K half beside S and half beside P V, since
-  // nothing else runs beside its S.
-  // ALIASED: p.v_aliases_k, as a template parameter so that each form is compiled on its own.
-  template <bool ALIASED>
+  // MFA keeps K in buf[0] and V in buf[1]; MFA-KR alternates the two tiles between tiles.
   __device__ void item_fp8(RingPos& pos, const WorkItem& it, const int (&visible)[kRowsPerThread],
                            uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs],
                            OnlineSoftmax& softmax, bool precise) const {
-    constexpr bool aliased = ALIASED;
-    constexpr bool split = kFp8SplitConvert && ALIASED;
+    const bool aliased = p.v_aliases_k;
     uint32_t kbuf = sm.slot(2 * warpgroup), other = sm.slot(2 * warpgroup + 1);
     int blk = it.block_begin + warpgroup;  // tile_owner: alternate tiles
     if (blk >= it.block_end) return;
@@ -141,23 +122,19 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll 1
     for (; blk < it.block_end; blk += 2) {
       const int token = blk * kBlockN;
-      const bool more = blk + 2 < it.block_end;
-      // Split: the next tile's rows are needed beside S already.
-      int next_valid = split && more ? tile_source_for<Tr>(p, it, blk + 2).valid : 0;
       float s[kAccRegs];
       gemm_qk<T, D>(s, q_tile, kbuf, [&] {
-        if constexpr (!aliased) take_raw(pos, other, valid);
-        else if (split && more) take_raw_first(pos, other, next_valid);
+        if (!aliased) take_raw(pos, other, valid);
       });
       softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
-      if (!split && more) next_valid = tile_source_for<Tr>(p, it, blk + 2).valid;
+      const bool more = blk + 2 < it.block_end;
+      const int next_valid = more ? tile_source_for<Tr>(p, it, blk + 2).valid : 0;
       gemm_pv<T, D>(o, s, vbuf, precise, [&] {
-        if (split && more) take_raw_second(pos, next_buf, next_valid);
-        else if (more) take_raw(pos, next_buf, next_valid);
+        if (more) take_raw(pos, next_buf, next_valid);
       });
-      if constexpr (aliased) {
+      if (aliased) {
         const uint32_t t = kbuf;
         kbuf = other;
         other = t;
@@ -331,11 +308,10 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #if FLASHMFA_MEASURE_FP8_MATH
         if constexpr (D == 256) {
           if (p.v_aliases_k) item_fp8_math(pos, it, visible, q_tile, o, softmax, precise);
-          else item_fp8<false>(pos, it, visible, q_tile, o, softmax, precise);
+          else item_fp8(pos, it, visible, q_tile, o, softmax, precise);
         } else
 #endif
-        if (p.v_aliases_k) item_fp8<true>(pos, it, visible, q_tile, o, softmax, precise);
-        else item_fp8<false>(pos, it, visible, q_tile, o, softmax, precise);
+        item_fp8(pos, it, visible, q_tile, o, softmax, precise);
       } else {
 #pragma unroll 1
         for (int blk = it.block_begin; blk < it.block_end; ++blk) {

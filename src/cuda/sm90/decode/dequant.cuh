@@ -32,21 +32,15 @@ namespace flashmfa::cuda::sm90 {
 // same offsets, so the second group (col bit 2 set) stores its chunk's halves in the other
 // order, which keeps each phase's eight 16-byte stores in distinct banks; that lane takes its
 // first half from bytes 8-15 through its prmt selectors, so no registers are swapped.
-//
-// HALF (0 or 1; -1: the whole tile): only rows [0, 32) or [32, 64), so that one tile's
-// conversion can be spread over two GEMMs (consumer.cuh, item_fp8).
-template <class T, int D, int BATCH_MAX = 4, int HALF = -1>
+template <class T, int D, int BATCH = 4>
 __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int t, int valid) {
   constexpr int kThreads = kWarpgroupThreads;
   constexpr int kRowChunks = D / 16;
   constexpr int kRowsPerPass = kThreads / kRowChunks;
-  constexpr int kAllPasses = kBlockN / kRowsPerPass;
-  constexpr int kPasses = HALF < 0 ? kAllPasses : kAllPasses / 2;
-  constexpr int kFirstPass = HALF < 0 ? 0 : HALF * kPasses;
-  constexpr int BATCH = BATCH_MAX < kPasses ? BATCH_MAX : kPasses;
+  constexpr int kPasses = kBlockN / kRowsPerPass;
   static_assert(kThreads % kRowChunks == 0 && kRowsPerPass % kSwizzleGroupRows == 0,
                 "a thread's rows share one swizzle phase");
-  static_assert(kPasses % BATCH == 0 && (HALF < 0 || kAllPasses % 2 == 0), "whole batches");
+  static_assert(kPasses % BATCH == 0, "whole batches");
   constexpr uint32_t kTileBytes = uint32_t(kBlockN) * D;
   const int col = t % kRowChunks, row0 = t / kRowChunks;
   const int flip = (col >> 2) & 1;
@@ -57,7 +51,7 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
   const uint32_t sel01 = flip ? 0xd5c4u : 0x9180u, sel23 = flip ? 0xf7e6u : 0xb3a2u;
   auto passes = [&](auto full) {
 #pragma unroll
-    for (int b = kFirstPass; b < kFirstPass + kPasses; b += BATCH) {
+    for (int b = 0; b < kPasses; b += BATCH) {
       uint32_t in[BATCH][4];
       float scale[BATCH];
 #pragma unroll
@@ -81,8 +75,8 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
       }
     }
   };
-  // valid is uniform over the warpgroup: one branch per tile (or half), none per pass.
-  if (valid >= (kFirstPass + kPasses) * kRowsPerPass) passes(std::true_type{});
+  // valid is uniform over the warpgroup: one branch per tile, none per pass.
+  if (valid == kBlockN) passes(std::true_type{});
   else passes(std::false_type{});
 }
 
