@@ -120,11 +120,12 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //                                                      with each half of the slot)
 //   raw_full, raw_empty (RAW_STAGES) mbarrier          FP8: raw tile + scales landed / the
 //                                                      warpgroup has converted it
+//   raw_rows (RAW_STAGES)           i32                FP8 decode: the slot's loaded rows
 //
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
-         raw_empty = 0, q_full = 0, q_empty = 0, total = 0;
+         raw_empty = 0, q_full = 0, q_empty = 0, raw_rows = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
   size_t stats_stride = 0;  // bytes between the two warpgroups' halves of stats (decode_plan)
   int full_per_stage = 1;
@@ -181,6 +182,8 @@ FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stage
     plan.xchg = plan.kv + 2 * plan.slot_bytes;
     plan.stats = plan.kv + plan.slot_bytes;
     plan.stats_stride = 2 * plan.slot_bytes;
+    plan.raw_rows = plan.total;  // per raw slot: the rows the producer loaded (producer.cuh)
+    plan.total = plan.raw_rows + sizeof(int32_t) * raw_stages;
     return plan;
   }
   return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,

@@ -83,17 +83,21 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   }
 
   // FP8: the raw slot at `pos` into this warpgroup's 16-bit tile `buf` (rows [valid, 64)
-  // zero), then the raw slot is released. The first barrier makes sure every warp's wgmma
-  // that last read `buf` has completed (each warp waited for its own), the second that the
-  // whole tile is written and fenced before any warp's wgmma reads it.
-  __device__ void take_raw(RingPos& pos, uint32_t buf, int valid) const {
+  // zero), then the raw slot is released; returns valid, the rows the producer loaded (put
+  // beside the slot before its arrival, so no block-table read is on the consumers' chain). The
+  // first barrier makes sure every warp's wgmma that last read `buf` has completed (each warp
+  // waited for its own), the second that the whole tile is written and fenced before any
+  // warp's wgmma reads it.
+  __device__ int take_raw(RingPos& pos, uint32_t buf) const {
     mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
+    const int valid = ld_shared_s32(sm.raw_rows_at(pos.stage));
     sync_own();
     convert_raw_tile<T, D>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
     fence_proxy_async();
     sync_own();
     release_raw(pos);
     pos.advance();
+    return valid;
   }
   // FP8: this warp's reads of the raw slot at `pos` are complete (one arrival per warp).
   __device__ void release_raw(const RingPos& pos) const {
@@ -117,22 +121,21 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     uint32_t kbuf = sm.slot(2 * warpgroup), other = sm.slot(2 * warpgroup + 1);
     int blk = it.block_begin + warpgroup;  // tile_owner: alternate tiles
     if (blk >= it.block_end) return;
-    int valid = tile_source_for<Tr>(p, it, blk).valid;
-    take_raw(pos, kbuf, valid);
+    int valid = take_raw(pos, kbuf);
 #pragma unroll 1
     for (; blk < it.block_end; blk += 2) {
       const int token = blk * kBlockN;
       float s[kAccRegs];
       gemm_qk<T, D>(s, q_tile, kbuf, [&] {
-        if (!aliased) take_raw(pos, other, valid);
+        if (!aliased) take_raw(pos, other);  // V: the same rows as K's
       });
       softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
       const bool more = blk + 2 < it.block_end;
-      const int next_valid = more ? tile_source_for<Tr>(p, it, blk + 2).valid : 0;
+      int next_valid = 0;
       gemm_pv<T, D>(o, s, vbuf, precise, [&] {
-        if (more) take_raw(pos, next_buf, next_valid);
+        if (more) next_valid = take_raw(pos, next_buf);
       });
       if (aliased) {
         const uint32_t t = kbuf;

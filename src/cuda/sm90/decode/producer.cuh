@@ -202,6 +202,9 @@ struct Producer {
                            uint64_t policy) const {
     mbar_wait(sm.raw_empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.raw_slot(pos.stage), full = sm.raw_full_bar(pos.stage);
+    // Lane 0 publishes the rows it loads beside the slot, before its arrival (a release): the
+    // consumers read them after their wait instead of the block table (notes X.5).
+    if (lane == 0) st_shared(sm.raw_rows_at(pos.stage), int32_t(src.valid));
     if (src.page_ok && p.page_size >= kBlockN) {
       if (lane == 0) {
         mbar_arrive_expect_tx(full, Tr::kRawTileBytes);

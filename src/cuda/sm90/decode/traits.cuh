@@ -94,6 +94,7 @@ struct SmemView {
   uint32_t empty;  // (STAGES, empty_per_stage) mbarriers
   uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
   uint32_t q_full, q_empty;      // mbarriers of a Q tile loaded by TMA (MLA, 16-bit caches)
+  uint32_t raw_rows;             // (RAW_STAGES) i32, FP8 decode: each raw slot's loaded rows
   uint32_t stamps;               // phase-clock builds: the load stamps (phase_stamps)
   uint32_t slot_bytes;
   uint32_t q_bytes;
@@ -108,7 +109,8 @@ struct SmemView {
         raw(base + uint32_t(plan.raw)), full(base + uint32_t(plan.full)),
         empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
         raw_empty(base + uint32_t(plan.raw_empty)), q_full(base + uint32_t(plan.q_full)),
-        q_empty(base + uint32_t(plan.q_empty)), stamps(base + uint32_t(plan.total)),
+        q_empty(base + uint32_t(plan.q_empty)), raw_rows(base + uint32_t(plan.raw_rows)),
+        stamps(base + uint32_t(plan.total)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
         empty_per_stage(uint32_t(plan.empty_per_stage)),
@@ -134,6 +136,11 @@ struct SmemView {
   }
   __device__ uint32_t raw_empty_bar(int stage) const {
     return raw_empty + stage * sizeof(uint64_t);
+  }
+  // FP8 decode: where the producer puts the rows it loaded into raw slot `stage` (TileSource's
+  // valid), written before its arrival on the slot's full barrier and read after the wait.
+  __device__ uint32_t raw_rows_at(int stage) const {
+    return raw_rows + stage * uint32_t(sizeof(int32_t));
   }
 };
 
