@@ -9,8 +9,8 @@
 // tall and a tile is one copy per page and atom, landing at its rows of the slot (each page's
 // rows are whole 1 KB swizzle groups, so the pattern is the one a 64-row box writes). A tile
 // that needs a page outside [0, num_pages) is never loaded: the slot is released with zero
-// bytes, and the consumers (which read the same block-table entries: tile_source_paged) clear
-// and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
+// bytes, and the consumers (which read the same block-table entries, tile_source_paged, or on
+// FP8 caches the rows the producer puts beside the raw slot) clear and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
 // producer (q_map, load_query_tile).
 //
 // FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead (pages smaller than a tile: warps 0

@@ -157,9 +157,10 @@ __device__ __forceinline__ uint32_t swizzled_offset(int row, int unit,
 
 // Where tile `blk` of work item `it` comes from, and how many of its 64 rows hold tokens of the
 // sequence: 0 when a page index it needs lies outside [0, num_pages) (the tile is never
-// loaded). The producer and the consumers each derive it from the block table (read-only
-// during the kernel), so nothing about a slot passes through shared memory beside the TMA
-// bytes themselves.
+// loaded). On 16-bit caches the producer and the consumers each derive it from the block
+// table (read-only during the kernel), so nothing about a slot passes through shared memory
+// beside the TMA bytes themselves; on FP8 caches the producer puts `valid` beside each raw
+// slot (SmemView::raw_rows_at), which keeps the block-table read off the consumers' chain.
 struct TileSource {
   int page;      // page index from the block table (of the tile's first token)
   int in_page;   // first token of the tile inside its page
