@@ -62,10 +62,11 @@ constexpr int kMinStages = 4;
 // scales (f32).
 constexpr int kFp8Stages = 4;
 constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in flight
-// The raw ring's depth is capped (d 128 would fit 16 beside the 16-bit tiles); measuring
-// builds set FLASHMFA_SM90_MAX_RAW_STAGES.
+// The raw ring's depth is capped at 16, which d 128 fits beside the 16-bit tiles (d 256 fits
+// 4): eight tiles in flight per consumer warpgroup (docs/perf-notes.md Y.1). A/B builds set
+// FLASHMFA_SM90_MAX_RAW_STAGES.
 #ifndef FLASHMFA_SM90_MAX_RAW_STAGES
-#define FLASHMFA_SM90_MAX_RAW_STAGES 8
+#define FLASHMFA_SM90_MAX_RAW_STAGES 16
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
