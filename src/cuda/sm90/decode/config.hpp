@@ -79,14 +79,6 @@ constexpr int kRawAlign = 128;
 #define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif
 constexpr int kFp8SmallPageWarps = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS;
-// The decode kernel's consumer warps whose query rows all lie past a tile's visible tokens
-// (padding rows of a 64-row tile, causal tails) skip the softmax step: P = 0 without the
-// masked scores, exp2 and row sums (docs/perf-notes.md Y.3). FLASHMFA_SM90_SKIP_IDLE_WARPS=0:
-// the full step everywhere (A/B runs).
-#ifndef FLASHMFA_SM90_SKIP_IDLE_WARPS
-#define FLASHMFA_SM90_SKIP_IDLE_WARPS 1
-#endif
-constexpr bool kSkipIdleWarps = FLASHMFA_SM90_SKIP_IDLE_WARPS != 0;
 static_assert(kFp8SmallPageWarps == 1 || kFp8SmallPageWarps == 2, "one warp, or one per consumer");
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);

@@ -73,16 +73,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     int limit[kRowsPerThread];
 #pragma unroll
     for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-    if constexpr (kSkipIdleWarps) {
-      // A warp none of whose rows sees a token of this tile -- the padding rows of a 64-row
-      // tile (GQA: q_per_kv * s_q rows; MFA below 64 heads), a causal row's tiles past its last
-      // token -- gets P = 0 with max, sum and O unchanged, exactly what the masked step computes.
-      if (__all_sync(~0u, limit[0] <= 0 && limit[1] <= 0)) {
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) s[i] = 0.f;
-        return;
-      }
-    }
     float alpha[kRowsPerThread];
     softmax.step(s, limit, p.scale * kLog2e * kUnshift, lane() % kQuadLanes, alpha);
     if (!warp_must_rescale(alpha)) return;
