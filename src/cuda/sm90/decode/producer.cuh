@@ -205,16 +205,27 @@ struct Producer {
     // Lane 0 publishes the rows it loads beside the slot, before its arrival (a release): the
     // consumers read them after their wait instead of the block table (notes X.5).
     if (lane == 0) st_shared(sm.raw_rows_at(pos.stage), int32_t(src.valid));
+#ifdef FLASHMFA_MEASURE_RAW_LOADS  // measuring builds (results wrong): bit 0 set, no scales
+    // are copied; bit 1, no e4m3 rows (the consumers convert whatever the slot holds)
+    constexpr bool kCopyScales = !(FLASHMFA_MEASURE_RAW_LOADS & 1);
+    constexpr bool kCopyRows = !(FLASHMFA_MEASURE_RAW_LOADS & 2);
+#else
+    constexpr bool kCopyScales = true, kCopyRows = true;
+#endif
     if (src.page_ok && p.page_size >= kBlockN) {
-      if (lane == 0) {
+      if (lane == 0 && kCopyRows) {
         mbar_arrive_expect_tx(full, Tr::kRawTileBytes);
         tma_load_4d(dst, map, full, 0, kv_head, src.in_page, src.page, policy);
+      } else if (lane == 0) {
+        mbar_arrive(full);
       }
       const float* rows = scale + int64_t(src.page) * s_sp + int64_t(src.in_page) * s_st +
                           int64_t(kv_head) * s_sh;
+      if (kCopyScales) {
 #pragma unroll
-      for (int r = lane; r < kBlockN; r += kWarpSize)
-        cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)), rows + r * s_st);
+        for (int r = lane; r < kBlockN; r += kWarpSize)
+          cp_async_4(dst + Tr::kRawTileBytes + r * uint32_t(sizeof(float)), rows + r * s_st);
+      }
       cp_async_mbar_arrive(full);
     } else if (src.page_ok) {  // pages smaller than the tile: a box and scales per page
       const uint32_t page_bytes = uint32_t(p.page_size) * (Tr::kRawTileBytes / kBlockN);
