@@ -79,6 +79,14 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
     fence_mbar_init();
     launch_dependents();  // no effect unless the next launch opted in
   }
+#ifdef FLASHMFA_MEASURE_RAW_LOADS
+  // Measuring builds that skip copies (producer.cuh): the slots they leave unwritten read as
+  // zeros, not as a previous launch's bytes, so that no score depends on stale data (a running
+  // max that moves on every tile would add O rescales that the real chain does not have).
+  for (int s = 0; s < Tr::kRawStages; ++s)
+    for (uint32_t b = 16 * threadIdx.x; b < uint32_t(raw_slot_bytes(D)); b += 16 * blockDim.x)
+      st_shared(sm.raw_slot(s) + b, make_uint4(0, 0, 0, 0));
+#endif
   __syncthreads();
   if (threadIdx.x == 0) FLASHMFA_PHASE(1);
 
