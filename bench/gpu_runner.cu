@@ -93,6 +93,14 @@ int64_t fp8_row_bytes(const Shape& s) {
   return s.variant == Variant::mla() ? MlaFp8Row::kBytes : s.variant.d_k;
 }
 
+// fp8_row scales of `pages` pages as the [num_pages, page_size, h_kv] view the API takes, over
+// memory laid out as the shape says (Shape::scales_head_major).
+TensorView scale_view(void* data, const Shape& s, int64_t pages, Device dev) {
+  const int64_t ps = s.page_size, h = s.h_kv;
+  if (s.scales_head_major) return make_view(data, DType::f32, {pages, ps, h}, {h * ps, 1, ps}, dev);
+  return make_view(data, DType::f32, {pages, ps, h}, dev);
+}
+
 // The FP8 form of x's filled 16-bit cache, written by flashmfa::append_kv on the device: every
 // page is one "sequence" of page_size new tokens (k_new = the 16-bit cache itself, block table
 // row i = page i), so the rows land where they were. Rows no sequence uses held NaN and are
@@ -111,8 +119,8 @@ void quantize_cache(const Shape& s, const Layout& l, Copy& x, const Buffer& iden
   if (separate_v) a.v_new = make_view(x.v.get(), s.dtype, {l.num_pages, s.page_size, s.h_kv, d_v}, dev);
   a.k_cache = make_view(x.k8.get(), DType::f8_e4m3, {l.num_pages, s.page_size, s.h_kv, fp8_row_bytes(s)}, dev);
   if (separate_v) a.v_cache = make_view(x.v8.get(), DType::f8_e4m3, {l.num_pages, s.page_size, s.h_kv, d_v}, dev);
-  if (!mla) a.k_scale = make_view(x.ks.get(), DType::f32, {l.num_pages, s.page_size, s.h_kv}, dev);
-  if (!mla && separate_v) a.v_scale = make_view(x.vs.get(), DType::f32, {l.num_pages, s.page_size, s.h_kv}, dev);
+  if (!mla) a.k_scale = scale_view(x.ks.get(), s, l.num_pages, dev);
+  if (!mla && separate_v) a.v_scale = scale_view(x.vs.get(), s, l.num_pages, dev);
   a.block_table = make_view(identity.get(), DType::i32, {l.num_pages, 1}, dev);
   a.seqlens_k = make_view(page_lens.get(), DType::i32, {l.num_pages}, dev);
   append_kv(a, st);
@@ -153,6 +161,15 @@ SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Bu
       if (!x.vs.empty())
         BENCH_CUDA(cudaMemcpy(x.vs.data() + j * slots, c.vs.as<float>() + page * slots,
                               slots * sizeof(float), cudaMemcpyDeviceToHost));
+      // The check reads scales token-major ([page_size, h_kv] per page, SeqSample).
+      if (s.scales_head_major)
+        for (std::vector<float>* v : {&x.ks, &x.vs}) {
+          if (v->empty()) continue;
+          const std::vector<float> page_scales(v->begin() + j * slots, v->begin() + (j + 1) * slots);
+          for (int t = 0; t < s.page_size; ++t)
+            for (int h = 0; h < s.h_kv; ++h)
+              (*v)[j * slots + size_t(t) * s.h_kv + h] = page_scales[size_t(h) * s.page_size + t];
+        }
     }
   }
   const uint16_t nan = testing::nan_bits(s.dtype);
@@ -297,8 +314,8 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
       const int64_t np = lay.num_pages;
       a.k_cache = make_view(x.k8.get(), DType::f8_e4m3, {np, s.page_size, s.h_kv, fp8_row_bytes(s)}, dev);
       if (x.v8.get()) a.v_cache = make_view(x.v8.get(), DType::f8_e4m3, {np, s.page_size, s.h_kv, d_v}, dev);
-      if (x.ks.get()) a.k_scale = make_view(x.ks.get(), DType::f32, {np, s.page_size, s.h_kv}, dev);
-      if (x.vs.get()) a.v_scale = make_view(x.vs.get(), DType::f32, {np, s.page_size, s.h_kv}, dev);
+      if (x.ks.get()) a.k_scale = scale_view(x.ks.get(), s, np, dev);
+      if (x.vs.get()) a.v_scale = scale_view(x.vs.get(), s, np, dev);
     } else {
       a.k_cache = make_view(x.k.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_k}, dev);
       if (v_elems) a.v_cache = make_view(x.v.get(), s.dtype, {lay.num_pages, s.page_size, s.h_kv, d_v}, dev);

@@ -229,6 +229,11 @@ Options parse_args(int argc, const char* const* argv) {
       if (v == "fp8") o.over.fp8 = true;
       else if (v == "native" || v == "bf16" || v == "fp16") o.over.fp8 = false;
       else usage("--cache: expected native or fp8, got '" + v + "'");
+    } else if (arg == "--scale-layout") {
+      const std::string v = next();
+      if (v == "head") o.over.scales_head_major = true;
+      else if (v == "token") o.over.scales_head_major = false;
+      else usage("--scale-layout: expected token or head, got '" + v + "'");
     } else if (arg == "--path") {
       o.paths.clear();
       std::string v = next(), item;
@@ -294,6 +299,7 @@ std::vector<Shape> resolve_shapes(const Options& o, bool on_gpu) {
     if (v.seed) s.seed = *v.seed;
     if (v.dtype) s.dtype = *v.dtype;
     if (v.fp8) s.fp8 = *v.fp8;
+    if (v.scales_head_major) s.scales_head_major = *v.scales_head_major;
     // A new d_k alone keeps the preset's d_v relation: equal widths stay equal (d 128 GQA),
     // MLA's 576/512 takes both flags.
     if (v.d_k) {
@@ -353,6 +359,10 @@ workload:
   --cache native|fp8      the cache as stored: native (dtype), or FP8 (MLA: FlashMLA's
                           656-byte rows; others: e4m3 rows + one f32 scale per row), made from
                           the same random cache by flashmfa::append_kv on the device
+  --scale-layout token|head
+                          FP8 rows' scales in memory: token (default; [num_pages, page_size,
+                          h_kv], as documented) or head ([num_pages, h_kv, page_size], passed
+                          with its strides: each KV head's scales of a page contiguous)
   --causal, --no-causal   causal masking of the s_q new tokens
 
 execution:

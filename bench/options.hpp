@@ -54,6 +54,7 @@ struct ShapeOverrides {
   std::optional<uint64_t> seed;
   std::optional<DType> dtype;
   std::optional<bool> fp8;     // --cache fp8 / --cache native
+  std::optional<bool> scales_head_major;  // --scale-layout head / token
   bool any_geometry() const;  // anything beyond dtype, cache, seed and page size
 };
 

@@ -79,6 +79,8 @@ Json row_to_json(const Row& r) {
   j.set("page_size", s.page_size);
   j.set("dtype", dtype_name(s.dtype));
   j.set("cache", s.fp8 ? "fp8" : "native");
+  if (s.fp8 && s.variant != Variant::mla())
+    j.set("scale_layout", s.scales_head_major ? "head-major" : "token-major");
   j.set("seed", int64_t(s.seed));
   j.set("backend", r.backend);
   j.set("us_min", timed ? Json(r.timing.min_us) : Json());
@@ -196,6 +198,7 @@ std::vector<std::string> validate_results(const Json& doc) {
       s.variant = {as_int(r, "d_k"), as_int(r, "d_v"), r.at("v_aliases_k").as_bool()};
       s.dtype = dtype_from(r.at("dtype").as_string());
       if (const Json* cache = r.find("cache")) s.fp8 = cache->as_string() == "fp8";
+      if (const Json* sl = r.find("scale_layout")) s.scales_head_major = sl->as_string() == "head-major";
     } catch (const JsonError& e) {
       errs.push_back(where + ": " + e.what());
       continue;

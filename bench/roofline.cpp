@@ -29,7 +29,8 @@ std::string describe(const Shape& s) {
      << (s.variant.v_aliases_k ? " V=K" : "") << " b=" << s.b << " s_q=" << s.s_q
      << " s_k=" << s.s_k << (s.varlen ? " varlen" : " fixed") << (s.causal ? " causal" : "")
      << " h_q=" << s.h_q << " h_kv=" << s.h_kv << " page=" << s.page_size << ' '
-     << dtype_name(s.dtype) << (s.fp8 ? " fp8-cache" : "");
+     << dtype_name(s.dtype) << (s.fp8 ? " fp8-cache" : "")
+     << (s.fp8 && s.scales_head_major ? " head-major-scales" : "");
   return os.str();
 }
 

@@ -27,6 +27,10 @@ struct Shape {
   // The cache in FP8 (flashmfa::CacheFormat): MLA's 656-byte rows, e4m3 rows with one f32
   // scale each otherwise. q and out stay in dtype.
   bool fp8 = false;
+  // fp8_row scales (not MLA) laid out head-major in memory, [num_pages, h_kv, page_size], and
+  // passed as the [num_pages, page_size, h_kv] view with those strides: each KV head's scales of
+  // a page are one contiguous run. false: the documented [num_pages, page_size, h_kv] layout.
+  bool scales_head_major = false;
   uint64_t seed = 0;
 
   friend bool operator==(const Shape&, const Shape&) = default;

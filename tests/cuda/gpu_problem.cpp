@@ -149,7 +149,7 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
                        DecodeArgs::Path path, int pad_bytes, std::optional<int32_t> lie,
-                       int scale_log2) {
+                       int scale_log2, bool head_major_scales) {
   testing::Fp8Problem f(spec);
   if (scale_log2 != 0) {  // NaN scales (unused rows) stay NaN
     for (float& x : f.ks) x = std::ldexp(x, scale_log2);
@@ -174,8 +174,17 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   q.upload(padded(h.q, size_t(spec.variant.d_k), q_pad));
   k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
   if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
-  if (!f.ks.empty()) ks.upload(f.ks);
-  if (!f.vs.empty()) vs.upload(f.vs);
+  // Per page, [page_size, h_kv] -> [h_kv, page_size] (NaN scales of unused rows move along).
+  auto head_major = [&](const std::vector<float>& tm) {
+    std::vector<float> hm(tm.size());
+    const size_t ps = size_t(spec.page_size), hk = size_t(spec.h_kv), slots = ps * hk;
+    for (size_t pg = 0; pg < tm.size() / slots; ++pg)
+      for (size_t t = 0; t < ps; ++t)
+        for (size_t hh = 0; hh < hk; ++hh) hm[pg * slots + hh * ps + t] = tm[pg * slots + t * hk + hh];
+    return hm;
+  };
+  if (!f.ks.empty()) ks.upload(head_major_scales ? head_major(f.ks) : f.ks);
+  if (!f.vs.empty()) vs.upload(head_major_scales ? head_major(f.vs) : f.vs);
   std::vector<int32_t> table = h.block_table;
   if (lie) table.at(1) = *lie;  // sequence 0's second page
   block_table.upload(table);
@@ -184,6 +193,14 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   lse.upload(h.lse);
   DecodeArgs a = f.args_on({DeviceType::cuda, 0}, q.get(), k8.get(), v8.get(), ks.get(),
                            vs.get(), block_table.get(), seqlens.get(), out.get(), lse.get());
+  if (head_major_scales && !f.mla) {
+    const int64_t ps = spec.page_size, hk = spec.h_kv;
+    const Device dev{DeviceType::cuda, 0};
+    const int64_t pages = h.num_pages;
+    a.k_scale = make_view(ks.get(), DType::f32, {pages, ps, hk}, {hk * ps, 1, ps}, dev);
+    if (a.v_scale.present())
+      a.v_scale = make_view(vs.get(), DType::f32, {pages, ps, hk}, {hk * ps, 1, ps}, dev);
+  }
   if (pad_rows) {
     a.q = pitched(a.q, spec.variant.d_k + int64_t(q_pad));
     a.k_cache = pitched(a.k_cache, f.row_bytes + int64_t(pad));

@@ -239,6 +239,31 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
   }
 }
 
+// fp8_row scales laid out head-major in memory ([num_pages, h_kv, page_size], passed as the
+// [num_pages, page_size, h_kv] view with strides (h_kv * page_size, 1, page_size)): each KV
+// head's scales of a page are contiguous, the layout whose copies the producer coalesces
+// (docs/perf-notes.md Y.5). GQA d 128 with 8 KV heads and MFA, pages of 16, 64 and 256, s_q 1
+// and 2 (causal), on the decode kernel's FP8 form and on the portable kernel.
+TEST(HopperPath, Fp8RowHeadMajorScalesMatchReference) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  int n = 0;
+  for (Variant v : {Variant::mqa(128), Variant::mfa()})
+    for (int page : {16, 64, 256})
+      for (DecodeArgs::Path path : {DecodeArgs::Path::hopper, DecodeArgs::Path::portable}) {
+        ProblemSpec s;
+        s.variant = v;
+        s.h_kv = v == Variant::mqa(128) ? 8 : 1;
+        s.h_q = s.h_kv == 8 ? 32 : 64;
+        s.s_q = 1 + n % 2;
+        s.causal = s.s_q > 1;
+        s.page_size = page;
+        s.b = 4;
+        s.seqlens = {1, 64, 193, 700 + 7 * n};
+        s.seed = 6200 + n++;
+        run_and_check_fp8(s, describe(s) + " head-major scales", path, 0, std::nullopt, 0, true);
+      }
+}
+
 // FlashMLA's FP8 rows (fp8_mla) on the MLA kernel, whose producer widens each raw tile from a
 // raw buffer of its own (at most 32 query rows per KV head: Q staged as 32 rows) or inside its
 // slot (mla/fp8.cuh): both dtypes, 1 to 128 query rows per KV head (one and two row tiles; 32
