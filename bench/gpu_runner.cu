@@ -12,6 +12,7 @@
 
 #include "check.hpp"
 #include "gpu_util.hpp"
+#include "problem/fp8.hpp"
 #include "problem/problem.hpp"
 #include "runner.hpp"
 
@@ -161,16 +162,11 @@ SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Bu
       if (!x.vs.empty())
         BENCH_CUDA(cudaMemcpy(x.vs.data() + j * slots, c.vs.as<float>() + page * slots,
                               slots * sizeof(float), cudaMemcpyDeviceToHost));
-      // The check reads scales token-major ([page_size, h_kv] per page, SeqSample).
-      if (s.scales_head_major)
-        for (std::vector<float>* v : {&x.ks, &x.vs}) {
-          if (v->empty()) continue;
-          const std::vector<float> page_scales(v->begin() + j * slots, v->begin() + (j + 1) * slots);
-          for (int t = 0; t < s.page_size; ++t)
-            for (int h = 0; h < s.h_kv; ++h)
-              (*v)[j * slots + size_t(t) * s.h_kv + h] = page_scales[size_t(h) * s.page_size + t];
-        }
     }
+    // The check reads scales token-major ([page_size, h_kv] per page, SeqSample).
+    if (s.scales_head_major)
+      for (std::vector<float>* v : {&x.ks, &x.vs})
+        *v = testing::transpose_page_scales(*v, s.h_kv, s.page_size);
   }
   const uint16_t nan = testing::nan_bits(s.dtype);
   if (!s.fp8) x.k.assign(page_k * n_pages, nan);

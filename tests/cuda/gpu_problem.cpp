@@ -174,17 +174,12 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   q.upload(padded(h.q, size_t(spec.variant.d_k), q_pad));
   k8.upload(padded(f.k8, size_t(f.row_bytes), pad));
   if (!f.v8.empty()) v8.upload(padded(f.v8, size_t(spec.variant.d_v), pad));
-  // Per page, [page_size, h_kv] -> [h_kv, page_size] (NaN scales of unused rows move along).
-  auto head_major = [&](const std::vector<float>& tm) {
-    std::vector<float> hm(tm.size());
-    const size_t ps = size_t(spec.page_size), hk = size_t(spec.h_kv), slots = ps * hk;
-    for (size_t pg = 0; pg < tm.size() / slots; ++pg)
-      for (size_t t = 0; t < ps; ++t)
-        for (size_t hh = 0; hh < hk; ++hh) hm[pg * slots + hh * ps + t] = tm[pg * slots + t * hk + hh];
-    return hm;
+  // Head-major: per page [page_size, h_kv] -> [h_kv, page_size] (NaN scales of unused rows too).
+  auto stored = [&](const std::vector<float>& s) {
+    return head_major_scales ? testing::transpose_page_scales(s, spec.page_size, spec.h_kv) : s;
   };
-  if (!f.ks.empty()) ks.upload(head_major_scales ? head_major(f.ks) : f.ks);
-  if (!f.vs.empty()) vs.upload(head_major_scales ? head_major(f.vs) : f.vs);
+  if (!f.ks.empty()) ks.upload(stored(f.ks));
+  if (!f.vs.empty()) vs.upload(stored(f.vs));
   std::vector<int32_t> table = h.block_table;
   if (lie) table.at(1) = *lie;  // sequence 0's second page
   block_table.upload(table);

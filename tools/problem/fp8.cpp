@@ -64,4 +64,13 @@ DecodeArgs Fp8Problem::fp8_args() {
                  a.block_table.data, a.seqlens_k.data, a.out.data, a.lse.data);
 }
 
+std::vector<float> transpose_page_scales(const std::vector<float>& s, int rows, int cols) {
+  const size_t r = size_t(rows), c = size_t(cols), page = r * c;
+  std::vector<float> t(s.size());
+  for (size_t p = 0; p + page <= s.size(); p += page)
+    for (size_t i = 0; i < r; ++i)
+      for (size_t j = 0; j < c; ++j) t[p + j * r + i] = s[p + i * c + j];
+  return t;
+}
+
 }  // namespace flashmfa::testing

@@ -29,4 +29,9 @@ struct Fp8Problem {
   DecodeArgs fp8_args();
 };
 
+// Scales of whole pages, each page a rows x cols block, with every block transposed: token-major
+// fp8_row scales ([page_size, h_kv] per page, the documented layout) become head-major
+// ([h_kv, page_size] per page) with rows = page_size, cols = h_kv, and back with the two swapped.
+std::vector<float> transpose_page_scales(const std::vector<float>& s, int rows, int cols);
+
 }  // namespace flashmfa::testing
