@@ -94,12 +94,9 @@ int64_t fp8_row_bytes(const Shape& s) {
   return s.variant == Variant::mla() ? MlaFp8Row::kBytes : s.variant.d_k;
 }
 
-// fp8_row scales of `pages` pages as the [num_pages, page_size, h_kv] view the API takes, over
-// memory laid out as the shape says (Shape::scales_head_major).
+// fp8_row scales of `pages` pages laid out as the shape says (Shape::scales_head_major).
 TensorView scale_view(void* data, const Shape& s, int64_t pages, Device dev) {
-  const int64_t ps = s.page_size, h = s.h_kv;
-  if (s.scales_head_major) return make_view(data, DType::f32, {pages, ps, h}, {h * ps, 1, ps}, dev);
-  return make_view(data, DType::f32, {pages, ps, h}, dev);
+  return testing::fp8_scale_view(data, pages, s.page_size, s.h_kv, s.scales_head_major, dev);
 }
 
 // The FP8 form of x's filled 16-bit cache, written by flashmfa::append_kv on the device: every

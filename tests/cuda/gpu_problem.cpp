@@ -189,12 +189,10 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
   DecodeArgs a = f.args_on({DeviceType::cuda, 0}, q.get(), k8.get(), v8.get(), ks.get(),
                            vs.get(), block_table.get(), seqlens.get(), out.get(), lse.get());
   if (head_major_scales && !f.mla) {
-    const int64_t ps = spec.page_size, hk = spec.h_kv;
     const Device dev{DeviceType::cuda, 0};
-    const int64_t pages = h.num_pages;
-    a.k_scale = make_view(ks.get(), DType::f32, {pages, ps, hk}, {hk * ps, 1, ps}, dev);
+    a.k_scale = testing::fp8_scale_view(ks.get(), h.num_pages, spec.page_size, spec.h_kv, true, dev);
     if (a.v_scale.present())
-      a.v_scale = make_view(vs.get(), DType::f32, {pages, ps, hk}, {hk * ps, 1, ps}, dev);
+      a.v_scale = testing::fp8_scale_view(vs.get(), h.num_pages, spec.page_size, spec.h_kv, true, dev);
   }
   if (pad_rows) {
     a.q = pitched(a.q, spec.variant.d_k + int64_t(q_pad));

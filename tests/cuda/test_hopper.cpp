@@ -241,8 +241,8 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
 
 // fp8_row scales laid out head-major in memory ([num_pages, h_kv, page_size], passed as the
 // [num_pages, page_size, h_kv] view with strides (h_kv * page_size, 1, page_size)): each KV
-// head's scales of a page are contiguous, the layout whose copies the producer coalesces
-// (docs/perf-notes.md Y.5). GQA d 128 with 8 KV heads and MFA, pages of 16, 64 and 256, s_q 1
+// head's scales of a page are contiguous, so the producer's scale copies coalesce (measured
+// no faster, docs/perf-notes.md Y.5). GQA d 128 with 8 KV heads and MFA, pages of 16, 64 and 256, s_q 1
 // and 2 (causal), on the decode kernel's FP8 form and on the portable kernel.
 TEST(HopperPath, Fp8RowHeadMajorScalesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();

@@ -73,4 +73,11 @@ std::vector<float> transpose_page_scales(const std::vector<float>& s, int rows, 
   return t;
 }
 
+TensorView fp8_scale_view(void* data, int64_t pages, int page_size, int h_kv, bool head_major,
+                          Device dev) {
+  const int64_t ps = page_size, h = h_kv;
+  if (head_major) return make_view(data, DType::f32, {pages, ps, h}, {h * ps, 1, ps}, dev);
+  return make_view(data, DType::f32, {pages, ps, h}, dev);
+}
+
 }  // namespace flashmfa::testing

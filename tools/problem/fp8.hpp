@@ -34,4 +34,10 @@ struct Fp8Problem {
 // ([h_kv, page_size] per page) with rows = page_size, cols = h_kv, and back with the two swapped.
 std::vector<float> transpose_page_scales(const std::vector<float>& s, int rows, int cols);
 
+// fp8_row scales of `pages` pages as the [num_pages, page_size, h_kv] view the API takes: over
+// token-major memory (the documented layout, dense strides) or head-major memory
+// ([num_pages, h_kv, page_size], strides (h_kv * page_size, 1, page_size)).
+TensorView fp8_scale_view(void* data, int64_t pages, int page_size, int h_kv, bool head_major,
+                          Device dev);
+
 }  // namespace flashmfa::testing
