@@ -24,8 +24,15 @@
 // (launch.cu, default_shape). The one-warpgroup form is kept for comparison.
 #define FLASHMFA_SM90_KERNELS(X) \
   X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
-// The forms compiled for FP8 caches (fp8_row): the one choose() takes.
-#define FLASHMFA_SM90_FP8_KERNELS(X) X(256, 2, true) X(128, 2, true)
+// The forms compiled for FP8 caches (fp8_row): the ones choose() takes. d 128 runs three
+// consumer warpgroups on 64 rows, taking every third tile (fp8_warpgroups): its chain of two
+// conversions and two small GEMMs per tile is latency-bound, and the registers of a 64 x 128 O
+// leave room for a third (docs/perf-notes.md Z.1). FLASHMFA_SM90_FP8_D128_WARPGROUPS=2 builds
+// the two-warpgroup form instead (same-machine A/B).
+#ifndef FLASHMFA_SM90_FP8_D128_WARPGROUPS
+#define FLASHMFA_SM90_FP8_D128_WARPGROUPS 3
+#endif
+#define FLASHMFA_SM90_FP8_KERNELS(X) X(256, 2, true) X(128, FLASHMFA_SM90_FP8_D128_WARPGROUPS, true)
 
 namespace flashmfa::cuda::sm90 {
 
@@ -55,31 +62,39 @@ constexpr size_t kSm90SmemOptin = 232448;
 // more absorb the consumers' per-sequence pauses (Q load, epilogue).
 constexpr int kMinStages = 4;
 // FP8 caches (fp8_row: d e4m3 bytes per row, one f32 scale per row in a side array): the raw
-// tiles land in a second ring (kRaw*), split between the two consumer warpgroups as the 16-bit
-// ring is; each warpgroup converts its raw tiles into its own two 16-bit tiles (kFp8Stages: two
+// tiles land in a second ring (kRaw*), split between the consumer warpgroups as the 16-bit
+// ring is; each warpgroup converts its raw tiles into its own two 16-bit tiles (fp8_stages: two
 // per warpgroup, one converted while a GEMM reads the other) and runs its GEMMs on those
 // (sm90/decode/dequant.cuh, consumer.cuh). A raw slot is the 64 rows of d bytes, then their 64
 // scales (f32).
-constexpr int kFp8Stages = 4;
-constexpr int kMinRawStages = 4;  // two per warpgroup: K and V of one tile in flight
-// The raw ring's depth is capped at 16, which d 128 fits beside the 16-bit tiles (d 256 fits
-// 4): eight tiles in flight per consumer warpgroup (docs/perf-notes.md Y.1). A/B builds set
-// FLASHMFA_SM90_MAX_RAW_STAGES.
+constexpr int kFp8TilesPerWarpgroup = 2;
+FLASHMFA_SM90_HD constexpr int fp8_stages(int warpgroups) {
+  return kFp8TilesPerWarpgroup * warpgroups;
+}
+// The consumer warpgroups of the FP8 form of head dim d (FLASHMFA_SM90_FP8_KERNELS).
+FLASHMFA_SM90_HD constexpr int fp8_warpgroups(int d) {
+  return d == 128 ? FLASHMFA_SM90_FP8_D128_WARPGROUPS : 2;
+}
+// Two raw slots per warpgroup at least: K and V of one tile in flight.
+FLASHMFA_SM90_HD constexpr int min_raw_stages(int warpgroups) { return 2 * warpgroups; }
+// The raw ring's depth is capped at 16, which d 128 with two consumer warpgroups fits beside
+// the 16-bit tiles (d 256 fits 4; d 128 with three, 12): up to eight tiles in flight per
+// consumer warpgroup (docs/perf-notes.md Y.1). A/B builds set FLASHMFA_SM90_MAX_RAW_STAGES.
 #ifndef FLASHMFA_SM90_MAX_RAW_STAGES
 #define FLASHMFA_SM90_MAX_RAW_STAGES 16
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
-// FP8: producer warps that stream the raw ring when pages are smaller than a tile. With two,
-// warp w streams the tiles of consumer warpgroup w into its half of the ring: one warp's
-// stream per tile (the entries, a TMA copy per page, each row's scale) is longer at page 16
-// than a tile's time (docs/perf-notes.md X.1, X.2). Pages of a tile or more keep one warp
-// (two measured 7% slower on MFA at page 64). FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS=1: one always.
+// FP8: producer warps that stream the raw ring when pages are smaller than a tile. By default
+// one per consumer warpgroup: warp w streams the tiles of consumer warpgroup w into its part of
+// the ring, as one warp's stream per tile (the entries, a TMA copy per page, each row's scale)
+// is longer at page 16 than a tile's time (docs/perf-notes.md X.1, X.2). Pages of a tile or
+// more keep one warp (two measured 7% slower on MFA at page 64).
+// FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS=1: one always.
 #ifndef FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS
 #define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif
-constexpr int kFp8SmallPageWarps = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS;
-static_assert(kFp8SmallPageWarps == 1 || kFp8SmallPageWarps == 2, "one warp, or one per consumer");
+constexpr bool kFp8WarpPerConsumer = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS != 1;
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }
@@ -96,6 +111,12 @@ constexpr int kDecodeProducerRegs = 40;
 constexpr int kDecodeConsumerRegs = 232;
 static_assert(kDecodeProducerRegs + 2 * kDecodeConsumerRegs == kProducerRegs + 2 * kConsumerRegs,
               "the decode kernel's split moves registers within the same allocation");
+// Three consumer warpgroups (FP8, d 128): 512 threads start with 128 registers each; 32 * 128 +
+// 3 * 160 * 128 = 65536. The producer's page walk fits 32 there (ptxas: no spills).
+constexpr int kDecode3ProducerRegs = 32;
+constexpr int kDecode3ConsumerRegs = 160;
+static_assert((kDecode3ProducerRegs + 3 * kDecode3ConsumerRegs) * 128 == 65536,
+              "three consumer warpgroups: the whole register file, moved within the allocation");
 constexpr int kMaxStages = 8;
 // Work items of sequences up to this length add a second P V pass with P's 16-bit rounding
 // error (mainloop.cuh, gemm_pv): with few visible tokens the per-weight rounding (2^-9 in bf16)
@@ -128,7 +149,8 @@ struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
          raw_empty = 0, q_full = 0, q_empty = 0, raw_rows = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
-  size_t stats_stride = 0;  // bytes between the two warpgroups' halves of stats (decode_plan)
+  size_t stats_stride = 0;  // bytes between the warpgroups' parts of stats (decode_plan)
+  size_t xchg_stride = 0;   // bytes between the tiles of exchange cells past Q's (decode_plan)
   int full_per_stage = 1;
   int empty_per_stage = 1;
 
@@ -156,6 +178,7 @@ struct SmemPlan {
     q_empty = q_full + sizeof(uint64_t);
     total = q_empty + sizeof(uint64_t);
     stats_stride = stats_bytes / 2;
+    xchg_stride = q_bytes;
   }
   // What the launch asks for: the plan plus room to align the runtime base to kTileAlign
   // (dynamic shared memory is only guaranteed 16-byte alignment), and in phase-clock builds
@@ -166,23 +189,25 @@ struct SmemPlan {
 };
 
 // The MFA / MFA-KR / GQA kernel (decode/): one Q tile per consumer warpgroup, or one shared
-// tile under a KV split, whose merge sends the other half of O through xchg one way and
-// through the (by then unused) Q tile the other way (both hold 64 x D/2 f32), with each
-// warpgroup's row max and row sum in stats (2, 64, 2).
+// tile under a KV split, whose merge (consumer.cuh, merge_and_store) hands the 64-column atoms
+// of O each warpgroup does not finalize to the one that does through exchange cells of one f32
+// atom (16 KB) each: the (by then unused) Q tile's, then xchg's (both hold 64 x D/2 f32), with
+// each warpgroup's row max and row sum in stats (2, 64, 2).
 // FP8 caches add the raw ring (raw_stages > 0) and have no room for xchg and stats beside it:
-// those live in the 16-bit tiles, which are idle during the merge -- xchg in slot 2 (warpgroup
-// 1's first tile, written after both warpgroups are done with the item), each warpgroup's half
-// of stats in its own second tile (slots 1 and 3: written while the other warpgroup may still
-// run its last GEMMs on its own tiles).
+// those live in the 16-bit tiles, which are idle during the merge -- the cells after Q's in the
+// first tile of each warpgroup (slots 0, 2, 4: written after every warpgroup is done with the
+// item), each warpgroup's stats in its own second tile (slots 1, 3, 5: written while another
+// warpgroup may still run its last GEMMs on its own tiles).
 FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stages, bool kv_split,
                                                 int raw_stages = 0) {
   const size_t q_bytes = size_t(kRowsPerWarpgroup) * d * kElemBytes;
   const size_t stats_bytes = sizeof(float) * 2 * kRowsPerWarpgroup * 2;
   if (raw_stages > 0) {
     SmemPlan plan(d, 1, stages, 0, 0, 1, raw_stages);
-    plan.xchg = plan.kv + 2 * plan.slot_bytes;
-    plan.stats = plan.kv + plan.slot_bytes;
-    plan.stats_stride = 2 * plan.slot_bytes;
+    plan.xchg = plan.kv;  // each warpgroup's first tile
+    plan.xchg_stride = kFp8TilesPerWarpgroup * plan.slot_bytes;
+    plan.stats = plan.kv + plan.slot_bytes;  // each warpgroup's second tile
+    plan.stats_stride = kFp8TilesPerWarpgroup * plan.slot_bytes;
     plan.raw_rows = plan.total;  // per raw slot: the rows the producer loaded (producer.cuh)
     plan.total = plan.raw_rows + sizeof(int32_t) * raw_stages;
     return plan;
@@ -192,20 +217,24 @@ FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stage
 }
 
 // The deepest ring that fits an sm_90 block's shared memory (0 when not even kMinStages fit).
-// FP8: kFp8Stages 16-bit slots and the deepest raw ring that fits beside them.
+// FP8: fp8_stages 16-bit slots and the deepest raw ring that fits beside them, a whole number
+// of slots per warpgroup.
 FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split, bool fp8 = false) {
   if (fp8)
-    return decode_plan(d, warpgroups, kFp8Stages, kv_split, kMinRawStages).launch_bytes() <=
-                   kSm90SmemOptin
-               ? kFp8Stages
+    return decode_plan(d, warpgroups, fp8_stages(warpgroups), kv_split,
+                       min_raw_stages(warpgroups))
+                       .launch_bytes() <= kSm90SmemOptin
+               ? fp8_stages(warpgroups)
                : 0;
   for (int s = kMaxStages; s >= kMinStages; --s)
     if (decode_plan(d, warpgroups, s, kv_split).launch_bytes() <= kSm90SmemOptin) return s;
   return 0;
 }
 FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_split) {
-  for (int r = kMaxRawStages; r >= kMinRawStages; --r)
-    if (decode_plan(d, warpgroups, kFp8Stages, kv_split, r).launch_bytes() <= kSm90SmemOptin)
+  for (int r = kMaxRawStages / warpgroups * warpgroups; r >= min_raw_stages(warpgroups);
+       r -= warpgroups)
+    if (decode_plan(d, warpgroups, fp8_stages(warpgroups), kv_split, r).launch_bytes() <=
+        kSm90SmemOptin)
       return r;
   return 0;
 }

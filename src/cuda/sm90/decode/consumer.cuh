@@ -8,7 +8,8 @@
 //     own half of the ring, see RingPos), each with its own O and softmax state, merged
 //     through shared memory at the end of the work item. This
 //     doubles the consumer rate, which MFA-KR needs (32 KB of HBM per tile but the same two
-//     GEMMs and softmax as MFA's 64 KB tile pair).
+//     GEMMs and softmax as MFA's 64 KB tile pair). FP8 caches at d 128 split three ways: three
+//     warpgroups take every third tile (config.hpp, fp8_warpgroups).
 //
 // Slot hand-off per tile (ring order; MFA-KR uses one slot for both GEMMs):
 //
@@ -117,13 +118,15 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   __device__ void item_fp8(RingPos& pos, const WorkItem& it, const int (&visible)[kRowsPerThread],
                            uint32_t q_tile, float (&o)[Tr::kAtoms][kAccRegs],
                            OnlineSoftmax& softmax, bool precise) const {
+    constexpr int kStep = Tr::kRingParts;  // tile_owner: every kStep-th tile
     const bool aliased = p.v_aliases_k;
-    uint32_t kbuf = sm.slot(2 * warpgroup), other = sm.slot(2 * warpgroup + 1);
-    int blk = it.block_begin + warpgroup;  // tile_owner: alternate tiles
+    uint32_t kbuf = sm.slot(kFp8TilesPerWarpgroup * warpgroup);
+    uint32_t other = sm.slot(kFp8TilesPerWarpgroup * warpgroup + 1);
+    int blk = it.block_begin + warpgroup;
     if (blk >= it.block_end) return;
     int valid = take_raw(pos, kbuf);
 #pragma unroll 1
-    for (; blk < it.block_end; blk += 2) {
+    for (; blk < it.block_end; blk += kStep) {
       const int token = blk * kBlockN;
       float s[kAccRegs];
       gemm_qk<T, D>(s, q_tile, kbuf, [&] {
@@ -132,7 +135,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
-      const bool more = blk + 2 < it.block_end;
+      const bool more = blk + kStep < it.block_end;
       int next_valid = 0;
       gemm_pv<T, D>(o, s, vbuf, precise, [&] {
         if (more) next_valid = take_raw(pos, next_buf);
@@ -258,7 +261,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // A row-split warpgroup with no query rows (the second one of the last row tile) still takes
   // part in every slot hand-off and tail clearing, so that the ring and barriers keep moving.
   __device__ void run_idle(int part) const {
-    RingPos pos = ring_of<Tr::kStages, KV_SPLIT>(warpgroup);
+    RingPos pos = ring_of<Tr::kStages, Tr::kRingParts>(warpgroup);
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
@@ -279,15 +282,17 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     const int rows = p.s_q * p.q_per_kv;
     if (!KV_SPLIT && first_row >= rows) return run_idle(part);
     const uint32_t q_tile = sm.query(KV_SPLIT ? 0 : warpgroup);
-    RingPos pos = ring_of<Tr::kConsumerRingStages, KV_SPLIT>(warpgroup);
+    RingPos pos = ring_of<Tr::kConsumerRingStages, Tr::kRingParts>(warpgroup);
     pingpong_start();
 
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
       if constexpr (KV_SPLIT) {
         sync_all();  // the previous item's merge has read the Q tile
-        load_query<T, D, Tr::kConsumerThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
-        fence_proxy_async();  // Q is read by wgmma
+        if (tid < Tr::kQueryThreads) {
+          load_query<T, D, Tr::kQueryThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+          fence_proxy_async();  // Q is read by wgmma
+        }
         sync_all();
       } else {
         load_query<T, D, kWarpgroupThreads>(p, it.seq, kv_head, first_row, q_tile, wg_tid());
@@ -325,7 +330,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
               else
                 prefetch_query<T, D, kWarpgroupThreads>(p, next, kv_head, first_row, wg_tid());
             }
-          if (!reads_tile<KV_SPLIT>(blk, it.block_begin, warpgroup)) continue;
+          if (tile_owner<Tr::kRingParts>(blk, it.block_begin) != warpgroup) continue;
           tile(pos, blk * kBlockN, tile_source_for<Tr>(p, it, blk).valid, visible, q_tile, o,
                softmax, precise);
           if (tid == 0 && blk == it.block_begin) FLASHMFA_PHASE(4);
@@ -346,14 +351,86 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     pingpong_finish();
   }
 
-  // KV split, end of a work item: each warpgroup holds O, row max and row sum over its tiles.
-  // Warpgroup 0 finalizes atoms [0, A/2) and warpgroup 1 atoms [A/2, A): each hands the other
-  // half of its raw O to the other warpgroup, thread to thread (both have the same fragment
-  // layout for the same rows), through xchg (from warpgroup 1) and the Q tile (from warpgroup 0).
+  // KV split, end of a work item: each of the W warpgroups holds O, row max and row sum over
+  // its tiles. Warpgroup w finalizes atoms [fin_begin(w), fin_begin(w + 1)) (W 2, d 256: two
+  // each; W 3, d 128: one each for warpgroups 0 and 1): every warpgroup hands the atoms it does
+  // not finalize to their finalizer, thread to thread (all have the same fragment layout for the
+  // same rows), through exchange cells (SmemView::xchg_cell: the Q tile's, then xchg's), in the
+  // order warpgroup 0's atoms, warpgroup 1's, ...
+  static constexpr int kMergeParts = Tr::kRingParts;
+  static constexpr int fin_begin(int w) { return (w * Tr::kAtoms + kMergeParts - 1) / kMergeParts; }
+  static constexpr int fin_count(int w) { return fin_begin(w + 1) - fin_begin(w); }
+  // The exchange cell of atom `a` of warpgroup w's O (an atom that w does not finalize).
+  static constexpr int cell_of(int w, int a) {
+    int cell = 0;
+    for (int v = 0; v < w; ++v) cell += Tr::kAtoms - fin_count(v);
+    return cell + (a < fin_begin(w) ? a : a - fin_count(w));
+  }
+
+  template <int W>
+  __device__ void hand_over(const float (&o)[Tr::kAtoms][kAccRegs], int wtid) const {
+#pragma unroll
+    for (int a = 0; a < Tr::kAtoms; ++a) {
+      if (a >= fin_begin(W) && a < fin_begin(W + 1)) continue;
+      const uint32_t cell = sm.xchg_cell(cell_of(W, a));
+      // Element i of this thread's atom lives at (i * 128 + wtid) * 4: conflict-free.
+#pragma unroll
+      for (int i = 0; i < kAccRegs; ++i)
+        st_shared(cell + uint32_t((i * kWarpgroupThreads + wtid) * 4), __float_as_int(o[a][i]));
+    }
+  }
+
+  template <int W>
+  __device__ void finalize(const WorkItem& it, float (&o)[Tr::kAtoms][kAccRegs],
+                           const float (&m)[kRowsPerThread], const float (&l)[kRowsPerThread],
+                           int wtid, int warp, int lane) const {
+    constexpr int kBegin = fin_begin(W), kEnd = fin_begin(W + 1);
+    if constexpr (kBegin < kEnd) {
+      const int g = lane / kQuadLanes;
+      float f[kMergeParts][kRowsPerThread], inv[kRowsPerThread], lse[kRowsPerThread];
+#pragma unroll
+      for (int h = 0; h < kRowsPerThread; ++h) {
+        const int row = 16 * warp + g + 8 * h;
+        float mv[kMergeParts], lv[kMergeParts];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int v = 0; v < kMergeParts; ++v) {
+          const uint32_t at = sm.stats + uint32_t(v) * sm.stats_stride + uint32_t(row * 2 * 4);
+          mv[v] = v == W ? m[h] : __int_as_float(ld_shared_s32(at));
+          lv[v] = v == W ? l[h] : __int_as_float(ld_shared_s32(at + 4));
+          mx = fmaxf(mx, mv[v]);
+        }
+        const float base = mx == -INFINITY ? 0.f : mx;  // no tile seen by any: all zero
+        float total = 0.f;
+#pragma unroll
+        for (int v = 0; v < kMergeParts; ++v) {
+          f[v][h] = exp2_approx(mv[v] - base);
+          total += f[v][h] * lv[v];
+        }
+        inv[h] = total > 0.f ? 1.f / total * kUnshift : 0.f;
+        lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;
+      }
+#pragma unroll
+      for (int a = kBegin; a < kEnd; ++a)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) {
+          float x = o[a][i] * f[W][acc_row(i)];
+#pragma unroll
+          for (int v = 0; v < kMergeParts; ++v)
+            if (v != W)
+              x += __int_as_float(ld_shared_s32(sm.xchg_cell(cell_of(v, a)) +
+                                                uint32_t((i * kWarpgroupThreads + wtid) * 4))) *
+                   f[v][acc_row(i)];
+          o[a][i] = x;
+        }
+      store_rows<T, D, Tr::kAtoms, kBegin, kEnd>(p, sched, it, kv_head, first_row, warp, lane, o,
+                                                 inv, lse, W == 0);
+    }
+  }
+
   __device__ void merge_and_store(const WorkItem& it, float (&o)[Tr::kAtoms][kAccRegs],
                                   const OnlineSoftmax& softmax) const {
-    constexpr int kHalf = Tr::kAtoms / 2;
-    static_assert(Tr::kAtoms % 2 == 0, "two halves of whole atoms");
+    static_assert(fin_count(0) > 0, "warpgroup 0 finalizes atoms and writes the LSE");
     // Opaque thread index: otherwise the item-invariant address arithmetic below is hoisted
     // out of the item loop and held in registers across the KV loop (load_query has the same).
     int me = tid;
@@ -372,59 +449,16 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
         st_shared(at + 4, __float_as_int(l[h]));
       }
     }
-    // The Q tile is one of the two exchange buffers: the other warpgroup may still be running
-    // S = Q K^T on its last tile, so nothing is written before both are done with the item.
+    // The exchange cells are the Q tile and tiles the other warpgroups may still be reading
+    // (their last GEMMs): nothing is written before every warpgroup is done with the item.
     sync_all();
-    const uint32_t give = warpgroup == 0 ? sm.q : sm.xchg;
-    const uint32_t take = warpgroup == 0 ? sm.xchg : sm.q;
-    // Element k of this thread's half lives at ((k * 128) + wg_tid) * 4: conflict-free.
-    auto put = [&](auto first) {
-#pragma unroll
-      for (int a = 0; a < kHalf; ++a)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i)
-          st_shared(give + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4),
-                    __float_as_int(o[first + a][i]));
-    };
-    if (warpgroup == 0) put(std::integral_constant<int, kHalf>{});
-    else put(std::integral_constant<int, 0>{});
+    static_for<kMergeParts>([&](auto w) {
+      if (warpgroup == w) hand_over<w>(o, wtid);
+    });
     sync_all();
-
-    float f_me[kRowsPerThread], f_other[kRowsPerThread], inv[kRowsPerThread], lse[kRowsPerThread];
-#pragma unroll
-    for (int h = 0; h < kRowsPerThread; ++h) {
-      const int row = 16 * warp + g + 8 * h;
-      const uint32_t at =
-          sm.stats + uint32_t(1 - warpgroup) * sm.stats_stride + uint32_t(row * 2 * 4);
-      const float m_o = __int_as_float(ld_shared_s32(at));
-      const float l_o = __int_as_float(ld_shared_s32(at + 4));
-      const float mx = fmaxf(m[h], m_o);
-      const float base = mx == -INFINITY ? 0.f : mx;  // no tile seen by either: all zero
-      f_me[h] = exp2_approx(m[h] - base);
-      f_other[h] = exp2_approx(m_o - base);
-      const float total = f_me[h] * l[h] + f_other[h] * l_o;
-      inv[h] = total > 0.f ? 1.f / total * kUnshift : 0.f;
-      lse[h] = total > 0.f ? (base + __log2f(total)) * kLn2 : -INFINITY;
-    }
-    auto merge = [&](auto first) {
-#pragma unroll
-      for (int a = 0; a < kHalf; ++a)
-#pragma unroll
-        for (int i = 0; i < kAccRegs; ++i) {
-          const float x = __int_as_float(ld_shared_s32(
-              take + uint32_t(((a * kAccRegs + i) * kWarpgroupThreads + wtid) * 4)));
-          o[first + a][i] = o[first + a][i] * f_me[acc_row(i)] + x * f_other[acc_row(i)];
-        }
-    };
-    if (warpgroup == 0) {
-      merge(std::integral_constant<int, 0>{});
-      store_rows<T, D, Tr::kAtoms, 0, kHalf>(p, sched, it, kv_head, first_row, warp, lane, o,
-                                             inv, lse, true);
-    } else {
-      merge(std::integral_constant<int, kHalf>{});
-      store_rows<T, D, Tr::kAtoms, kHalf, Tr::kAtoms>(p, sched, it, kv_head, first_row, warp,
-                                                      lane, o, inv, lse, false);
-    }
+    static_for<kMergeParts>([&](auto w) {
+      if (warpgroup == w) finalize<w>(it, o, m, l, wtid, warp, lane);
+    });
   }
 };
 

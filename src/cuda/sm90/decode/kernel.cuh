@@ -1,6 +1,6 @@
 // flashmfa CUDA, Hopper path: the decode kernel -- role split between the producer warpgroup
-// (warp 0 lane 0 issues every TMA; FP8 at small pages: warps 0 and 1, one per consumer
-// warpgroup) and 1-2 consumer warpgroups -- and its typed launcher.
+// (warp 0 lane 0 issues every TMA; FP8 at small pages: one warp per consumer warpgroup) and
+// 1-3 consumer warpgroups -- and its typed launcher.
 // Included only by the instantiation files (kernel_bf16.cu, kernel_f16.cu).
 #pragma once
 
@@ -28,12 +28,13 @@ template <class Tr, int D>
 __device__ void copy_raw_tiles(const Schedule& sched, const SmemView& sm, int part, int t) {
   static_assert(Tr::kRawStages <= Tr::kStages && Tr::kFullArrivals == 1, "one copy per raw slot");
   constexpr int kThreads = (kWarpsPerWarpgroup - 1) * kWarpSize;
-  RingPos raw0 = ring_of<Tr::kRawStages, true>(0), raw1 = ring_of<Tr::kRawStages, true>(1);
+  static_assert(Tr::kRingParts == 2, "measured with two consumer warpgroups");
+  RingPos raw0 = ring_of<Tr::kRawStages, 2>(0), raw1 = ring_of<Tr::kRawStages, 2>(1);
   for (PartWalker w(sched, part); w.valid(); w.next()) {
     const WorkItem it = w.item();
 #pragma unroll 1
     for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-      const bool second = tile_owner<true>(blk, it.block_begin);
+      const bool second = tile_owner<2>(blk, it.block_begin);
       RingPos pos = second ? raw1 : raw0;  // a copy: a reference would put both on the stack
       mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
       transpose_bound_strided<D, kThreads>(sm.raw_slot(pos.stage), sm.slot(pos.stage), t);
@@ -91,19 +92,19 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
   if (threadIdx.x == 0) FLASHMFA_PHASE(1);
 
   if (role == 0) {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<kDecodeProducerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_dec<Tr::kProducerRegs>();
     const int warp = __shfl_sync(~0u, int(threadIdx.x) / kWarpSize, 0);
     const int lane = int(threadIdx.x) % kWarpSize;
     if (threadIdx.x == 0) {
       tma_prefetch_map(&k_map);
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
     }
-    if constexpr (FP8) {  // warp 0 (small pages: and 1) streams the raw tiles; the rest idle
-      const int warps = p.page_size < kBlockN ? kFp8SmallPageWarps : 1;
+    if constexpr (FP8) {  // warp 0 (small pages: one per consumer) streams the raw tiles
+      const int warps = p.page_size < kBlockN && kFp8WarpPerConsumer ? WARPGROUPS : 1;
       if (warp < warps)
         Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part, warp, warps);
 #if FLASHMFA_MEASURE_FP8_MATH == 4
-      static_assert(kFp8SmallPageWarps == 1, "mode 4 copies with producer warps 1-3");
+      static_assert(!kFp8WarpPerConsumer, "mode 4 copies with producer warps 1-3");
       if constexpr (D == 256)
         if (warp != 0 && p.v_aliases_k) copy_raw_tiles<Tr, D>(sched, sm, part, int(threadIdx.x) - kWarpSize);
 #endif
@@ -111,7 +112,7 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
       Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head}.run(part);
     }
   } else {
-    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<kDecodeConsumerRegs>();
+    if constexpr (Tr::kSplitRegisters) setmaxnreg_inc<Tr::kConsumerRegs>();
     const int warpgroup = role - 1;
     const int first_row =
         blockIdx.x * Tr::kBlockM + (KV_SPLIT ? 0 : warpgroup * kRowsPerWarpgroup);

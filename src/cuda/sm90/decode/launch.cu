@@ -55,13 +55,15 @@ bool cache_ok(const void* ptr, int elem_bytes, int h_kv, int64_t sp, int64_t st,
 //     reads every tile, so a part's tiles are streamed by half as many CTAs (MFA s_q 4, h_q 64:
 //     2 CTAs instead of 4; -8% MFA, -6% MFA-KR on the H100, docs/perf-notes.md G.2). At 128
 //     rows the KV split's two CTAs measured 4% faster than one row-split CTA.
+// FP8 caches at d 128 split the tiles three ways (three consumer warpgroups, config.hpp).
 // FLASHMFA_SM90_ROW_SPLIT=0 builds the KV split for every row count (comparison).
 #ifndef FLASHMFA_SM90_ROW_SPLIT
 #define FLASHMFA_SM90_ROW_SPLIT 1
 #endif
 KernelConfig default_shape(const detail::DecodeParams& p) {
   KernelConfig cfg;
-  cfg.warpgroups = 2;
+  // FP8 caches: the KV split, three ways at d 128 (config.hpp, fp8_warpgroups).
+  cfg.warpgroups = p.kv_format == CacheFormat::fp8_row ? fp8_warpgroups(p.d_k) : 2;
   const bool many_rows = detail::rows_per_kv_head(p) > 2 * kRowsPerWarpgroup;
   cfg.kv_split = !(FLASHMFA_SM90_ROW_SPLIT && many_rows && p.kv_format == CacheFormat::native);
   return cfg;
@@ -314,7 +316,7 @@ KernelConfig make_config(const detail::DecodeParams& p, const DeviceInfo& dev, i
   KernelConfig cfg;
   cfg.d = p.d_k;
   cfg.warpgroups = warpgroups;
-  cfg.kv_split = kv_split && warpgroups == 2;
+  cfg.kv_split = kv_split && warpgroups >= 2;
   cfg.block_m = cfg.kv_split ? kRowsPerWarpgroup : warpgroups * kRowsPerWarpgroup;
   cfg.block_n = kBlockN;
   cfg.threads = (warpgroups + 1) * kWarpgroupThreads;

@@ -13,9 +13,9 @@
 // FP8 caches the rows the producer puts beside the raw slot) clear and mask all of its rows. MLA (16-bit caches) also takes each item's Q tile from the
 // producer (q_map, load_query_tile).
 //
-// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead (pages smaller than a tile: warps 0
-// and 1, each the tiles of one consumer warpgroup, kFp8SmallPageWarps) into the raw ring (split
-// between the consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA
+// FP8 caches (Tr::kFp8): warp 0 streams raw tiles instead (pages smaller than a tile: warp w
+// the tiles of consumer warpgroup w, kFp8WarpPerConsumer) into the raw ring (split between
+// the consumer warpgroups as the 16-bit ring is) -- lane 0 the e4m3 rows by TMA
 // (one box of 64 rows x d bytes, or one per page), every lane two of the rows' scales by
 // cp.async, each lane's copies counted on the raw slot's full barrier -- and the owning
 // consumer warpgroup converts it (dequant.cuh).
@@ -41,6 +41,8 @@ namespace flashmfa::cuda::sm90 {
 template <class Tr>
 struct Producer {
   static constexpr bool KV_SPLIT = Tr::kKvSplit;
+  // The parts of the ring: one per consumer warpgroup under a KV split (ring_of, tile_owner).
+  static constexpr int kParts = KV_SPLIT ? Tr::kWarpgroups : 1;
 
   const detail::DecodeParams& p;
   const Schedule& sched;
@@ -48,7 +50,7 @@ struct Producer {
   const CUtensorMap* v_map;
   const SmemView& sm;
   int kv_head;
-  int lane = 0;  // FP8: warp 0 (and 1: kFp8SmallPageWarps) runs the producer; 16-bit: thread 0
+  int lane = 0;  // FP8: warp 0 (small pages: one per consumer) runs the producer; 16-bit: thread 0
   // Tr::kWideBoxes (MLA): k_map is the 5-D view whose box is a tile's first half, this one the
   // view whose box is its second half.
   const CUtensorMap* k_hi_map = nullptr;
@@ -255,12 +257,29 @@ struct Producer {
     pos.advance();
   }
 
-  // The raw ring, each tile into the half of the consumer warpgroup that owns it (ring_of):
-  // tiles first, first + step, ... of every item (one producer warp: 0 and 1, every tile; two:
-  // warp w from tile w on, every second one -- the tiles of consumer warpgroup w).
+  // The position in each part of a ring of STAGES slots. load_into(owner, f) calls f with the
+  // part of consumer warpgroup `owner`, chosen by unrolled compile-time indices rather than a
+  // reference picked at run time (that would put the positions in local memory).
+  template <int STAGES>
+  struct Rings {
+    RingPos part[kParts];
+    __device__ Rings() {
+#pragma unroll
+      for (int w = 0; w < kParts; ++w) part[w] = ring_of<STAGES, kParts>(w);
+    }
+    template <class F>
+    __device__ void load_into(int owner, F&& f) {
+#pragma unroll
+      for (int w = 0; w < kParts; ++w)
+        if (owner == w) f(part[w]);
+    }
+  };
+
+  // The raw ring, each tile into the part of the consumer warpgroup that owns it (ring_of):
+  // tiles first, first + step, ... of every item (one producer warp: every tile; one per
+  // consumer warpgroup: warp w from tile w on, every kParts-th one -- the tiles of warpgroup w).
   __device__ void run_raw(int part, uint64_t policy, int first, int step) const {
-    RingPos raw0 = ring_of<Tr::kRawStages, KV_SPLIT>(0),
-            raw1 = ring_of<Tr::kRawStages, KV_SPLIT>(1);
+    Rings<Tr::kRawStages> raw;
     for (PartWalker w(sched, part); w.valid(); w.next()) {
       const WorkItem it = w.item();
 #pragma unroll 1
@@ -268,22 +287,25 @@ struct Producer {
         const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok && lane == 0)
           atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-        auto load = [&](RingPos& pos) {
+        raw.load_into(tile_owner<kParts>(blk, it.block_begin), [&](RingPos& pos) {
           load_raw(pos, k_map, p.k_scale, p.ks_sp, p.ks_st, p.ks_sh, src, policy);
           if (!p.v_aliases_k)
             load_raw(pos, v_map, p.v_scale, p.vs_sp, p.vs_st, p.vs_sh, src, policy);
-        };
-        if (tile_owner<KV_SPLIT>(blk, it.block_begin)) load(raw1);  // as in run()
-        else load(raw0);
+        });
       }
     }
   }
 
-  // FP8: producer warp `warp` of `warps` (1, or 2: one per consumer warpgroup's half).
+  // FP8: producer warp `warp` of `warps` (1, or one per consumer warpgroup's part).
   __device__ void run(int part, int warp = 0, int warps = 1) const {
     const uint64_t policy = l2_evict_first_policy();
-    if constexpr (Tr::kFp8) return run_raw(part, policy, warp, warps);
-    RingPos ring0 = ring_of<Tr::kStages, KV_SPLIT>(0), ring1 = ring_of<Tr::kStages, KV_SPLIT>(1);
+    if constexpr (Tr::kFp8) run_raw(part, policy, warp, warps);
+    else run_tiles(part, policy);
+  }
+
+  // 16-bit caches: thread 0 streams every tile (K, then V unless aliased) of the part.
+  __device__ void run_tiles(int part, uint64_t policy) const {
+    Rings<Tr::kStages> ring;
     int items = 0;
     for (PartWalker w(sched, part); w.valid(); w.next(), ++items) {
       const WorkItem it = w.item();
@@ -293,14 +315,10 @@ struct Producer {
         const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         if (blk == it.block_begin) FLASHMFA_PHASE(2);
-        auto load = [&](RingPos& pos) {
+        ring.load_into(tile_owner<kParts>(blk, it.block_begin), [&](RingPos& pos) {
           load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);
-        };
-        // Two calls rather than a reference chosen at run time: that would put the rings in
-        // local memory.
-        if (tile_owner<KV_SPLIT>(blk, it.block_begin)) load(ring1);
-        else load(ring0);
+        });
       }
     }
   }

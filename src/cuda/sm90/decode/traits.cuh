@@ -16,40 +16,46 @@ namespace flashmfa::cuda::sm90 {
 // Named barriers (bar.sync ids); 0 belongs to __syncthreads, used only before the role split.
 // The same id serves every purpose of its group of threads (a barrier only counts arrivals).
 enum class NamedBarrier : int {
-  kWarpgroup = 1,  // + warpgroup index, 128 threads: its Q tile is stored / its slot's tail
-                   // is cleared (a slot read by that warpgroup alone)
-  kConsumers = 3,  // every consumer thread: a shared slot's tail is cleared, the shared Q
+  kConsumers = 1,  // every consumer thread: a shared slot's tail is cleared, the shared Q
                    // tile is stored, KV-split merge steps
-  kPReady = 4,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
+  kWarpgroup = 2,  // + warpgroup index (up to 3), 128 threads: its Q tile is stored / its
+                   // slot's tail is cleared (a slot read by that warpgroup alone)
+  kPReady = 5,     // + the warpgroup that wrote it, 256 threads (MLA): a P tile and its row
                    // state are in shared memory (bar.arrive by the writer, bar.sync by the reader)
-  kTurn = 6,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
+  kTurn = 7,       // + warpgroup, 256 threads (row split): that warpgroup may issue its next
                    // GEMM (bar.arrive by the other after issuing its own, bar.sync by it)
-  kWiden = 8,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
+  kWiden = 9,      // the producer warpgroup, 128 threads (MLA, FP8): a step of widening a raw
                    // tile is done (mla/fp8.cuh)
-  kMeasureCopy = 9,  // producer warps 1-3, 96 threads (measuring builds, FP8 decode: a raw
-                     // tile's copy is written; kernel.cuh, copy_raw_tiles)
+  kMeasureCopy = 10,  // producer warps 1-3, 96 threads (measuring builds, FP8 decode: a raw
+                      // tile's copy is written; kernel.cuh, copy_raw_tiles)
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its
-// raw tiles into its own two 16-bit tiles (kStages = 4 "slots": 2w and 2w + 1 are warpgroup w's).
+// raw tiles into its own two 16-bit tiles (kStages = 2 WARPGROUPS "slots": 2w and 2w + 1 are
+// warpgroup w's). Three consumer warpgroups: FP8 caches only (a KV split three ways).
 template <int D, int WARPGROUPS, bool KV_SPLIT = false, bool FP8 = false>
 struct Traits {
   static_assert(D % kAtomCols == 0, "rows are whole 128-byte swizzle atoms");
-  static_assert(WARPGROUPS == 1 || WARPGROUPS == 2, "one or two consumer warpgroups");
+  static_assert(WARPGROUPS >= 1 && WARPGROUPS <= 3, "one to three consumer warpgroups");
   static_assert(kBlockN % kWgmmaK == 0 && kBlockN == kWgmmaN, "one S tile per wgmma N");
   static_assert(kRowsPerWarpgroup == kWgmmaM, "a consumer warpgroup owns one wgmma M tile");
-  static_assert(!KV_SPLIT || WARPGROUPS == 2, "a KV split takes two consumer warpgroups");
+  static_assert(!KV_SPLIT || WARPGROUPS >= 2, "a KV split takes two or three warpgroups");
+  static_assert(WARPGROUPS < 3 || (KV_SPLIT && FP8), "three warpgroups: the FP8 KV split only");
 
   static constexpr bool kKvSplit = KV_SPLIT;
+  static constexpr int kWarpgroups = WARPGROUPS;
+  // The parts the rings are split into: one per warpgroup under a KV split (RingPos).
+  static constexpr int kRingParts = KV_SPLIT ? WARPGROUPS : 1;
   static constexpr bool kFullPerAtom = false;  // one full barrier per slot
   static constexpr bool kHalfRelease = false;  // one empty barrier per slot
   static constexpr bool kWideBoxes = false;    // 4-D maps, one box per 64-column atom
   static constexpr bool kSmallPages = true;    // pages of >= kMinPageSize (tile_source_paged)
   static constexpr bool kFp8 = FP8;
   static constexpr int kStages = stages_for(D, WARPGROUPS, KV_SPLIT, FP8);
-  static_assert(kStages >= (FP8 ? kFp8Stages : kMinStages), "the ring does not fit");
+  static_assert(kStages >= (FP8 ? fp8_stages(WARPGROUPS) : kMinStages), "the ring does not fit");
   static constexpr int kRawStages = FP8 ? raw_stages_for(D, WARPGROUPS, KV_SPLIT) : 0;
-  static_assert(!FP8 || kRawStages >= kMinRawStages, "the raw ring does not fit");
+  static_assert(!FP8 || kRawStages >= min_raw_stages(WARPGROUPS), "the raw ring does not fit");
+  static_assert(kRawStages % kRingParts == 0, "a raw ring of whole parts");
   static_assert(!FP8 || KV_SPLIT, "FP8 caches are compiled for the KV-split form only");
   // The ring the consumers wait on: the 16-bit one, or (FP8) the raw one.
   static constexpr int kConsumerRingStages = FP8 ? kRawStages : kStages;
@@ -60,7 +66,7 @@ struct Traits {
   static constexpr int kRawFullArrivals = 1 + kWarpSize;
   static constexpr int kRawEmptyArrivals = kWarpsPerWarpgroup;
   static constexpr uint32_t kRawTileBytes = uint32_t(kBlockN) * D;  // e4m3 rows of a raw slot
-  // Query rows per CTA: 64 per warpgroup, or 64 shared by both under a KV split.
+  // Query rows per CTA: 64 per warpgroup, or 64 shared by all under a KV split.
   static constexpr int kBlockM = KV_SPLIT ? kRowsPerWarpgroup : WARPGROUPS * kRowsPerWarpgroup;
 
   static constexpr int kAtoms = D / kAtomCols;          // 64-column atoms per row
@@ -75,12 +81,17 @@ struct Traits {
   static constexpr SmemPlan kPlan = decode_plan(D, WARPGROUPS, kStages, KV_SPLIT, kRawStages);
   static constexpr uint32_t kSlotBytes = uint32_t(kBlockN) * D * kElemBytes;
   static constexpr uint32_t kQBytes = uint32_t(kRowsPerWarpgroup) * D * kElemBytes;
+  // The consumer threads that stage a shared Q tile: all of them, or (three warpgroups, whose
+  // 384 threads do not divide the tile's 16-byte units) the first two warpgroups.
+  static constexpr int kQueryThreads = WARPGROUPS == 3 ? 2 * kWarpgroupThreads : kConsumerThreads;
 
-  // Register split (setmaxnreg: kDecodeProducerRegs / kDecodeConsumerRegs) when three
-  // warpgroups share the registers: each consumer holds a 64 x D f32 output tile (128 registers
-  // at D = 256) plus S, P and P's rounding rest; the producer walks the schedule and the pages.
-  // With one consumer warpgroup every thread may already use 255, so nothing is redistributed.
-  static constexpr bool kSplitRegisters = WARPGROUPS == 2;
+  // Register split (setmaxnreg) when a producer and two or three consumer warpgroups share the
+  // registers: each consumer holds a 64 x D f32 output tile (128 registers at D = 256) plus S,
+  // P and P's rounding rest; the producer walks the schedule and the pages. With one consumer
+  // warpgroup every thread may already use 255, so nothing is redistributed.
+  static constexpr bool kSplitRegisters = WARPGROUPS >= 2;
+  static constexpr int kProducerRegs = WARPGROUPS == 3 ? kDecode3ProducerRegs : kDecodeProducerRegs;
+  static constexpr int kConsumerRegs = WARPGROUPS == 3 ? kDecode3ConsumerRegs : kDecodeConsumerRegs;
 };
 
 // The device view of SmemPlan: .shared addresses of its pieces.
@@ -102,6 +113,7 @@ struct SmemView {
   uint32_t full_per_stage;
   uint32_t empty_per_stage;
   uint32_t stats_stride;
+  uint32_t xchg_stride;
 
   __device__ SmemView(uint32_t base, SmemPlan plan)
       : q(base + uint32_t(plan.q)), kv(base + uint32_t(plan.kv)),
@@ -114,13 +126,21 @@ struct SmemView {
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
         empty_per_stage(uint32_t(plan.empty_per_stage)),
-        stats_stride(uint32_t(plan.stats_stride)) {}
+        stats_stride(uint32_t(plan.stats_stride)), xchg_stride(uint32_t(plan.xchg_stride)) {}
 
   __device__ uint32_t slot(int stage) const { return kv + uint32_t(stage) * slot_bytes; }
   // Phase-clock builds: the load stamps, past the last barrier (phase_clock.cuh, kPhaseStampBytes).
   // (Past the plan's total: the FP8 MLA plans place their raw-full barriers after q_empty.)
   __device__ uint32_t phase_stamps() const { return stamps; }
   __device__ uint32_t query(int warpgroup) const { return q + uint32_t(warpgroup) * q_bytes; }
+  // KV split merge: exchange cell `cell` (one 64 x 64 f32 atom of O in fragment order): the Q
+  // tile holds the first q_bytes / kXchgCellBytes, each xchg tile (xchg_stride apart) as many.
+  static constexpr uint32_t kXchgCellBytes = uint32_t(kRowsPerWarpgroup) * kAtomCols * 4;
+  __device__ uint32_t xchg_cell(int cell) const {
+    const int per_tile = int(q_bytes / kXchgCellBytes), tile = cell / per_tile;
+    const uint32_t at = uint32_t(cell % per_tile) * kXchgCellBytes;
+    return tile == 0 ? q + at : xchg + uint32_t(tile - 1) * xchg_stride + at;
+  }
   // The slot's full barrier, or that of its 64-column atom `atom` (full_per_stage > 1).
   __device__ uint32_t full_bar(int stage, int atom = 0) const {
     return full + (uint32_t(stage) * full_per_stage + atom) * sizeof(uint64_t);
@@ -226,11 +246,12 @@ __device__ __forceinline__ TileSource tile_source_for(const detail::DecodeParams
 // Parity waits are only exact while a waiter is never two fills ahead of the slot: waiting for
 // fill k on a barrier that has completed only k - 2 fills sees the same parity and passes. A
 // consumer that reads every slot of its ring cannot get there (fill k - 1 needed its own
-// release), but two warpgroups taking alternate tiles from one shared ring can, since each
-// skips the other's slots. So under a KV split each warpgroup has a private sub-ring.
+// release), but warpgroups taking turns over the tiles of one shared ring can, since each
+// skips the others' slots. So under a KV split each warpgroup has a private sub-ring.
 struct RingPos {
-  int stage, begin, end;
+  int stage = 0, begin = 0, end = 1;
   uint32_t phase = 0;
+  RingPos() = default;
   __device__ RingPos(int first, int last) : stage(first), begin(first), end(last) {}
   __device__ void advance() {
     if (++stage == end) {
@@ -240,29 +261,24 @@ struct RingPos {
   }
 };
 
-// The slots consumer warpgroup `warpgroup` reads: all STAGES, or its half under a KV split.
-template <int STAGES, bool KV_SPLIT>
-__device__ __forceinline__ RingPos ring_of(int warpgroup) {
-  constexpr int kHalf = (STAGES + 1) / 2;
-  if constexpr (!KV_SPLIT) return RingPos(0, STAGES);
-  return warpgroup == 0 ? RingPos(0, kHalf) : RingPos(kHalf, STAGES);
+// The slots of part `part` of a ring of STAGES split into PARTS (a KV split: one per consumer
+// warpgroup; the first parts take one more slot when PARTS does not divide STAGES).
+template <int STAGES, int PARTS>
+__device__ __forceinline__ RingPos ring_of(int part) {
+  if constexpr (PARTS == 1) return RingPos(0, STAGES);
+  return RingPos((part * STAGES + PARTS - 1) / PARTS, ((part + 1) * STAGES + PARTS - 1) / PARTS);
 }
 
-// Of two consumer warpgroups taking turns over a work item's tiles (KV split; MLA's S = Q K^T),
-// the one that takes tile `blk`.
+// Of two consumer warpgroups taking turns over a work item's tiles (MLA's S = Q K^T), the one
+// that takes tile `blk`.
 __device__ __forceinline__ int alternate_owner(int blk, int block_begin) {
   return (blk - block_begin) & 1;
 }
-// Which consumer warpgroup's ring carries tile `blk` of a work item (KV split: alternate tiles).
-template <bool KV_SPLIT>
+// Which part of the ring carries tile `blk` of a work item (a KV split into PARTS warpgroups:
+// every PARTS-th tile each).
+template <int PARTS>
 __device__ __forceinline__ int tile_owner(int blk, int block_begin) {
-  return KV_SPLIT ? alternate_owner(blk, block_begin) : 0;
-}
-// Whether consumer warpgroup `warpgroup` reads tile `blk`: its own tiles under a KV split, every
-// tile under a row split.
-template <bool KV_SPLIT>
-__device__ __forceinline__ bool reads_tile(int blk, int block_begin, int warpgroup) {
-  return !KV_SPLIT || alternate_owner(blk, block_begin) == warpgroup;
+  return PARTS == 1 ? 0 : int(uint32_t(blk - block_begin) % PARTS);
 }
 
 // What every consumer warpgroup of a CTA knows about itself, and the synchronization it shares
