@@ -95,6 +95,13 @@ constexpr int kRawAlign = 128;
 #define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif
 constexpr bool kFp8WarpPerConsumer = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS != 1;
+// Measuring switch: pages of at least this many tokens take one producer warp (default: a
+// tile's); FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE=4096 streams with a warp per consumer at every
+// page size.
+#ifndef FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
+#define FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE 64
+#endif
+constexpr int kFp8OneWarpMinPage = FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE;
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }
