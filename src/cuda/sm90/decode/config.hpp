@@ -95,13 +95,18 @@ constexpr int kRawAlign = 128;
 #define FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS 2
 #endif
 constexpr bool kFp8WarpPerConsumer = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS != 1;
-// Measuring switch: pages of at least this many tokens take one producer warp (default: a
-// tile's); FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE=4096 streams with a warp per consumer at every
-// page size.
-#ifndef FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
-#define FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE 64
+// Three consumer warpgroups (d 128) take a warp per consumer at every page size: one warp
+// walking the tiles in order stalls on the fullest of three 4-slot parts while the others run
+// dry (docs/perf-notes.md Z.1: -1.4% on Llama-3 GQA FP8 at page 64). Pages of at least
+// fp8_one_warp_min_page tokens take one producer warp. FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
+// sets it for every form (measuring builds: 64 gives three warpgroups one warp at page 64).
+FLASHMFA_SM90_HD constexpr int fp8_one_warp_min_page(int warpgroups) {
+#ifdef FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
+  return (void)warpgroups, FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE;
+#else
+  return warpgroups == 3 ? 1 << 30 : kBlockN;
 #endif
-constexpr int kFp8OneWarpMinPage = FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE;
+}
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
   return size_t(kBlockN) * d + size_t(kBlockN) * sizeof(float);
 }

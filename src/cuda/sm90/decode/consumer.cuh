@@ -330,7 +330,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
               else
                 prefetch_query<T, D, kWarpgroupThreads>(p, next, kv_head, first_row, wg_tid());
             }
-          if (tile_owner<Tr::kRingParts>(blk, it.block_begin) != warpgroup) continue;
+          // KV split: every kRingParts-th tile; row split: every tile.
+          if (KV_SPLIT && tile_owner<Tr::kRingParts>(blk, it.block_begin) != warpgroup) continue;
           tile(pos, blk * kBlockN, tile_source_for<Tr>(p, it, blk).valid, visible, q_tile, o,
                softmax, precise);
           if (tid == 0 && blk == it.block_begin) FLASHMFA_PHASE(4);

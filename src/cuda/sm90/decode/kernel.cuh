@@ -100,7 +100,9 @@ decode_kernel(const __grid_constant__ detail::DecodeParams p,
       if (!p.v_aliases_k) tma_prefetch_map(&v_map);
     }
     if constexpr (FP8) {  // warp 0 (small pages: one per consumer) streams the raw tiles
-      const int warps = p.page_size < kFp8OneWarpMinPage && kFp8WarpPerConsumer ? WARPGROUPS : 1;
+      const bool per_consumer =
+          kFp8WarpPerConsumer && p.page_size < fp8_one_warp_min_page(WARPGROUPS);
+      const int warps = per_consumer ? WARPGROUPS : 1;
       if (warp < warps)
         Producer<Tr>{p, sched, &k_map, &v_map, sm, kv_head, lane}.run(part, warp, warps);
 #if FLASHMFA_MEASURE_FP8_MATH == 4
