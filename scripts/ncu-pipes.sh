@@ -9,7 +9,7 @@
 #   scripts/ncu-pipes.sh build-device/bench/flashmfa-bench llama3-gqa --cache fp8 --page-size 64
 #
 # SKIP (default 20) launches of the decode / MLA kernels are passed over first, COUNT (default 1)
-# are profiled.
+# are profiled. CSV=file keeps Nsight Compute's own CSV (base units) as well.
 set -uo pipefail
 bin=${1:?flashmfa-bench binary}
 shift
@@ -27,7 +27,7 @@ metrics+=',l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum'
 metrics+=',l1tex__throughput.avg.pct_of_peak_sustained_active'
 metrics+=',sm__memory_throughput.avg.pct_of_peak_sustained_active'
 metrics+=',smsp__inst_executed_op_shared_ld.sum,smsp__inst_executed_op_shared_st.sum'
-csv=$(mktemp -u /tmp/ncu-pipes.XXXXXX).csv
+csv=${CSV:-$(mktemp -u /tmp/ncu-pipes.XXXXXX).csv}
 ncu --clock-control none --cache-control none -k 'regex:decode_kernel|mla_kernel' \
   --launch-skip "${SKIP:-20}" --launch-count "${COUNT:-1}" --metrics "$metrics" --csv \
   --print-units base "$bin" "$@" --iters 30 --warmup 10 > "$csv" 2>/dev/null ||
@@ -48,7 +48,11 @@ if "Metric Name" in head:
 else:
     launches = [dict(zip(head, r)) for r in rows[2:]]
 for v in launches:
-    num = lambda k: float(v.get(k, "nan").replace(",", "") or "nan")
+    def num(k):
+        try:
+            return float(v.get(k, "nan").replace(",", ""))
+        except ValueError:  # "n/a": a metric this device or launch does not report
+            return float("nan")
     name = v["Kernel Name"].split("(")[0].split("<")[0].split("::")[-1]
     print("%s: %.1f us, SM clock %.3f GHz, %.3g instructions, IPC %.2f per SM" % (
         name, num("gpu__time_duration.sum") / 1e3, num("sm__cycles_elapsed.avg.per_second") / 1e9,
@@ -69,4 +73,4 @@ for v in launches:
         num("l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum"),
         num("smsp__inst_executed_op_shared_ld.sum"), num("smsp__inst_executed_op_shared_st.sum")))
 EOF
-rm -f "$csv"
+[ -n "${CSV:-}" ] || rm -f "$csv"
