@@ -85,6 +85,14 @@ FLASHMFA_SM90_HD constexpr int min_raw_stages(int warpgroups) { return 2 * warpg
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
+// FP8 caches at d 128: each consumer warpgroup holds Q's A fragments in registers (32 per
+// thread, loaded once per work item) and issues S = Q K^T from registers, so that its k-steps
+// read only K from shared memory -- whose data pipe the conversions already keep ~57% busy
+// (docs/perf-notes.md Z.3). FLASHMFA_SM90_FP8_Q_REGISTERS=0: Q from shared memory (A/B).
+#ifndef FLASHMFA_SM90_FP8_Q_REGISTERS
+#define FLASHMFA_SM90_FP8_Q_REGISTERS 1
+#endif
+constexpr bool kFp8QueryRegisters = FLASHMFA_SM90_FP8_Q_REGISTERS != 0;
 // FP8: producer warps that stream the raw ring when pages are smaller than a tile. By default
 // one per consumer warpgroup: warp w streams the tiles of consumer warpgroup w into its part of
 // the ring, as one warp's stream per tile (the entries, a TMA copy per page, each row's scale)

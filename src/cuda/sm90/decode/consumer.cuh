@@ -47,6 +47,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // times 2^-kFp8Shift, which the softmax scale undoes, and O too, which the output's
   // normalization undoes (merge_and_store: FP8 runs the KV split only), exactly.
   static constexpr float kUnshift = FP8 ? kFp8Unshift<T> : 1.0f;
+  // FP8 at d 128: S = Q K^T with Q's fragments in registers (config.hpp, kFp8QueryRegisters);
+  // two warpgroups only (three have 160 registers per thread: ptxas spills and serializes).
+  static constexpr bool kQueryRegisters =
+      FP8 && D == 128 && WARPGROUPS == 2 && kFp8QueryRegisters;
+  static constexpr int kQueryFragments = kQueryRegisters ? Tr::kQkSteps : 1;
 
   // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
   // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
@@ -124,14 +129,18 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     uint32_t other = sm.slot(kFp8TilesPerWarpgroup * warpgroup + 1);
     int blk = it.block_begin + warpgroup;
     if (blk >= it.block_end) return;
+    uint32_t qf[kQueryFragments][4];
+    if constexpr (kQueryRegisters) load_query_fragments<D>(q_tile, wg_tid(), qf);
     int valid = take_raw(pos, kbuf);
 #pragma unroll 1
     for (; blk < it.block_end; blk += kStep) {
       const int token = blk * kBlockN;
       float s[kAccRegs];
-      gemm_qk<T, D>(s, q_tile, kbuf, [&] {
+      auto convert_v = [&] {
         if (!aliased) take_raw(pos, other);  // V: the same rows as K's
-      });
+      };
+      if constexpr (kQueryRegisters) gemm_qk_rs<T, D>(s, qf, kbuf, convert_v);
+      else gemm_qk<T, D>(s, q_tile, kbuf, convert_v);
       softmax_step(s, token, valid, visible, o, softmax);
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;

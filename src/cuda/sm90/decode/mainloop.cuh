@@ -197,6 +197,45 @@ __device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, u
   fence_regs(s);
 }
 
+// Q in registers (FP8 caches at d 128, consumer.cuh): this thread's m64k16 A fragments of the
+// D / 16 k-steps of S = Q K^T, read once per work item from the staged Q tile (swizzled as TMA
+// writes it). Fragment j of a k-step holds columns 2 (lane % 4) + {0, 1} (+ 8 for j >= 2) of
+// row 16 warp + lane / 4 (+ 8 for odd j): the layout pack_p gives P.
+template <int D>
+__device__ __forceinline__ void load_query_fragments(uint32_t q_tile, int wg_tid,
+                                                     uint32_t (&qf)[D / kWgmmaK][4]) {
+  const int warp = wg_tid / kWarpSize, lane = wg_tid % kWarpSize;
+  const int row0 = 16 * warp + lane / kQuadLanes, col0 = 2 * (lane % kQuadLanes);
+#pragma unroll
+  for (int kk = 0; kk < D / kWgmmaK; ++kk)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int row = row0 + 8 * (j & 1), col = kWgmmaK * kk + 8 * (j >> 1) + col0;
+      qf[kk][j] = uint32_t(ld_shared_s32(q_tile + swizzled_offset(row, col / kUnitElems) +
+                                         uint32_t(col % kUnitElems) * kElemBytes));
+    }
+}
+
+// s = Q K^T with Q's fragments from registers (load_query_fragments): S's k-steps read only K
+// from shared memory. Waits for completion; `meanwhile()` runs while the wgmma does.
+template <class T, int D, class Meanwhile = Nothing>
+__device__ __forceinline__ void gemm_qk_rs(float (&s)[kAccRegs],
+                                           const uint32_t (&qf)[D / kWgmmaK][4], uint32_t k_slot,
+                                           Meanwhile meanwhile = {}) {
+  constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
+  const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
+  wgmma_fence();
+  static_for<D / kWgmmaK>([&](auto kk) {
+    constexpr uint32_t kOff =
+        (kk / kStepsPerAtom) * kAtomBytes + (kk % kStepsPerAtom) * kWgmmaK * kElemBytes;
+    wgmma_rs<T, kOff, 0>(s, qf[kk], desc_k, kk > 0);
+  });
+  wgmma_commit();
+  meanwhile();
+  wgmma_wait<0>();
+  fence_regs(s);
+}
+
 constexpr int kPvSteps = kBlockN / kWgmmaK;  // k-steps of O += P V: 16 tokens each
 
 // P (64 x 64 tokens) as wgmma A fragments, one per 16-token k-step: the f32 accumulator layout

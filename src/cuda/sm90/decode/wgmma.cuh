@@ -117,17 +117,19 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[kAccRegs], uint64_t desc_a, 
   }
 }
 
-// d (64x64 f32) += A (64x16 from registers, the m64k16 A fragment) * B (16x64, MN-major,
-// shared; imm-trans-b = 1) at OFFSET bytes past desc_b's start address.
-template <class T, uint32_t OFFSET>
+// d (64x64 f32) [+]= A (64x16 from registers, the m64k16 A fragment) * B (16x64, shared) at
+// OFFSET bytes past desc_b's start address; B MN-major (TRANS_B 1: V of O += P V) or K-major
+// (TRANS_B 0: K of S = Q K^T with Q's fragments in registers). accumulate = 0 ignores d's old
+// contents.
+template <class T, uint32_t OFFSET, int TRANS_B = 1>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&a)[4],
-                                         uint64_t desc_b) {
+                                         uint64_t desc_b, int accumulate = 1) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %37, 0;\n"
         "add.s64 db, %36, %38;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -136,13 +138,14 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&
         "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
         "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1), "n"(OFFSET / kDescUnitBytes));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(OFFSET / kDescUnitBytes),
+          "n"(TRANS_B));
   } else {
     asm volatile(
         "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %37, 0;\n"
         "add.s64 db, %36, %38;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -151,7 +154,8 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kAccRegs], const uint32_t (&
         "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
         "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1), "n"(OFFSET / kDescUnitBytes));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(OFFSET / kDescUnitBytes),
+          "n"(TRANS_B));
   }
 }
 
