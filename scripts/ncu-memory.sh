@@ -23,10 +23,8 @@ metrics='gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second,dram__bytes_re
 metrics+=',dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed'
 metrics+=',lts__t_sectors_op_read.sum,lts__t_sector_op_read_hit_rate.pct'
 csv=${CSV:-$(mktemp -u /tmp/ncu-memory.XXXXXX).csv}
-ncu --clock-control none --cache-control none -k 'regex:decode_kernel|mla_kernel' \
-  --launch-skip "${SKIP:-20}" --launch-count "${COUNT:-1}" --metrics "$metrics" --csv \
-  --print-units base "$bin" "$@" --iters 30 --warmup 10 > "$csv" 2>/dev/null ||
-  { echo "ncu-memory: ncu failed"; exit 1; }
+. "$(dirname "$0")/ncu-lib.sh"
+ncu_metrics_csv "$csv" "$metrics" "$bin" "$@" || { echo "ncu-memory: ncu failed"; exit 1; }
 python3 -c '
 import csv, json, sys
 rows = [r for r in csv.reader(l for l in open(sys.argv[2]) if l.startswith("\""))]

@@ -13,25 +13,17 @@
 set -uo pipefail
 bin=${1:?flashmfa-bench binary}
 shift
-metrics='gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second,smsp__inst_executed.sum'
-metrics+=',sm__inst_executed.avg.per_cycle_active'
-metrics+=',sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active'
-metrics+=',sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active'
-metrics+=',sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active'
-metrics+=',sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active'
-metrics+=',sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active'
-metrics+=',sm__inst_executed_pipe_uniform.avg.pct_of_peak_sustained_active'
-metrics+=',l1tex__data_pipe_lsu_wavefronts_mem_shared.sum'
-metrics+=',l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_active'
-metrics+=',l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum'
-metrics+=',l1tex__throughput.avg.pct_of_peak_sustained_active'
-metrics+=',sm__memory_throughput.avg.pct_of_peak_sustained_active'
-metrics+=',smsp__inst_executed_op_shared_ld.sum,smsp__inst_executed_op_shared_st.sum'
+metrics=$(printf '%s,' gpu__time_duration.sum sm__cycles_elapsed.avg.per_second \
+  smsp__inst_executed.sum sm__inst_executed.avg.per_cycle_active \
+  sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+  sm__inst_executed_pipe_{alu,fma,xu,lsu,uniform}.avg.pct_of_peak_sustained_active \
+  l1tex__data_pipe_lsu_wavefronts_mem_shared.{sum,avg.pct_of_peak_sustained_active} \
+  l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+  {l1tex__throughput,sm__memory_throughput}.avg.pct_of_peak_sustained_active \
+  smsp__inst_executed_op_shared_{ld,st}.sum)
 csv=${CSV:-$(mktemp -u /tmp/ncu-pipes.XXXXXX).csv}
-ncu --clock-control none --cache-control none -k 'regex:decode_kernel|mla_kernel' \
-  --launch-skip "${SKIP:-20}" --launch-count "${COUNT:-1}" --metrics "$metrics" --csv \
-  --print-units base "$bin" "$@" --iters 30 --warmup 10 > "$csv" 2>/dev/null ||
-  { echo "ncu-pipes: ncu failed"; exit 1; }
+. "$(dirname "$0")/ncu-lib.sh"
+ncu_metrics_csv "$csv" "${metrics%,}" "$bin" "$@" || { echo "ncu-pipes: ncu failed"; exit 1; }
 python3 - "$csv" <<'EOF'
 import csv, sys
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
