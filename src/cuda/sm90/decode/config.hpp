@@ -25,10 +25,11 @@
 #define FLASHMFA_SM90_KERNELS(X) \
   X(256, 1, false) X(256, 2, false) X(256, 2, true) X(128, 1, false) X(128, 2, false) X(128, 2, true)
 // The forms compiled for FP8 caches (fp8_row): the ones choose() takes. d 128 runs three
-// consumer warpgroups on 64 rows, taking every third tile (fp8_warpgroups): its chain of two
-// conversions and two small GEMMs per tile is latency-bound, and the registers of a 64 x 128 O
-// leave room for a third (docs/perf-notes.md Z.1). FLASHMFA_SM90_FP8_D128_WARPGROUPS=2 builds
-// the two-warpgroup form instead (same-machine A/B).
+// consumer warpgroups on 64 rows, taking every third tile (fp8_warpgroups; the registers of a
+// 64 x 128 O leave room for a third), each streamed by a producer warp of its own: -6% on
+// Llama-3 GQA FP8 at page 16, level at page 64, where the SM's shared units and not the number
+// of chains set the period (docs/perf-notes.md Z.1, Z.2). FLASHMFA_SM90_FP8_D128_WARPGROUPS=2
+// builds the two-warpgroup form instead, with Q in registers (kFp8QueryRegisters).
 #ifndef FLASHMFA_SM90_FP8_D128_WARPGROUPS
 #define FLASHMFA_SM90_FP8_D128_WARPGROUPS 3
 #endif
@@ -85,10 +86,11 @@ FLASHMFA_SM90_HD constexpr int min_raw_stages(int warpgroups) { return 2 * warpg
 #endif
 constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
 constexpr int kRawAlign = 128;
-// FP8 caches at d 128: each consumer warpgroup holds Q's A fragments in registers (32 per
-// thread, loaded once per work item) and issues S = Q K^T from registers, so that its k-steps
-// read only K from shared memory -- whose data pipe the conversions already keep ~57% busy
-// (docs/perf-notes.md Z.3). FLASHMFA_SM90_FP8_Q_REGISTERS=0: Q from shared memory (A/B).
+// FP8 caches at d 128 with two consumer warpgroups (three have no registers for it): each holds
+// Q's A fragments in registers (32 per thread, loaded once per work item) and issues S = Q K^T
+// from registers, so that its k-steps read only K from shared memory, whose data pipe the
+// conversions keep ~57% busy (docs/perf-notes.md Z.3: -13% of its wavefronts, -2 to -3% of the
+// time). FLASHMFA_SM90_FP8_Q_REGISTERS=0: Q from shared memory (A/B).
 #ifndef FLASHMFA_SM90_FP8_Q_REGISTERS
 #define FLASHMFA_SM90_FP8_Q_REGISTERS 1
 #endif
@@ -105,7 +107,8 @@ constexpr bool kFp8QueryRegisters = FLASHMFA_SM90_FP8_Q_REGISTERS != 0;
 constexpr bool kFp8WarpPerConsumer = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS != 1;
 // Three consumer warpgroups (d 128) take a warp per consumer at every page size: one warp
 // walking the tiles in order stalls on the fullest of three 4-slot parts while the others run
-// dry (docs/perf-notes.md Z.1: -1.4% on Llama-3 GQA FP8 at page 64). Pages of at least
+// dry (docs/perf-notes.md Z.1: one warp measured +1.5% on Llama-3 GQA FP8 at page 64, a warp
+// each level with the two-warpgroup form). Pages of at least
 // fp8_one_warp_min_page tokens take one producer warp. FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
 // sets it for every form (measuring builds: 64 gives three warpgroups one warp at page 64).
 FLASHMFA_SM90_HD constexpr int fp8_one_warp_min_page(int warpgroups) {

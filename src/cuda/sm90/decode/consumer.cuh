@@ -371,18 +371,19 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   static constexpr int fin_begin(int w) { return (w * Tr::kAtoms + kMergeParts - 1) / kMergeParts; }
   static constexpr int fin_count(int w) { return fin_begin(w + 1) - fin_begin(w); }
   // The exchange cell of atom `a` of warpgroup w's O (an atom that w does not finalize).
+  // hand_over<ME> / finalize<ME>: the two halves of the merge for warpgroup ME.
   static constexpr int cell_of(int w, int a) {
     int cell = 0;
     for (int v = 0; v < w; ++v) cell += Tr::kAtoms - fin_count(v);
     return cell + (a < fin_begin(w) ? a : a - fin_count(w));
   }
 
-  template <int W>
+  template <int ME>
   __device__ void hand_over(const float (&o)[Tr::kAtoms][kAccRegs], int wtid) const {
 #pragma unroll
     for (int a = 0; a < Tr::kAtoms; ++a) {
-      if (a >= fin_begin(W) && a < fin_begin(W + 1)) continue;
-      const uint32_t cell = sm.xchg_cell(cell_of(W, a));
+      if (a >= fin_begin(ME) && a < fin_begin(ME + 1)) continue;
+      const uint32_t cell = sm.xchg_cell(cell_of(ME, a));
       // Element i of this thread's atom lives at (i * 128 + wtid) * 4: conflict-free.
 #pragma unroll
       for (int i = 0; i < kAccRegs; ++i)
@@ -390,11 +391,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
     }
   }
 
-  template <int W>
+  template <int ME>
   __device__ void finalize(const WorkItem& it, float (&o)[Tr::kAtoms][kAccRegs],
                            const float (&m)[kRowsPerThread], const float (&l)[kRowsPerThread],
                            int wtid, int warp, int lane) const {
-    constexpr int kBegin = fin_begin(W), kEnd = fin_begin(W + 1);
+    constexpr int kBegin = fin_begin(ME), kEnd = fin_begin(ME + 1);
     if constexpr (kBegin < kEnd) {
       const int g = lane / kQuadLanes;
       float f[kMergeParts][kRowsPerThread], inv[kRowsPerThread], lse[kRowsPerThread];
@@ -406,8 +407,8 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
 #pragma unroll
         for (int v = 0; v < kMergeParts; ++v) {
           const uint32_t at = sm.stats + uint32_t(v) * sm.stats_stride + uint32_t(row * 2 * 4);
-          mv[v] = v == W ? m[h] : __int_as_float(ld_shared_s32(at));
-          lv[v] = v == W ? l[h] : __int_as_float(ld_shared_s32(at + 4));
+          mv[v] = v == ME ? m[h] : __int_as_float(ld_shared_s32(at));
+          lv[v] = v == ME ? l[h] : __int_as_float(ld_shared_s32(at + 4));
           mx = fmaxf(mx, mv[v]);
         }
         const float base = mx == -INFINITY ? 0.f : mx;  // no tile seen by any: all zero
@@ -424,17 +425,17 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       for (int a = kBegin; a < kEnd; ++a)
 #pragma unroll
         for (int i = 0; i < kAccRegs; ++i) {
-          float x = o[a][i] * f[W][acc_row(i)];
+          float x = o[a][i] * f[ME][acc_row(i)];
 #pragma unroll
           for (int v = 0; v < kMergeParts; ++v)
-            if (v != W)
+            if (v != ME)
               x += __int_as_float(ld_shared_s32(sm.xchg_cell(cell_of(v, a)) +
                                                 uint32_t((i * kWarpgroupThreads + wtid) * 4))) *
                    f[v][acc_row(i)];
           o[a][i] = x;
         }
       store_rows<T, D, Tr::kAtoms, kBegin, kEnd>(p, sched, it, kv_head, first_row, warp, lane, o,
-                                                 inv, lse, W == 0);
+                                                 inv, lse, ME == 0);
     }
   }
 
