@@ -210,8 +210,9 @@ TEST(HopperPath, MlaQueryStridesOfSingleDimensions) {
 
 // fp8_row caches on the decode kernel's FP8 form (raw ring, dequantizing warps): MFA, MFA-KR
 // 256 and 128, GQA d 128 with 2 and 8 KV heads, against the reference on the same FP8 cache
-// (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above plus items long
-// enough to wrap the raw ring many times and to be split over parts.
+// (unused rows hold e4m3 NaN bytes and NaN scales); the lengths as above (items of one to
+// four tiles leave some of d 128's three warpgroups without tiles) plus items long enough to
+// wrap the raw ring many times and to be split over parts.
 TEST(HopperPath, Fp8RowCachesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();
   int n = 0;
@@ -233,10 +234,16 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
           s.seed = 6000 + n++;
           run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
         }
-  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256)}) {
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256), Variant::mfa_kr(128)}) {
     const ProblemSpec s = long_items(v, 64, 6100 + n++);
     run_and_check_fp8(s, describe(s), DecodeArgs::Path::hopper);
   }
+  // GQA d 128 at pages of 16: three consumer warpgroups, each streamed by a producer warp of its
+  // own into its third of the raw ring, which long items wrap many times.
+  ProblemSpec gqa = long_items(Variant::mqa(128), 16, 6100 + n++);
+  gqa.h_kv = 8;
+  gqa.h_q = 32;
+  run_and_check_fp8(gqa, describe(gqa), DecodeArgs::Path::hopper);
 }
 
 // fp8_row scales laid out head-major in memory ([num_pages, h_kv, page_size], passed as the
