@@ -78,13 +78,18 @@ FLASHMFA_SM90_HD constexpr int fp8_warpgroups(int d) {
 }
 // Two raw slots per warpgroup at least: K and V of one tile in flight.
 FLASHMFA_SM90_HD constexpr int min_raw_stages(int warpgroups) { return 2 * warpgroups; }
-// The raw ring's depth is capped at 16, which d 128 with two consumer warpgroups fits beside
-// the 16-bit tiles (d 256 fits 4; d 128 with three, 12): up to eight tiles in flight per
-// consumer warpgroup (docs/perf-notes.md Y.1). A/B builds set FLASHMFA_SM90_MAX_RAW_STAGES.
-#ifndef FLASHMFA_SM90_MAX_RAW_STAGES
-#define FLASHMFA_SM90_MAX_RAW_STAGES 16
+// The raw ring's depth cap: 16 slots with two consumer warpgroups (d 128 fits 16 beside the
+// 16-bit tiles, d 256 fits 4): up to eight tiles in flight per warpgroup (docs/perf-notes.md
+// Y.1); 9 with three (3 per warpgroup, of the 12 that fit: 1-3% faster than 12 on Llama-3 GQA
+// FP8 in two device calls, 6 no better, Z.4a). FLASHMFA_SM90_MAX_RAW_STAGES sets one cap for
+// every form (A/B builds).
+FLASHMFA_SM90_HD constexpr int max_raw_stages(int warpgroups) {
+#ifdef FLASHMFA_SM90_MAX_RAW_STAGES
+  return (void)warpgroups, FLASHMFA_SM90_MAX_RAW_STAGES;
+#else
+  return warpgroups == 3 ? 9 : 16;
 #endif
-constexpr int kMaxRawStages = FLASHMFA_SM90_MAX_RAW_STAGES;
+}
 constexpr int kRawAlign = 128;
 // FP8 caches at d 128 with two consumer warpgroups (three have no registers for it): each holds
 // Q's A fragments in registers (32 per thread, loaded once per work item) and issues S = Q K^T
@@ -254,8 +259,8 @@ FLASHMFA_SM90_HD constexpr int stages_for(int d, int warpgroups, bool kv_split, 
   return 0;
 }
 FLASHMFA_SM90_HD constexpr int raw_stages_for(int d, int warpgroups, bool kv_split) {
-  for (int r = kMaxRawStages / warpgroups * warpgroups; r >= min_raw_stages(warpgroups);
-       r -= warpgroups)
+  const int cap = max_raw_stages(warpgroups) / warpgroups * warpgroups;  // whole parts
+  for (int r = cap; r >= min_raw_stages(warpgroups); r -= warpgroups)
     if (decode_plan(d, warpgroups, fp8_stages(warpgroups), kv_split, r).launch_bytes() <=
         kSm90SmemOptin)
       return r;
