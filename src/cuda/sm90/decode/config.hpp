@@ -111,16 +111,17 @@ constexpr bool kFp8QueryRegisters = FLASHMFA_SM90_FP8_Q_REGISTERS != 0;
 #endif
 constexpr bool kFp8WarpPerConsumer = FLASHMFA_SM90_FP8_SMALL_PAGE_WARPS != 1;
 // Three consumer warpgroups (d 128) take a warp per consumer at every page size: one warp
-// walking the tiles in order stalls on the fullest of three 4-slot parts while the others run
-// dry (docs/perf-notes.md Z.1: one warp measured +1.5% on Llama-3 GQA FP8 at page 64, a warp
-// each level with the two-warpgroup form). Pages of at least
+// walking the tiles in order stalls on the fullest of the three parts of the raw ring while the
+// others run dry (docs/perf-notes.md Z.1: one warp measured +1.5% on Llama-3 GQA FP8 at page 64
+// with parts of 4 slots, a warp each level with the two-warpgroup form). Pages of at least
 // fp8_one_warp_min_page tokens take one producer warp. FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
 // sets it for every form (measuring builds: 64 gives three warpgroups one warp at page 64).
+constexpr int kLargerThanAnyPage = 1 << 30;
 FLASHMFA_SM90_HD constexpr int fp8_one_warp_min_page(int warpgroups) {
 #ifdef FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE
   return (void)warpgroups, FLASHMFA_SM90_FP8_ONE_WARP_MIN_PAGE;
 #else
-  return warpgroups == 3 ? 1 << 30 : kBlockN;
+  return warpgroups == 3 ? kLargerThanAnyPage : kBlockN;
 #endif
 }
 FLASHMFA_SM90_HD constexpr size_t raw_slot_bytes(int d) {
