@@ -149,7 +149,8 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
                        DecodeArgs::Path path, int pad_bytes, std::optional<int32_t> lie,
-                       int scale_log2, bool head_major_scales) {
+                       int scale_log2, bool head_major_scales,
+                       const std::function<void(testing::Fp8Problem&)>& edit) {
   testing::Fp8Problem f(spec);
   if (scale_log2 != 0) {  // NaN scales (unused rows) stay NaN
     for (float& x : f.ks) x = std::ldexp(x, scale_log2);
@@ -164,6 +165,7 @@ Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& labe
           std::memcpy(p, &x, sizeof x);
         }
   }
+  if (edit) edit(f);
   testing::HostProblem& h = f.h;
   const size_t pad = size_t(pad_bytes);
   const bool pad_rows = pad > 0;

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -137,9 +138,11 @@ Plan run_and_check_pitched(const testing::ProblemSpec& spec, const std::string& 
 // the cache times 2^scale_log2 (the same e4m3 bytes), device and reference alike.
 // head_major_scales: fp8_row scales stored [num_pages, h_kv, page_size] on the device and passed
 // as the [num_pages, page_size, h_kv] view with strides (h_kv * page_size, 1, page_size).
+// edit: changes the FP8 cache (device and reference alike) before the run.
 Plan run_and_check_fp8(const testing::ProblemSpec& spec, const std::string& label,
                        DecodeArgs::Path path = DecodeArgs::Path::automatic, int pad_bytes = 0,
                        std::optional<int32_t> lie = std::nullopt, int scale_log2 = 0,
-                       bool head_major_scales = false);
+                       bool head_major_scales = false,
+                       const std::function<void(testing::Fp8Problem&)>& edit = nullptr);
 
 }  // namespace flashmfa::gputest

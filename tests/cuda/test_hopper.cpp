@@ -247,6 +247,36 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
   run_and_check_fp8(gqa, describe(gqa), DecodeArgs::Path::hopper);
 }
 
+// Every e4m3 value of the fp8_row caches subnormal (exponent field 0: magnitudes 2^-9 .. 7 x
+// 2^-9 times the row's scale, and zeros): the bf16 tiles of the decode kernel hold the placed
+// bits, e4m3 * 2^-120, so these become bf16 subnormals, which the tensor cores must not flush
+// (docs/perf-notes.md AA). The softmax scale is raised so that the tiny scores still decide P:
+// flushed K rows would give a uniform P, flushed V rows a zero output. NaN bytes of unused rows
+// stay NaN. MFA, MFA-KR 256 and 128, GQA d 128 with 8 KV heads (three warpgroups), both dtypes.
+TEST(HopperPath, Fp8RowSubnormalValuesMatchReference) {
+  SKIP_WITHOUT_HOPPER_PATH();
+  auto subnormal = [](testing::Fp8Problem& f) {
+    for (auto* bytes : {&f.k8, &f.v8})
+      for (uint8_t& b : *bytes)
+        if ((b & 0x7f) != 0x7f) b &= 0x87;  // keep the sign and the mantissa
+  };
+  int n = 0;
+  for (Variant v : {Variant::mfa(), Variant::mfa_kr(256), Variant::mfa_kr(128), Variant::mqa(128)})
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      ProblemSpec s;
+      s.variant = v;
+      s.dtype = dtype;
+      s.h_kv = v == Variant::mqa(128) ? 8 : 1;
+      s.h_q = s.h_kv == 8 ? 32 : 64;
+      s.b = 3;
+      s.seqlens = {64, 193, 900 + n};
+      s.softmax_scale = float(std::ldexp(1.0 / std::sqrt(double(v.d_k)), 14));
+      s.seed = 6300 + n++;
+      run_and_check_fp8(s, describe(s) + " subnormal e4m3", DecodeArgs::Path::hopper, 0,
+                        std::nullopt, 0, false, subnormal);
+    }
+}
+
 // fp8_row scales laid out head-major in memory ([num_pages, h_kv, page_size], passed as the
 // [num_pages, page_size, h_kv] view with strides (h_kv * page_size, 1, page_size)): each KV
 // head's scales of a page are contiguous, so the producer's scale copies coalesce (measured
