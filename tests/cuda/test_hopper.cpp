@@ -248,11 +248,11 @@ TEST(HopperPath, Fp8RowCachesMatchReference) {
 }
 
 // Every e4m3 value of the fp8_row caches subnormal (exponent field 0: magnitudes 2^-9 .. 7 x
-// 2^-9 times the row's scale, and zeros): the bf16 tiles of the decode kernel hold the placed
-// bits, e4m3 * 2^-120, so these become bf16 subnormals, which the tensor cores must not flush
-// (docs/perf-notes.md AA). The softmax scale is raised so that the tiny scores still decide P:
-// flushed K rows would give a uniform P, flushed V rows a zero output. NaN bytes of unused rows
-// stay NaN. MFA, MFA-KR 256 and 128, GQA d 128 with 8 KV heads (three warpgroups), both dtypes.
+// 2^-9 times the row's scale, and zeros), which the conversions' bit placement must carry
+// (common/fp8_dequant.cuh). The softmax scale is raised so that the tiny scores still decide P:
+// K rows read as zero would give a uniform P, V rows read as zero a zero output. NaN bytes of
+// unused rows stay NaN. MFA, MFA-KR 256 and 128, GQA d 128 with 8 KV heads (three warpgroups),
+// both dtypes.
 TEST(HopperPath, Fp8RowSubnormalValuesMatchReference) {
   SKIP_WITHOUT_HOPPER_PATH();
   auto subnormal = [](testing::Fp8Problem& f) {

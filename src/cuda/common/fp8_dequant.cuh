@@ -112,17 +112,12 @@ static_assert(88 == 120 - kFp8Shift, "the folded factor's power of two, 2^(120 -
 template <class T>
 using TileRowScale = std::conditional_t<kFp8Folded<T>, FoldedRowScale, RowScale<T>>;
 
-// No factor at all: the placed values themselves, e4m3 * 2^(7 - T's bias) exactly (subnormals
-// included). The Hopper decode kernel's bf16 tiles take this where the caller applies each
-// row's scale elsewhere (sm90/decode/consumer.cuh: fp8_row scales on the columns of S and P).
-struct PlacedOnly {};
-
 // 16 e4m3 values (one raw chunk, bytes lowest first) as 16 T values in out[0, 8), each placed
-// value times rs's factors (RowScale or FoldedRowScale; PlacedOnly: none). Output words 2w,
-// 2w + 1 take their bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the
-// default selectors read raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 /
-// 0xf7e6 read raw[w ^ 2] instead, so a lane can swap the chunk's halves at no cost
-// (sm90/decode/dequant.cuh, convert_raw_tile).
+// value times rs's factors (RowScale or FoldedRowScale). Output words 2w, 2w + 1 take their
+// bytes through prmt over (raw[w], raw[w ^ 2]) with sel01 / sel23: the default selectors read
+// raw[w] (bytes 0, 1 / 2, 3 with their signs replicated); 0xd5c4 / 0xf7e6 read raw[w ^ 2]
+// instead, so a lane can swap the chunk's halves at no cost (sm90/decode/dequant.cuh,
+// convert_raw_tile).
 template <class T, class Scale>
 __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const Scale& rs,
                                               uint32_t (&out)[8], uint32_t sel01 = 0x9180u,
@@ -134,11 +129,7 @@ __device__ __forceinline__ void dequant_chunk(const uint32_t (&raw)[4], const Sc
     uint32_t x01, x23;  // PTX prmt.b32, default mode (a selector's bit 3: replicate the sign)
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x01) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel01));
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(x23) : "r"(raw[w]), "r"(raw[w ^ 2]), "r"(sel23));
-    if constexpr (std::is_same_v<Scale, PlacedOnly>) {
-      (void)rs;
-      out[2 * w] = (x01 << P::kShift) & P::kMask;
-      out[2 * w + 1] = (x23 << P::kShift) & P::kMask;
-    } else if constexpr (std::is_same_v<Scale, FoldedRowScale>) {
+    if constexpr (std::is_same_v<Scale, FoldedRowScale>) {
       out[2 * w] = bits_of(__hmul2(from_bits<T2>((x01 << P::kShift) & P::kMask), rs.both));
       out[2 * w + 1] = bits_of(__hmul2(from_bits<T2>((x23 << P::kShift) & P::kMask), rs.both));
     } else {

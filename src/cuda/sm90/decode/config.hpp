@@ -100,27 +100,6 @@ constexpr int kRawAlign = 128;
 #define FLASHMFA_SM90_FP8_Q_REGISTERS 1
 #endif
 constexpr bool kFp8QueryRegisters = FLASHMFA_SM90_FP8_Q_REGISTERS != 0;
-// fp8_row caches with bf16 tiles: a token's one scale is a factor of its column of S (K) and of
-// P (V), so the consumers' conversion only places the e4m3 bits in bf16 (e4m3 * 2^-120, exact,
-// subnormals included; no product per pair, no scale on the conversion's chain), and each
-// thread multiplies its 16 columns of S by the K scales and of P by the V scales in f32
-// (docs/perf-notes.md AA). Q is staged times 2^kFp8QueryLiftLog2, so that the placed values'
-// products stay normal in the f32 accumulators, and the column factors carry the rest of the
-// 2^120, leaving S and O times 2^-kFp8Shift as the folded tiles do. The values then read as
-// e4m3 * scale to f32 precision (more exact than the contract's T(e4m3 * T(scale)), which the
-// other kernels and f16 tiles keep). Costs a window on q: |q| < 2^64.
-// FLASHMFA_SM90_FP8_COLUMN_SCALES=0: the folded product in the conversion (A/B).
-#ifndef FLASHMFA_SM90_FP8_COLUMN_SCALES
-#define FLASHMFA_SM90_FP8_COLUMN_SCALES 1
-#endif
-constexpr bool kFp8ColumnScalesOn = FLASHMFA_SM90_FP8_COLUMN_SCALES != 0;
-constexpr int kFp8QueryLiftLog2 = 64;
-constexpr float kFp8QueryLift = 0x1p64f;
-// S = (Q 2^64) (e4m3 2^-120) = Q e4m3 2^-56; times scale 2^24 -> Q K 2^-32.
-constexpr float kFp8KeyColumnFactor = 0x1p24f;
-// P' = P scale 2^88; P' (e4m3 2^-120) = P V 2^-32.
-constexpr float kFp8ValueColumnFactor = 0x1p88f;
-static_assert(kFp8QueryLiftLog2 - 120 + 24 == -32 && 88 - 120 == -32, "S and O times 2^-32");
 // FP8: producer warps that stream the raw ring when pages are smaller than a tile. By default
 // one per consumer warpgroup: warp w streams the tiles of consumer warpgroup w into its part of
 // the ring, as one warp's stream per tile (the entries, a TMA copy per page, each row's scale)
@@ -193,13 +172,11 @@ FLASHMFA_SM90_HD constexpr size_t align_up(size_t x, size_t a) { return (x + a -
 //   raw_full, raw_empty (RAW_STAGES) mbarrier          FP8: raw tile + scales landed / the
 //                                                      warpgroup has converted it
 //   raw_rows (RAW_STAGES)           i32                FP8 decode: the slot's loaded rows
-//   col_scales (W, 2, BLOCK_N)      bf16               FP8 decode: each consumer warpgroup's
-//                                                      column scales of its K and V tiles
 //
 // A D-wide tile is D / 64 atom columns of (BLOCK_N rows x 128 bytes), kAtomBytes apart.
 struct SmemPlan {
   size_t q = 0, kv = 0, xchg = 0, stats = 0, raw = 0, full = 0, empty = 0, raw_full = 0,
-         raw_empty = 0, q_full = 0, q_empty = 0, raw_rows = 0, col_scales = 0, total = 0;
+         raw_empty = 0, q_full = 0, q_empty = 0, raw_rows = 0, total = 0;
   size_t slot_bytes = 0, q_bytes = 0, raw_bytes = 0;
   size_t stats_stride = 0;  // bytes between the warpgroups' parts of stats (decode_plan)
   size_t xchg_stride = 0;   // bytes between the tiles of exchange cells past Q's (decode_plan)
@@ -240,9 +217,6 @@ struct SmemPlan {
   }
 };
 
-// FP8 decode: one tile's column scales, bf16 (SmemView::col_scale_buf).
-constexpr size_t kColScaleBytes = size_t(kBlockN) * 2, kColScaleAlign = 16;
-
 // The MFA / MFA-KR / GQA kernel (decode/): one Q tile per consumer warpgroup, or one shared
 // tile under a KV split, whose merge (consumer.cuh, merge_and_store) hands the 64-column atoms
 // of O each warpgroup does not finalize to the one that does through exchange cells of one f32
@@ -264,9 +238,7 @@ FLASHMFA_SM90_HD constexpr SmemPlan decode_plan(int d, int warpgroups, int stage
     plan.stats = plan.kv + plan.slot_bytes;  // each warpgroup's second tile
     plan.stats_stride = kFp8TilesPerWarpgroup * plan.slot_bytes;
     plan.raw_rows = plan.total;  // per raw slot: the rows the producer loaded (producer.cuh)
-    // Per warpgroup, the column scales of its K and V tiles (bf16; consumer.cuh, take_raw).
-    plan.col_scales = align_up(plan.raw_rows + sizeof(int32_t) * raw_stages, kColScaleAlign);
-    plan.total = plan.col_scales + kColScaleBytes * 2 * size_t(warpgroups);
+    plan.total = plan.raw_rows + sizeof(int32_t) * raw_stages;
     return plan;
   }
   return SmemPlan(d, kv_split ? 1 : warpgroups, stages, kv_split ? q_bytes : 0,

@@ -52,11 +52,6 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   static constexpr bool kQueryRegisters =
       FP8 && D == 128 && WARPGROUPS == 2 && kFp8QueryRegisters;
   static constexpr int kQueryFragments = kQueryRegisters ? Tr::kQkSteps : 1;
-  // fp8_row scales on the columns of S and P, the tiles only placed (config.hpp; bf16 tiles
-  // only: they are the folded ones, and the e4m3-math measuring builds unfold them).
-  static constexpr bool kColumnScales = FP8 && kFp8Folded<T> && kFp8ColumnScalesOn;
-  // Column scales: which of a warpgroup's two buffers (SmemView::col_scale_buf).
-  static constexpr int kKeyScales = 0, kValueScales = 1;
 
   // Waits for the slot at `pos`; clears its unloaded rows when it is about to serve as V, shared
   // among the threads that read the slot. `valid` is uniform over them, so all reach the barrier.
@@ -99,53 +94,16 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
   // first barrier makes sure every warp's wgmma that last read `buf` has completed (each warp
   // waited for its own), the second that the whole tile is written and fenced before any
   // warp's wgmma reads it.
-  // With column scales (kColumnScales) the tile holds the placed values only, and the slot's
-  // scales go to the warpgroup's buffer `which` (kKeyScales: times kFp8KeyColumnFactor, and
-  // into the V buffer too when V aliases K; kValueScales: times kFp8ValueColumnFactor) as bf16,
-  // i.e. T(scale) times a power of two, as the contract rounds them; zero past valid (those
-  // rows' scales may be stale or NaN, and P's zeros there must stay zero). Lanes 0-15 of each
-  // warp take 16 of the 64; the first barrier makes sure every warp has read the buffer's last
-  // contents (column_scales), the second that every warp sees the new ones.
-  __device__ int take_raw(RingPos& pos, uint32_t buf, int which = kKeyScales) const {
+  __device__ int take_raw(RingPos& pos, uint32_t buf) const {
     mbar_wait(sm.raw_full_bar(pos.stage), pos.phase);
-    const uint32_t raw = sm.raw_slot(pos.stage);
     const int valid = ld_shared_s32(sm.raw_rows_at(pos.stage));
-    constexpr int kColsPerWarp = kBlockN / kWarpsPerWarpgroup;
-    const int col = warp() * kColsPerWarp + lane();
-    float scale = 0.f;
-    if (kColumnScales && lane() < kColsPerWarp)
-      scale = __int_as_float(ld_shared_s32(raw + Tr::kRawTileBytes + uint32_t(col) * 4u));
     sync_own();
-    convert_raw_tile<T, D, kColumnScales>(raw, buf, wg_tid(), valid);
-    if (kColumnScales && lane() < kColsPerWarp) {
-      auto put = [&](int w, float factor) {
-        const __nv_bfloat16 v = __float2bfloat16_rn(col < valid ? scale * factor : 0.f);
-        st_shared_u16(sm.col_scale_buf(warpgroup, w) + uint32_t(col) * 2u,
-                      *reinterpret_cast<const uint16_t*>(&v));
-      };
-      if (which == kValueScales) {
-        put(kValueScales, kFp8ValueColumnFactor);
-      } else {
-        put(kKeyScales, kFp8KeyColumnFactor);
-        if (p.v_aliases_k) put(kValueScales, kFp8ValueColumnFactor);
-      }
-    }
+    convert_raw_tile<T, D>(sm.raw_slot(pos.stage), buf, wg_tid(), valid);
     fence_proxy_async();
     sync_own();
     release_raw(pos);
     pos.advance();
     return valid;
-  }
-  // Column scales: s's column acc_col(i, t) times scale acc_col(i, t) of buffer `which`.
-  __device__ void scale_columns(float (&s)[kAccRegs], int which) const {
-    const uint32_t buf = sm.col_scale_buf(warpgroup, which);
-    const int t = lane() % kQuadLanes;
-#pragma unroll
-    for (int c = 0; c < kAccRegs / 4; ++c) {  // columns 8 c + 2 t and the next: one word
-      const uint32_t w = uint32_t(ld_shared_s32(buf + uint32_t(acc_col(4 * c, t)) * 2u));
-      const float lo = __uint_as_float(w << 16), hi = __uint_as_float(w & 0xffff0000u);
-      s[4 * c] *= lo, s[4 * c + 1] *= hi, s[4 * c + 2] *= lo, s[4 * c + 3] *= hi;
-    }
   }
   // FP8: this warp's reads of the raw slot at `pos` are complete (one arrival per warp).
   __device__ void release_raw(const RingPos& pos) const {
@@ -179,13 +137,11 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       const int token = blk * kBlockN;
       float s[kAccRegs];
       auto convert_v = [&] {
-        if (!aliased) take_raw(pos, other, kValueScales);  // V: the same rows as K's
+        if (!aliased) take_raw(pos, other);  // V: the same rows as K's
       };
       if constexpr (kQueryRegisters) gemm_qk_rs<T, D>(s, qf, kbuf, convert_v);
       else gemm_qk<T, D>(s, q_tile, kbuf, convert_v);
-      if constexpr (kColumnScales) scale_columns(s, kKeyScales);
       softmax_step(s, token, valid, visible, o, softmax);
-      if constexpr (kColumnScales) scale_columns(s, kValueScales);  // P's columns
       const uint32_t vbuf = aliased ? kbuf : other;
       const uint32_t next_buf = aliased ? other : kbuf;
       const bool more = blk + kStep < it.block_end;
@@ -343,10 +299,7 @@ struct Consumer : ConsumerBase<WARPGROUPS * kWarpgroupThreads> {
       if constexpr (KV_SPLIT) {
         sync_all();  // the previous item's merge has read the Q tile
         if (tid < Tr::kQueryThreads) {
-          if constexpr (kColumnScales)  // Q times 2^64 (config.hpp, kFp8QueryLift)
-            load_query<T, D, Tr::kQueryThreads, false, 0>(p, it.seq, kv_head, first_row, q_tile,
-                                                          tid, kFp8QueryLift);
-          else load_query<T, D, Tr::kQueryThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
+          load_query<T, D, Tr::kQueryThreads>(p, it.seq, kv_head, first_row, q_tile, tid);
           fence_proxy_async();  // Q is read by wgmma
         }
         sync_all();

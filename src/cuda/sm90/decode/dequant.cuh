@@ -32,10 +32,7 @@ namespace flashmfa::cuda::sm90 {
 // same offsets, so the second group (col bit 2 set) stores its chunk's halves in the other
 // order, which keeps each phase's eight 16-byte stores in distinct banks; that lane takes its
 // first half from bytes 8-15 through its prmt selectors, so no registers are swapped.
-//
-// PLACED: the tile holds the placed values only (PlacedOnly: no scale read, no product); the
-// caller applies the rows' scales to the columns of S and P (consumer.cuh, kColumnScales).
-template <class T, int D, bool PLACED = false, int BATCH = 4>
+template <class T, int D, int BATCH = 4>
 __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int t, int valid) {
   constexpr int kThreads = kWarpgroupThreads;
   constexpr int kRowChunks = D / 16;
@@ -56,19 +53,17 @@ __device__ __forceinline__ void convert_raw_tile(uint32_t raw, uint32_t dst, int
 #pragma unroll
     for (int b = 0; b < kPasses; b += BATCH) {
       uint32_t in[BATCH][4];
-      [[maybe_unused]] float scale[BATCH];
+      float scale[BATCH];
 #pragma unroll
       for (int j = 0; j < BATCH; ++j) {
         ld_shared(src + uint32_t((b + j) * kThreads * 16), in[j]);
-        if constexpr (!PLACED)
-          scale[j] = __int_as_float(ld_shared_s32(
-              scale_at + uint32_t((b + j) * kRowsPerPass) * uint32_t(sizeof(float))));
+        scale[j] = __int_as_float(
+            ld_shared_s32(scale_at + uint32_t((b + j) * kRowsPerPass) * uint32_t(sizeof(float))));
       }
 #pragma unroll
       for (int j = 0; j < BATCH; ++j) {
         uint32_t out[8];
-        if constexpr (PLACED) dequant_chunk<T>(in[j], PlacedOnly{}, out, sel01, sel23);
-        else dequant_chunk<T>(in[j], TileRowScale<T>(scale[j]), out, sel01, sel23);
+        dequant_chunk<T>(in[j], TileRowScale<T>(scale[j]), out, sel01, sel23);
         if constexpr (!decltype(full)::value) {
           const bool keep = row0 + (b + j) * kRowsPerPass < valid;
 #pragma unroll

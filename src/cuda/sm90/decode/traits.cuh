@@ -106,7 +106,6 @@ struct SmemView {
   uint32_t raw_full, raw_empty;  // (RAW_STAGES) mbarriers, FP8 only
   uint32_t q_full, q_empty;      // mbarriers of a Q tile loaded by TMA (MLA, 16-bit caches)
   uint32_t raw_rows;             // (RAW_STAGES) i32, FP8 decode: each raw slot's loaded rows
-  uint32_t col_scales;           // (W, 2, 64) bf16, FP8 decode: column scales (col_scale_buf)
   uint32_t stamps;               // phase-clock builds: the load stamps (phase_stamps)
   uint32_t slot_bytes;
   uint32_t q_bytes;
@@ -123,7 +122,6 @@ struct SmemView {
         empty(base + uint32_t(plan.empty)), raw_full(base + uint32_t(plan.raw_full)),
         raw_empty(base + uint32_t(plan.raw_empty)), q_full(base + uint32_t(plan.q_full)),
         q_empty(base + uint32_t(plan.q_empty)), raw_rows(base + uint32_t(plan.raw_rows)),
-        col_scales(base + uint32_t(plan.col_scales)),
         stamps(base + uint32_t(plan.total)),
         slot_bytes(uint32_t(plan.slot_bytes)), q_bytes(uint32_t(plan.q_bytes)),
         raw_bytes(uint32_t(plan.raw_bytes)), full_per_stage(uint32_t(plan.full_per_stage)),
@@ -163,12 +161,6 @@ struct SmemView {
   // valid), written before its arrival on the slot's full barrier and read after the wait.
   __device__ uint32_t raw_rows_at(int stage) const {
     return raw_rows + stage * uint32_t(sizeof(int32_t));
-  }
-  // FP8 decode, bf16 column scales (consumer.cuh): consumer warpgroup w's 64 scales (times their
-  // factors) of its current K tile (which 0) or V tile (which 1), written by the warpgroup's
-  // take_raw between its two barriers and read after the GEMM they scale.
-  __device__ uint32_t col_scale_buf(int warpgroup, int which) const {
-    return col_scales + uint32_t((warpgroup * 2 + which) * kColScaleBytes);
   }
 };
 
