@@ -99,7 +99,7 @@ struct SmemView {
   uint32_t q;      // (QTILES, 64, D)
   uint32_t kv;     // (STAGES, BLOCK_N, D)
   uint32_t xchg;   // (64 x D/2) f32, KV split only
-  uint32_t stats;  // (2, 64, 2) f32, KV split only; the two halves stats_stride apart
+  uint32_t stats;  // (W, 64, 2) f32, KV split only; the warpgroups' parts stats_stride apart
   uint32_t raw;    // (RAW_STAGES, raw slot), FP8 only
   uint32_t full;   // (STAGES, full_per_stage) mbarriers
   uint32_t empty;  // (STAGES, empty_per_stage) mbarriers
