@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <vector>
@@ -22,6 +23,11 @@ constexpr int kWarpThreads = 32;
 constexpr int kMaxBlocks = 65536;
 constexpr double kTwoToMinus24 = 1.0 / 16777216.0;
 constexpr double kNsPerUs = 1e3;
+constexpr double kMsToUs = 1e3;
+// Host head start before the first timed call: a fixed part plus an estimate of the cost of
+// queueing one graph launch and one event record.
+constexpr double kHeadStartUs = 2000;
+constexpr double kQueueCostUs = 20;
 
 int blocks_for(size_t n) {
   return int(std::min<size_t>(kMaxBlocks, std::max<size_t>(1, (n + kThreads - 1) / kThreads)));
@@ -82,6 +88,20 @@ __global__ void clock_probe_kernel(ClockStamp* dst) {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(st.ns));
   st.cycles = clock64();
   dst[blockIdx.x] = st;
+}
+
+// The call floor's two kernels (measure_gpu_ceilings): the first lets the second be scheduled
+// at once and the second waits for the first grid, as the decode kernels and the combine do
+// through griddepcontrol (sm_90 on; on older devices the second is a plain dependent launch).
+__global__ void floor_first_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__global__ void floor_second_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
 }
 
 void check_cublas(cublasStatus_t st, const char* what) {
@@ -158,6 +178,25 @@ void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_e
   fill_cache_kernel<<<blocks_for(n), kThreads, 0, s>>>(cache, n, page_elems, row_elems, valid_rows,
                                                        dtype == DType::bf16, std, nan_bits, seed);
   BENCH_CUDA(cudaGetLastError());
+}
+
+std::vector<double> time_back_to_back(const std::function<void(int)>& launch, int warmup, int iters,
+                                      cudaStream_t s, const std::function<void()>& before,
+                                      const std::function<void()>& after) {
+  for (int i = 0; i < warmup; ++i) launch(i);
+  std::vector<Event> ev(static_cast<size_t>(iters) + 1);
+  spin(kHeadStartUs + kQueueCostUs * iters, s);  // the host queues every timed call meanwhile
+  if (before) before();
+  BENCH_CUDA(cudaEventRecord(ev[0].get(), s));
+  for (int i = 0; i < iters; ++i) {
+    launch(i);
+    BENCH_CUDA(cudaEventRecord(ev[size_t(i) + 1].get(), s));
+  }
+  if (after) after();
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  std::vector<double> us(static_cast<size_t>(iters));
+  for (size_t i = 0; i < us.size(); ++i) us[i] = elapsed_ms(ev[i], ev[i + 1]) * kMsToUs;
+  return us;
 }
 
 void spin(double us, cudaStream_t s) {
@@ -253,7 +292,46 @@ GpuInfo probe_gpu(int device) {
   return g;
 }
 
-Ceilings measure_gpu_ceilings(const GpuInfo& info) {
+namespace {
+// The call floor (Ceilings::floor_us): a graph of floor_first_kernel and floor_second_kernel,
+// one CTA of kFloorThreads per SM each, the second launched with programmatic stream
+// serialization where run() launches the combine so (compute capability >= 9.0).
+constexpr int kFloorThreads = 128;
+gpu::GraphExec capture_floor(const GpuInfo& info, cudaStream_t s) {
+  using namespace gpu;
+  int major = 0;
+  BENCH_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, info.device));
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t second{};
+  second.gridDim = dim3(unsigned(info.sms));
+  second.blockDim = dim3(kFloorThreads);
+  second.stream = s;
+  second.attrs = &attr;
+  second.numAttrs = major >= 9 ? 1 : 0;
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  floor_first_kernel<<<info.sms, kFloorThreads, 0, s>>>();
+  const cudaError_t first = cudaGetLastError();
+  const cudaError_t launched = cudaLaunchKernelEx(&second, floor_second_kernel);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(s, &graph);  // ends the capture whatever failed
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t inst = cudaSuccess;
+  if (ended == cudaSuccess) {
+    inst = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+  }
+  GraphExec g(exec);
+  BENCH_CUDA(first);
+  BENCH_CUDA(launched);
+  BENCH_CUDA(ended);
+  BENCH_CUDA(inst);
+  return g;
+}
+}  // namespace
+
+Ceilings measure_gpu_ceilings(const GpuInfo& info, const RunConfig& cfg) {
   using namespace gpu;
   BENCH_CUDA(cudaSetDevice(info.device));
   Ceilings c;
@@ -303,6 +381,15 @@ Ceilings measure_gpu_ceilings(const GpuInfo& info) {
     c.gemm_TFLOPS = median(tflops);
     c.gemm_method = "cublasGemmEx " + std::to_string(n) + "^3 bf16, fp32 accumulate, random data, median of " +
                     std::to_string(kGemmReps);
+  }
+  {
+    const GraphExec floor = capture_floor(info, s);
+    c.floor_us = median(time_back_to_back(
+        [&](int) { BENCH_CUDA(cudaGraphLaunch(floor.get(), s)); }, cfg.warmup, cfg.iters, s));
+    c.floor_method = "CUDA graph of two empty kernels of " + std::to_string(info.sms) + " x " +
+                     std::to_string(kFloorThreads) +
+                     " threads (the second launched as run() launches the combine), median of " +
+                     std::to_string(cfg.iters) + " replays timed as the rows are";
   }
   return c;
 }

@@ -35,13 +35,8 @@ constexpr int64_t kRotateL2Multiple = 4;
 constexpr int kMaxCopies = 64;
 // Leave this share of free device memory unallocated (the library's workspace, cuBLAS, ...).
 constexpr double kFreeMemoryShare = 0.9;
-// Host head start before the first timed replay: a fixed part plus an estimate of the cost of
-// queueing one graph launch and one event record.
-constexpr double kHeadStartUs = 2000;
 // Blocks of the clock probe per SM (so that every SM likely runs one).
 constexpr int kClockProbesPerSm = 4;
-constexpr double kQueueCostUs = 20;
-constexpr double kMsToUs = 1e3;
 constexpr double kGiga = 1e9;
 // Seeds of the generated tensors, distinct per copy.
 constexpr uint64_t kSeedK = 0x4b00, kSeedV = 0x5600, kSeedQ = 0x5100, kCopyStride = 0x10000;
@@ -365,23 +360,12 @@ Row run_gpu(const Shape& s, const Ceilings& c, const RunConfig& cfg, const GpuIn
     else run(plan, cp[i % copies].args, st);
   };
 
-  for (int i = 0; i < cfg.warmup; ++i) launch(i);
-  std::vector<Event> ev(cfg.iters + 1);
   // The SM clock over the replays (a power-capped GPU runs long compute-bound rows slower).
   const int probes = kClockProbesPerSm * gpu.sms;
   Buffer stamps(2 * probes * sizeof(ClockStamp));
-  spin(kHeadStartUs + kQueueCostUs * cfg.iters, st);
-  clock_probe(stamps.as<ClockStamp>(), probes, st);
-  BENCH_CUDA(cudaEventRecord(ev[0].get(), st));
-  for (int i = 0; i < cfg.iters; ++i) {
-    launch(i);
-    BENCH_CUDA(cudaEventRecord(ev[i + 1].get(), st));
-  }
-  clock_probe(stamps.as<ClockStamp>() + probes, probes, st);
-  BENCH_CUDA(cudaStreamSynchronize(st));
-  std::vector<double> us(cfg.iters);
-  for (int i = 0; i < cfg.iters; ++i) us[i] = elapsed_ms(ev[i], ev[i + 1]) * kMsToUs;
-  row.timing = summarize(std::move(us));
+  row.timing = summarize(time_back_to_back(
+      launch, cfg.warmup, cfg.iters, st, [&] { clock_probe(stamps.as<ClockStamp>(), probes, st); },
+      [&] { clock_probe(stamps.as<ClockStamp>() + probes, probes, st); }));
   row.m = metrics(row.work, c, row.timing.median_us);
   std::vector<ClockStamp> both(2 * probes);  // before the replays, then after them
   BENCH_CUDA(cudaMemcpy(both.data(), stamps.get(), stamps.bytes(), cudaMemcpyDeviceToHost));

@@ -13,7 +13,7 @@ GpuInfo probe_gpu(int device) {
   return g;
 }
 
-Ceilings measure_gpu_ceilings(const GpuInfo&) {
+Ceilings measure_gpu_ceilings(const GpuInfo&, const RunConfig&) {
   throw std::runtime_error("flashmfa-bench was built without CUDA");
 }
 

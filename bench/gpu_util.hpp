@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,15 @@ void fill_normal(uint16_t* dst, size_t n, DType dtype, float std, uint64_t seed,
 void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_elems,
                 const int32_t* valid_rows, DType dtype, float std, uint16_t nan_bits,
                 uint64_t seed, cudaStream_t s);
+
+// Times iters calls of launch(i) enqueued back to back on s, after warmup untimed ones: an
+// event follows each call, and a call's time is the gap between the events around it (what a
+// loop of graph replays sees: the gaps between calls count). before() is enqueued after the
+// warm-up, right before the first event, and after() after the last one; the stream is then
+// synchronized. Returns each call's time in microseconds.
+std::vector<double> time_back_to_back(const std::function<void(int)>& launch, int warmup, int iters,
+                                      cudaStream_t s, const std::function<void()>& before = {},
+                                      const std::function<void()>& after = {});
 
 // Keeps the GPU busy for about `us` microseconds (lets the host queue timed work ahead).
 void spin(double us, cudaStream_t s);

@@ -113,7 +113,7 @@ int run_main(int argc, const char* const* argv) {
       info.memory_clock_MHz = gpu.memory_clock_MHz;
       info.memory_bus_bits = gpu.memory_bus_bits;
       info.cache_bytes = gpu.l2_bytes;
-      info.ceilings = measure_gpu_ceilings(gpu);
+      info.ceilings = measure_gpu_ceilings(gpu, cfg);
       info.timing = "median (min, max) of " + std::to_string(cfg.iters) +
                     " CUDA-graph replays of run() (split + combine, plan made once) after " +
                     std::to_string(cfg.warmup) + " warm-up, CUDA events; caches smaller than " +

@@ -106,6 +106,7 @@ def table(doc, compare=None):
         f"Measured on {doc['device']} ({doc['sms']} {'SMs' if doc['backend'] == 'cuda' else 'threads'})"
         f" at commit `{doc['commit']}`, {doc['date']}: copy {doc['copy_GBps']:,.0f} GB/s"
         + (f", matmul {doc['gemm_TFLOPS']:,.3g} TFLOP/s" if doc.get("gemm_TFLOPS") else "")
+        + (f", call floor {doc['floor_us']:.1f} µs" if doc.get("floor_us") else "")
         + f" (measured in the same run); {doc['timing']}.",
         "",
     ]

@@ -127,6 +127,10 @@ Json results_to_json(const RunInfo& info, const std::vector<Row>& rows) {
   j.set("gemm_TFLOPS", info.ceilings.gemm_TFLOPS);
   j.set("copy_method", info.ceilings.copy_method);
   j.set("gemm_method", info.ceilings.gemm_method);
+  if (info.ceilings.floor_us > 0) {
+    j.set("floor_us", info.ceilings.floor_us);
+    j.set("floor_method", info.ceilings.floor_method);
+  }
   j.set("timing", info.timing);
   j.set("build", info.build);
   j.set("command", info.command);
@@ -161,6 +165,11 @@ std::vector<std::string> validate_results(const Json& doc) {
     if (!(c.copy_GBps > 0)) errs.push_back("top: copy_GBps is not positive");
   }
   if (const Json* v = doc.find("gemm_TFLOPS"); v && v->is_number()) c.gemm_TFLOPS = v->as_number();
+  if (doc.has("floor_us")) {  // CUDA runs since the call floor was added
+    if (const Json* v = need(doc, "top", "floor_us", K::number); v && !(v->as_number() > 0))
+      errs.push_back("top: floor_us is not positive");
+    need(doc, "top", "floor_method", K::string);
+  }
   const Json* rows = need(doc, "top", "rows", K::array);
   if (!rows) return errs;
 

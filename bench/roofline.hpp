@@ -48,6 +48,10 @@ struct Ceilings {
   double gemm_TFLOPS = 0;   // dense matmul rate, 1e12 FLOP/s; 0 = not measured
   std::string copy_method;  // how it was measured, in words
   std::string gemm_method;
+  // CUDA: the shortest whole call the rows' timing can see (a graph of two empty kernels,
+  // replayed as the rows are), in microseconds; 0 = not measured (CPU, older results).
+  double floor_us = 0;
+  std::string floor_method;
 };
 
 // The work of one decode call (DESIGN.md section 3). Causal masking is ignored, as peers do.

@@ -51,6 +51,7 @@ std::string format_table(const RunInfo& info, const std::vector<Row>& rows) {
     os << "; matmul " << fmt("%.3g", c.gemm_TFLOPS) << " TFLOP/s (" << c.gemm_method << ")";
   else
     os << "; matmul not measured (roofline = bytes / copy bandwidth)";
+  if (c.floor_us > 0) os << "\ncall floor: " << fmt("%.2f", c.floor_us) << " us (" << c.floor_method << ")";
   os << "\ntiming: " << info.timing << "\n\n";
 
   os << fmt("%-16s %-4s %4s %3s %7s %-6s %7s %4s %4s %4s | %10s %10s %10s | %8s %8s | %10s %6s | %8s %s\n",

@@ -124,6 +124,27 @@ TEST(Results, WrittenDocumentsFollowTheSchema) {
   EXPECT_TRUE(validate_results(with_clock).empty());
   EXPECT_EQ(with_clock.at("rows").as_array()[0].at("sm_clock_ghz").as_number(), 1.59);
   EXPECT_EQ(back.at("schema").as_string(), kSchema);
+  EXPECT_FALSE(back.has("floor_us"));  // CPU runs measure no call floor
+}
+
+TEST(Results, CallFloorIsWrittenWhenMeasuredAndChecked) {
+  Ceilings c{20.0, 0.1, "copy", "gemm"};
+  c.floor_us = 4.25;
+  c.floor_method = "graph of two empty kernels";
+  const Json doc = results_to_json(sample_info(c), {sample_row(c)});
+  const std::vector<std::string> errs = validate_results(doc);
+  EXPECT_TRUE(errs.empty()) << errs.front();
+  EXPECT_EQ(doc.at("floor_us").as_number(), 4.25);
+  EXPECT_EQ(doc.at("floor_method").as_string(), "graph of two empty kernels");
+  Json bad = doc;
+  bad.set("floor_us", 0.0);
+  EXPECT_FALSE(validate_results(bad).empty());
+  bad.set("floor_us", "fast");
+  EXPECT_FALSE(validate_results(bad).empty());
+  Json no_method = Json::object();
+  for (const auto& [key, value] : doc.as_object())
+    if (key != "floor_method") no_method.set(key, value);
+  EXPECT_FALSE(validate_results(no_method).empty());
 }
 
 TEST(Results, SchemaCatchesMissingKeysAndWrongArithmetic) {

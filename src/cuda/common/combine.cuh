@@ -220,6 +220,14 @@ struct RowMerge {
   }
 };
 
+// Measuring switch (docs/perf-notes.md AB.2): FLASHMFA_COMBINE_DROP_LAST=1 drops a chunk's
+// partial lines after its output is stored instead of before the split groups' tree, so that
+// the drops leave the path to the store.
+#ifndef FLASHMFA_COMBINE_DROP_LAST
+#define FLASHMFA_COMBINE_DROP_LAST 0
+#endif
+constexpr bool kDropLast = FLASHMFA_COMBINE_DROP_LAST != 0;
+
 // One thread's share of a chunk, exchanged through shared memory at the end.
 struct Partial {
   Cols8 acc;
@@ -243,17 +251,20 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
 
   RowMerge<1> mine;
   const int col[1] = {col0 + c};
+  // Whole lines when cols is a multiple of kLineCols (col0 is a multiple of cols). The
+  // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
+  // across the merge's loads.
+  auto drop = [&] {
+    if (g < groups && can_discard(s, p.d_v) && cols % kLineCols == 0)
+      drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
+                 col, g, groups, n);
+  };
   // Threads past cols * groups idle (cols not dividing THREADS).
   if (g < groups) {
     mine.add<kBatch>(lse_k, rows_all, partial_row(s, p.d_v, slot0 * rows_all + row, rows_all),
                      col, g, groups, n);
     if (tid == 0) FLASHMFA_PHASE(3);
-    // Whole lines when cols is a multiple of kLineCols (col0 is a multiple of cols). The
-    // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
-    // across the merge's loads.
-    if (can_discard(s, p.d_v) && cols % kLineCols == 0)
-      drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
-                 col, g, groups, n);
+    if (!kDropLast) drop();
     if (tid == 0) FLASHMFA_PHASE(4);
   }
   // The split groups' states merged as a tree: group g takes g + half's, half = 16, 8, .. 1
@@ -277,6 +288,7 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
     T* out = out_row<T>(p, seq, row, lse, col0 == 0 && c == 0);
     store8<T, PAIRS>(out + (col0 + c) * kColsPerThread, mine.out(0));
   }
+  if (kDropLast) drop();
   sync();
 }
 
