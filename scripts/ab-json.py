@@ -37,8 +37,8 @@ def runs(out_dir: str, variants: list[str]) -> list[dict]:
                 variant_name=r["variant"], cache=r.get("cache"), s_q=r["s_q"], b=r["b"],
                 s_k=r["s_k"], h_q=r["h_q"], causal=r["causal"], varlen=r["varlen"],
                 sm_clock_ghz=r.get("sm_clock_ghz"),
-                copy_GBps=run["copy_GBps"], gemm_TFLOPS=run["gemm_TFLOPS"], device=run["device"],
-                date=run["date"]))
+                copy_GBps=run["copy_GBps"], gemm_TFLOPS=run["gemm_TFLOPS"],
+                floor_us=run.get("floor_us"), device=run["device"], date=run["date"]))
     return rows
 
 

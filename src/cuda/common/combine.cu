@@ -114,15 +114,6 @@ combine_rows_kernel(const __grid_constant__ detail::DecodeParams p,
 
 // PAIRS: out rows are 4-byte aligned (pointer and strides, checked on the host), so columns are
 // written as packed 16-bit pairs; otherwise element by element.
-// Measuring switch (docs/perf-notes.md AB.3): FLASHMFA_COMBINE_WARM=1 runs each CTA's merge once
-// dry (combine_chunk's `dry`: zeros, nothing stored) while it waits for the decode grid, so
-// that the real pass after griddepcontrol.wait runs warm code (P.1 measured the same merge at
-// ~5 us cold and ~2.6 us warm).
-#ifndef FLASHMFA_COMBINE_WARM
-#define FLASHMFA_COMBINE_WARM 0
-#endif
-constexpr bool kWarmPass = FLASHMFA_COMBINE_WARM != 0;
-
 template <class T, bool PAIRS>
 __global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
 combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule s) {
@@ -130,25 +121,14 @@ combine_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_cons
   if (threadIdx.x == 0) FLASHMFA_PHASE(0);
   const int n = s.num_splits[seq];  // written by plan(), before the decode grid (see the top)
   const int64_t slot0 = s.slot_begin[seq];
+  grid_dependency_wait();  // before any read of a partial
+  if (threadIdx.x == 0) FLASHMFA_PHASE(1);
   __shared__ combine::Partial scratch[kThreads];
-  if (!kWarmPass || n <= 1) {
-    grid_dependency_wait();  // before any read of a partial
-    if (threadIdx.x == 0) FLASHMFA_PHASE(1);
-  }
   if (n <= 1) return;  // written directly by the decode kernel
   // This CTA's columns: groups [chunk * cols, +cols) of the row (<= 64 <= kThreads).
   const int cols = p.d_v / kColsPerThread / int(gridDim.z);
-  // One body for both passes (not unrolled), so that the dry one fetches the real one's code.
-#pragma unroll 1
-  for (int pass = kWarmPass ? 0 : 1; pass < 2; ++pass) {
-    const bool dry = pass == 0;
-    if (kWarmPass && !dry) {
-      grid_dependency_wait();  // before any read of a partial
-      if (threadIdx.x == 0) FLASHMFA_PHASE(1);
-    }
-    combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
-                                               threadIdx.x, scratch, [] { __syncthreads(); }, dry);
-  }
+  combine::combine_chunk<T, PAIRS, kThreads>(p, s, seq, n, slot0, row, chunk * cols, cols,
+                                             threadIdx.x, scratch, [] { __syncthreads(); });
   if (threadIdx.x == 0) FLASHMFA_PHASE(2);
 }
 

@@ -220,13 +220,6 @@ struct RowMerge {
   }
 };
 
-// What a dry pass of combine_chunk reads (combine.cu's warm-up before griddepcontrol.wait):
-// zeros for the values and scales of every column a row can have, lse_k 0.
-constexpr int kWarmCols = 512;  // the combine's largest d_v (combine.cu, launch checks)
-static __device__ __align__(16) PartialElem kWarmValues[kWarmCols];
-static __device__ float kWarmScales[kPartialGroups];
-static __device__ float kWarmLse;
-
 // One thread's share of a chunk, exchanged through shared memory at the end.
 struct Partial {
   Cols8 acc;
@@ -238,31 +231,27 @@ struct Partial {
 // THREADS): cols column threads times THREADS / cols split groups, group g taking partials g,
 // g + G, g + 2G, ... `scratch` holds THREADS entries; `sync` is a barrier over exactly these
 // threads (the last call: the scratch may be reused by the next call). Writes lse when
-// col0 == 0. `dry`: the same instructions on the kWarm* zeros (every load reads them, with
-// stride 0), nothing dropped or stored -- run before the partials exist, so that the real pass
-// finds its code in the SM's instruction caches.
+// col0 == 0.
 template <class T, bool PAIRS, int THREADS, class Sync>
 __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, int seq, int n,
                               int64_t slot0, int row, int col0, int cols, int tid,
-                              Partial* scratch, Sync sync, bool dry = false) {
+                              Partial* scratch, Sync sync) {
   const int rows_all = p.h_q * p.s_q;  // partial rows of one sequence: (kv, t, head-in-group)
   const int groups = THREADS / cols;
   const int g = tid / cols, c = tid % cols;
-  const float* lse_k = dry ? &kWarmLse : s.lse_partial + slot0 * rows_all + row;
-  const PartialRow src = dry ? PartialRow{kWarmValues, 0, kWarmScales, 0,
-                                          p.d_v / kPartialGroups / kColsPerThread}
-                             : partial_row(s, p.d_v, slot0 * rows_all + row, rows_all);
+  const float* lse_k = s.lse_partial + slot0 * rows_all + row;
 
   RowMerge<1> mine;
   const int col[1] = {col0 + c};
   // Threads past cols * groups idle (cols not dividing THREADS).
   if (g < groups) {
-    mine.add<kBatch>(lse_k, dry ? 0 : rows_all, src, col, g, groups, n);
+    mine.add<kBatch>(lse_k, rows_all, partial_row(s, p.d_v, slot0 * rows_all + row, rows_all),
+                     col, g, groups, n);
     if (tid == 0) FLASHMFA_PHASE(3);
     // Whole lines when cols is a multiple of kLineCols (col0 is a multiple of cols). The
     // addresses are derived again (slot_begin reloaded), so that nothing of them stays live
     // across the merge's loads.
-    if (!dry && can_discard(s, p.d_v) && cols % kLineCols == 0)
+    if (can_discard(s, p.d_v) && cols % kLineCols == 0)
       drop_lines(partial_row(s, p.d_v, s.slot_begin[seq] * int64_t(rows_all) + row, rows_all),
                  col, g, groups, n);
     if (tid == 0) FLASHMFA_PHASE(4);
@@ -283,7 +272,7 @@ __device__ void combine_chunk(const detail::DecodeParams& p, const Schedule& s, 
     sync();
   }
   if (tid == 0) FLASHMFA_PHASE(5);
-  if (g == 0 && !dry) {
+  if (g == 0) {
     const float lse = mine.lse();
     T* out = out_row<T>(p, seq, row, lse, col0 == 0 && c == 0);
     store8<T, PAIRS>(out + (col0 + c) * kColsPerThread, mine.out(0));
