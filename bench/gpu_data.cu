@@ -180,6 +180,28 @@ void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_e
   BENCH_CUDA(cudaGetLastError());
 }
 
+GraphExec capture_graph(const std::function<void()>& enqueue, cudaStream_t s, std::string& why) {
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  std::string err;
+  try {
+    enqueue();
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(s, &graph);  // ends the capture whatever failed
+  if (err.empty() && end != cudaSuccess) err = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+  cudaGraphExec_t exec = nullptr;
+  if (err.empty()) {
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    if (inst != cudaSuccess) err = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(inst);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a failed capture leaves an error behind; callers handle `why`
+  why = err;
+  return GraphExec(err.empty() ? exec : nullptr);
+}
+
 std::vector<double> time_back_to_back(const std::function<void(int)>& launch, int warmup, int iters,
                                       cudaStream_t s, const std::function<void()>& before,
                                       const std::function<void()>& after) {
@@ -310,23 +332,15 @@ gpu::GraphExec capture_floor(const GpuInfo& info, cudaStream_t s) {
   second.stream = s;
   second.attrs = &attr;
   second.numAttrs = major >= 9 ? 1 : 0;
-  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  floor_first_kernel<<<info.sms, kFloorThreads, 0, s>>>();
-  const cudaError_t first = cudaGetLastError();
-  const cudaError_t launched = cudaLaunchKernelEx(&second, floor_second_kernel);
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(s, &graph);  // ends the capture whatever failed
-  cudaGraphExec_t exec = nullptr;
-  cudaError_t inst = cudaSuccess;
-  if (ended == cudaSuccess) {
-    inst = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-  }
-  GraphExec g(exec);
-  BENCH_CUDA(first);
-  BENCH_CUDA(launched);
-  BENCH_CUDA(ended);
-  BENCH_CUDA(inst);
+  std::string why;
+  GraphExec g = capture_graph(
+      [&] {
+        floor_first_kernel<<<info.sms, kFloorThreads, 0, s>>>();
+        BENCH_CUDA(cudaGetLastError());
+        BENCH_CUDA(cudaLaunchKernelEx(&second, floor_second_kernel));
+      },
+      s, why);
+  if (!why.empty()) throw std::runtime_error("capturing the call floor's graph: " + why);
   return g;
 }
 }  // namespace

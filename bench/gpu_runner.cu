@@ -186,25 +186,7 @@ SeqSample device_sample(const Shape& s, const Layout& l, const Copy& c, const Bu
 // Captures one flashmfa::run into an instantiated graph; returns an empty exec and the reason
 // when the stream cannot be captured.
 GraphExec capture_run(const Plan& plan, const DecodeArgs& args, cudaStream_t s, std::string& why) {
-  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  std::string err;
-  try {
-    run(plan, args, s);
-  } catch (const std::exception& e) {
-    err = e.what();
-  }
-  cudaGraph_t graph = nullptr;
-  const cudaError_t end = cudaStreamEndCapture(s, &graph);
-  if (err.empty() && end != cudaSuccess) err = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
-  cudaGraphExec_t exec = nullptr;
-  if (err.empty()) {
-    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
-    if (inst != cudaSuccess) err = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(inst);
-  }
-  if (graph) cudaGraphDestroy(graph);
-  cudaGetLastError();  // a failed capture leaves an error behind; the fallback handles it
-  why = err;
-  return GraphExec(err.empty() ? exec : nullptr);
+  return capture_graph([&] { run(plan, args, s); }, s, why);
 }
 
 }  // namespace

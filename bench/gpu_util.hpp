@@ -93,6 +93,10 @@ void fill_cache(uint16_t* cache, int64_t num_pages, int page_size, int64_t row_e
                 const int32_t* valid_rows, DType dtype, float std, uint16_t nan_bits,
                 uint64_t seed, cudaStream_t s);
 
+// Captures what enqueue() puts on s into an instantiated graph; on failure (enqueue throws,
+// or capture or instantiation fails) returns an empty exec and sets why (otherwise cleared).
+GraphExec capture_graph(const std::function<void()>& enqueue, cudaStream_t s, std::string& why);
+
 // Times iters calls of launch(i) enqueued back to back on s, after warmup untimed ones: an
 // event follows each call, and a call's time is the gap between the events around it (what a
 // loop of graph replays sees: the gaps between calls count). before() is enqueued after the
