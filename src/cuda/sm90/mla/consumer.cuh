@@ -61,6 +61,13 @@ namespace flashmfa::cuda::sm90 {
 #endif
 constexpr bool kMeasureNoKvWait = FLASHMFA_MEASURE_NO_KV_WAIT;
 constexpr bool kMeasureSFirst = FLASHMFA_MEASURE_S_FIRST;
+// Measuring builds only (docs/perf-notes.md AC.2; results wrong): NO_SOFTMAX, the owner packs
+// its raw scores as P with alpha 1 instead of running the softmax, so that the seesaw's chain
+// loses its softmax and what is left bounds the period (the loads, or the rest of the chain).
+#ifndef FLASHMFA_MEASURE_NO_SOFTMAX
+#define FLASHMFA_MEASURE_NO_SOFTMAX 0
+#endif
+constexpr bool kMeasureNoSoftmax = FLASHMFA_MEASURE_NO_SOFTMAX;
 
 // FP8: fp8_mla caches, whose tiles the producer warpgroup widens into the slots (fp8.cuh).
 // QROWS: the rows of the staged Q tile; kMlaFp8QRows (FP8 only, config.hpp mla_fp8_raw_form):
@@ -294,7 +301,12 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       int limit[kRowsPerThread];
 #pragma unroll
       for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
-      softmax.step(s, limit, p.scale * kLog2e * kUnshift, lane() % kQuadLanes, alpha);
+      if constexpr (kMeasureNoSoftmax) {
+#pragma unroll
+        for (int h = 0; h < kRowsPerThread; ++h) alpha[h] = 1.f;
+      } else {
+        softmax.step(s, limit, p.scale * kLog2e * kUnshift, lane() % kQuadLanes, alpha);
+      }
       pack_p<T>(s, a);
       publish(a, softmax, alpha);
     };
