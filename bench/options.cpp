@@ -391,10 +391,11 @@ output:
 
 The roofline (DESIGN.md section 3): FLOPs = 2 h_q s_q L (d_k + d_v); bytes = L h_kv
 (d_k + d_v if V is separate) elem + b s_q h_q (d_k + d_v) elem; time = max(bytes / copy
-bandwidth, FLOPs / matmul rate). GPU ceilings: a >= 1 GiB device-to-device copy (bytes read +
-written) and an 8192^3 cuBLAS bf16 matmul with fp32 accumulation; beside them the call floor,
-a CUDA graph of two empty kernels (the second launched as run() launches the combine) timed
-exactly as the rows are: what a two-kernel call costs when it does nothing. CPU ceilings: a
+bandwidth, FLOPs / matmul rate). GPU ceilings: a device-to-device copy of 1 GiB (bytes read +
+written; a quarter of the free memory if that is less, at least 256 MiB) and an 8192^3 cuBLAS
+bf16 matmul with fp32 accumulation; beside them the call floor, a CUDA graph of two empty
+kernels (the second launched as run() launches the combine) timed exactly as the rows are:
+what a two-kernel call costs when it does nothing. CPU ceilings: a
 multithreaded memcpy of a buffer 4x the last-level cache (bytes read + written) and a blocked
 fp32 matmul loop built with the library's flags (not a vendor BLAS).
 

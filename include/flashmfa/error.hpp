@@ -7,7 +7,8 @@
 
 namespace flashmfa {
 
-// Status codes, stable across releases (a C entry point returns them as int).
+// Status codes, stable across releases (Error::status(); Python's exceptions carry the name as
+// .status).
 enum class Status : int {
   ok = 0,
   invalid_argument = 1,   // a value or shape is wrong

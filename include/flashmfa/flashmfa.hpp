@@ -64,12 +64,13 @@ using Stream = void*;  // a cudaStream_t; nullptr is the default stream; ignored
 //   fp8_mla  FlashMLA's FP8 MLA row, byte-compatible: k_cache [num_pages, page_size, h_kv, 656]
 //            of f8_e4m3 (or u8) holding, per token, 512 e4m3 latent values, then 4 f32 scales
 //            (scale g applies to values [128 g, 128 g + 128)), then the 64 RoPE values in q's
-//            16-bit dtype (bf16 in FlashMLA). Latent value d reads as e4m3 * scale[d / 128].
+//            16-bit dtype (bf16 in FlashMLA). Latent value d reads as T(e4m3 * T(scale[d / 128])),
+//            T = q's dtype.
 //   fp8_row  every other variant: k_cache (and v_cache) rows of d e4m3 values, with one f32
 //            scale per row in k_scale (and v_scale) [num_pages, page_size, h_kv]; a value reads
-//            as e4m3 * scale. Scales sit beside the cache so that rows stay d bytes (16-byte
-//            aligned, TMA- and cp.async-friendly) and the e4m3 rows can feed fp8 MMAs as they
-//            are.
+//            as T(e4m3 * T(scale)), T = q's dtype. Scales sit beside the cache so that rows stay
+//            d bytes (16-byte aligned, TMA- and cp.async-friendly) and the e4m3 rows can feed
+//            fp8 MMAs as they are.
 // e4m3 is the OCP "e4m3fn" format (largest finite 448, no infinities). append_kv writes rows in
 // any format (scale = amax / 448 per group).
 enum class CacheFormat : uint8_t { native, fp8_mla, fp8_row };
@@ -171,8 +172,8 @@ struct Plan {
   PlanKey key{};
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  int kernel = -1;      // backend's kernel id (see ARCHITECTURE.md)
-  int num_parts = 0;    // CTAs along the KV axis (CUDA); threads (CPU)
+  int kernel = -1;      // CUDA: 0 the portable (sm_80) kernels, 1 the Hopper (sm_90a) ones; -1 CPU
+  int num_parts = 0;    // CTAs along the KV axis (CUDA; 0 on the CPU)
   int block_m = 0;      // query rows per tile
   int block_n = 0;      // KV tokens per tile
   int num_slots = 0;    // partial-result slots reserved in the workspace

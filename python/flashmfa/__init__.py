@@ -25,10 +25,11 @@ out           [b, s_q, h_q, d_v]                    q's (returned)
 lse           [b, h_q, s_q]                         float32, natural log (returned)
 ============  ====================================  =========================================
 
-FP8 caches (CPU in this release): FlashMLA's MLA row of 656 bytes per token (512 e4m3 latent
+FP8 caches (CPU and CUDA): FlashMLA's MLA row of 656 bytes per token (512 e4m3 latent
 values, four float32 scales, 64 RoPE values in q's dtype), or for the other variants e4m3 rows
 of d values with one float32 scale per row in ``k_scale`` / ``v_scale``; a value reads as
-e4m3 * scale. :func:`append_kv` writes new tokens in any format, on the CPU and on CUDA.
+T(e4m3 * T(scale)), T = q's dtype. :func:`append_kv` writes new tokens in any format, on the
+CPU and on CUDA.
 
 Arrays are anything that exports DLPack or the buffer protocol (torch tensors on CPU or CUDA,
 numpy arrays, CuPy, JAX); only the last dimension must be contiguous. numpy has no bfloat16:

@@ -33,10 +33,10 @@ Both of FlashMLA's calling conventions work:
 
 ``is_fp8_kvcache=True`` takes FlashMLA's FP8 cache for dense decoding: k_cache [num_blocks,
 page_size, h_kv, 656] of float8_e4m3fn (or uint8), each row 512 e4m3 latent values, four
-float32 scales and 64 bf16 RoPE values (``flashmfa.append_kv`` writes it). On Hopper, at
-pages of 64 tokens or more, the MLA kernel reads it (its producer warpgroup widens each tile to
-16 bits in shared memory); other pages and other CUDA GPUs take the portable kernel, which
-dequantizes in shared memory too.
+float32 scales and 64 RoPE values in q's dtype, bf16 in FlashMLA (``flashmfa.append_kv``
+writes it). On Hopper, at pages of 64 tokens or more, the MLA kernel reads it (its producer
+warpgroup widens each tile to 16 bits in shared memory); other pages and other CUDA GPUs take
+the portable kernel, which dequantizes in shared memory too.
 
 Not supported (``NotImplementedError``): sparse attention (``indices``,
 ``attn_sink``, ``extra_k_cache`` and friends). Errors are flashmfa's: :class:`~flashmfa.\

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -235,8 +236,10 @@ double cosine(DType dtype, const std::vector<uint16_t>& a, const std::vector<uin
 }
 
 using Fp8Param = std::tuple<int /*variant*/, DType, int /*page*/, int /*s_q*/>;
-const Variant kVariants[] = {Variant::mla(),    Variant::mfa(),        Variant::mfa_kr(256),
-                             Variant::mqa(128), Variant::mfa_kr(128), Variant::mqa(64)};
+const Variant kVariants[] = {Variant::mla(),     Variant::mfa(),        Variant::mfa_kr(256),
+                             Variant::mqa(128),  Variant::mfa_kr(128),  Variant::mqa(64),
+                             Variant::mfa_kr(64)};
+constexpr int kNumVariants = int(std::size(kVariants));
 
 class Fp8Decode : public ::testing::TestWithParam<Fp8Param> {};
 
@@ -270,7 +273,7 @@ TEST_P(Fp8Decode, FastPathMatchesReferenceOnTheDequantizedCache) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, Fp8Decode,
-                         ::testing::Combine(::testing::Range(0, 6),
+                         ::testing::Combine(::testing::Range(0, kNumVariants),
                                             ::testing::Values(DType::bf16, DType::f16),
                                             ::testing::Values(1, 16, 64),
                                             ::testing::Values(1, 2)));
