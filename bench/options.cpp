@@ -395,9 +395,9 @@ bandwidth, FLOPs / matmul rate). GPU ceilings: a device-to-device copy of 1 GiB 
 written; a quarter of the free memory if that is less, at least 256 MiB) and an 8192^3 cuBLAS
 bf16 matmul with fp32 accumulation; beside them the call floor, a CUDA graph of two empty
 kernels (the second launched as run() launches the combine) timed exactly as the rows are:
-what a two-kernel call costs when it does nothing. CPU ceilings: a
-multithreaded memcpy of a buffer 4x the last-level cache (bytes read + written) and a blocked
-fp32 matmul loop built with the library's flags (not a vendor BLAS).
+what a two-kernel call costs when it does nothing. CPU ceilings: a multithreaded memcpy of a
+buffer 4x the last-level cache (bytes read + written) and a blocked fp32 matmul loop built with
+the library's flags (not a vendor BLAS).
 
 environment:
   FLASHMFA_COMMIT         the commit recorded in the JSON (default: git at build time)
