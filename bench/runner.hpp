@@ -74,8 +74,9 @@ GpuInfo probe_gpu(int device);
 
 // A device-to-device cudaMemcpy of 1 GiB (a quarter of the free memory if less, at least
 // 256 MiB; bytes read + written) and an 8192^3 cuBLAS bf16 matmul with fp32 accumulation on
-// random data, each the median of repeated runs; and the call floor, timed as the rows are (cfg's warm-up and replays): a CUDA graph of two empty
-// kernels of one CTA per SM, the second launched as run() launches the combine.
+// random data, each the median of repeated runs; and the call floor, timed as the rows are
+// (cfg's warm-up and replays): a CUDA graph of two empty kernels of one CTA per SM, the second
+// launched as run() launches the combine.
 Ceilings measure_gpu_ceilings(const GpuInfo& gpu, const RunConfig& cfg);
 
 // Runs one configuration on the CUDA backend: device-generated random problem, checked on
