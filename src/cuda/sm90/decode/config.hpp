@@ -286,6 +286,21 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
+// Staggered orders (A/B switch, docs/perf-notes.md AD.1): with FLASHMFA_SM90_MLA_STAGGER >= 1,
+// when a KV head has more than FLASHMFA_SM90_MLA_STAGGER_ROWS query rows, consumer warpgroup 1
+// issues its own tile's S = Q K^T before it takes warpgroup 0's P (so warpgroup 0's softmax runs
+// beside that S) while warpgroup 0 keeps the seesaw's order (so warpgroup 1's softmax runs beside
+// both halves of P V of warpgroup 0's tile): every softmax has tensor work queued beside it, at
+// the price of a longer slot occupancy. 2: warpgroup 0 also frees the other's slot before it
+// waits for its own tile (the FP8 kernel's early release).
+#ifndef FLASHMFA_SM90_MLA_STAGGER
+#define FLASHMFA_SM90_MLA_STAGGER 0
+#endif
+#ifndef FLASHMFA_SM90_MLA_STAGGER_ROWS
+#define FLASHMFA_SM90_MLA_STAGGER_ROWS 64
+#endif
+constexpr int kMlaStagger = FLASHMFA_SM90_MLA_STAGGER;
+constexpr int kMlaStaggerRows = FLASHMFA_SM90_MLA_STAGGER_ROWS;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the
