@@ -301,6 +301,15 @@ constexpr int kMlaHalfReleaseRows = 64;
 #endif
 constexpr int kMlaStagger = FLASHMFA_SM90_MLA_STAGGER;
 constexpr int kMlaStaggerRows = FLASHMFA_SM90_MLA_STAGGER_ROWS;
+// FLASHMFA_SM90_MLA_SPLIT_RELEASE (A/B switch, docs/perf-notes.md AD.2): in the seesaw's order,
+// the taker frees the other's tile (its half, or its share of the whole slot) between the two
+// halves of its own S = Q K^T -- once the half it reads first has landed and the other's P V is
+// done -- instead of after the whole S is issued, so that the freed half's next load no longer
+// waits for the second half of this tile to land.
+#ifndef FLASHMFA_SM90_MLA_SPLIT_RELEASE
+#define FLASHMFA_SM90_MLA_SPLIT_RELEASE 0
+#endif
+constexpr bool kMlaSplitRelease = FLASHMFA_SM90_MLA_SPLIT_RELEASE != 0;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

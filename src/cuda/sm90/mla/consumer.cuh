@@ -261,7 +261,19 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
     // wide boxes (and FP8) only the first atom of each half has a barrier (`atom` is a constant
     // here).
+    // kMlaSplitRelease: the other's tile is freed before the second half of S waits to land.
+    const bool early_release = Tr::early_release(p, warpgroup);
+    const bool split_release = kMlaSplitRelease && !Tr::kFp8 && !early_release && has_prev &&
+                               !Tr::s_first(p, warpgroup);
+    const int second_half = Tr::half_release(p) && warpgroup == 1 ? 0 : Tr::kOutAtoms;
     auto wait_atom = [&](int atom) {
+      if (split_release && atom == second_half) {
+        wgmma_commit();
+        wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
+        fence_acc(o);
+        release_slot(prev);
+        clock.step(2);
+      }
       if (Tr::full_index(atom) != atom) return;
       if constexpr (kMeasureNoKvWait && !Tr::kFp8) {
         wgmma_fence();
@@ -341,7 +353,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     }
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks);
     clock.step(0);
-    const bool early_release = Tr::early_release(p, warpgroup);
     if (early_release && has_prev) {
       wgmma_wait<0>();
       fence_acc(o);
@@ -352,7 +363,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clear_short_tile();
     issue_s();
     clock.step(1);
-    if (!early_release && has_prev) {
+    if (!early_release && !split_release && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
       release_slot(prev);
