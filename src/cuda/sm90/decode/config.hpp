@@ -286,30 +286,6 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
-// Staggered orders (A/B switch, docs/perf-notes.md AD.1): with FLASHMFA_SM90_MLA_STAGGER >= 1,
-// when a KV head has more than FLASHMFA_SM90_MLA_STAGGER_ROWS query rows, consumer warpgroup 1
-// issues its own tile's S = Q K^T before it takes warpgroup 0's P (so warpgroup 0's softmax runs
-// beside that S) while warpgroup 0 keeps the seesaw's order (so warpgroup 1's softmax runs beside
-// both halves of P V of warpgroup 0's tile): every softmax has tensor work queued beside it, at
-// the price of a longer slot occupancy. 2: warpgroup 0 also frees the other's slot before it
-// waits for its own tile (the FP8 kernel's early release).
-#ifndef FLASHMFA_SM90_MLA_STAGGER
-#define FLASHMFA_SM90_MLA_STAGGER 0
-#endif
-#ifndef FLASHMFA_SM90_MLA_STAGGER_ROWS
-#define FLASHMFA_SM90_MLA_STAGGER_ROWS 64
-#endif
-constexpr int kMlaStagger = FLASHMFA_SM90_MLA_STAGGER;
-constexpr int kMlaStaggerRows = FLASHMFA_SM90_MLA_STAGGER_ROWS;
-// FLASHMFA_SM90_MLA_SPLIT_RELEASE (A/B switch, docs/perf-notes.md AD.2): in the seesaw's order,
-// the taker frees the other's tile (its half, or its share of the whole slot) between the two
-// halves of its own S = Q K^T -- once the half it reads first has landed and the other's P V is
-// done -- instead of after the whole S is issued, so that the freed half's next load no longer
-// waits for the second half of this tile to land.
-#ifndef FLASHMFA_SM90_MLA_SPLIT_RELEASE
-#define FLASHMFA_SM90_MLA_SPLIT_RELEASE 0
-#endif
-constexpr bool kMlaSplitRelease = FLASHMFA_SM90_MLA_SPLIT_RELEASE != 0;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

@@ -92,17 +92,6 @@ struct MlaTraits {
   __device__ static bool half_release(const detail::DecodeParams& p) {
     return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
   }
-  // Staggered orders (config.hpp, kMlaStagger): whether warpgroup `wg` issues its own S first,
-  // and whether it frees the other's slot before it waits for its own tile.
-  __device__ static bool stagger(const detail::DecodeParams& p) {
-    return !FP8 && kMlaStagger > 0 && p.s_q * p.q_per_kv > kMlaStaggerRows;
-  }
-  __device__ static bool s_first(const detail::DecodeParams& p, int wg) {
-    return (kMeasureSFirst && !FP8) || (wg == 1 && stagger(p));
-  }
-  __device__ static bool early_release(const detail::DecodeParams& p, int wg) {
-    return (FP8 && kMlaFp8EarlyRelease) || (kMlaStagger >= 2 && wg == 0 && stagger(p));
-  }
   // The full barrier that atom `atom` of a slot lands on (FP8: the widening publishes the
   // atoms in kMlaFp8Publishes groups, the last with the RoPE atom; fp8.cuh).
   __device__ static constexpr int full_index(int atom) {
@@ -110,6 +99,9 @@ struct MlaTraits {
     return !FP8 ? mla_full_index(atom) : min(atom, kMlaAtoms - 2) / kGroup * kGroup;
   }
   static constexpr bool kFp8 = FP8;
+  // The warpgroup that adds the other's tile frees its slot before it waits for its own tile
+  // (config.hpp, kMlaFp8EarlyRelease).
+  static constexpr bool kEarlyRelease = FP8 && kMlaFp8EarlyRelease;
   static constexpr int kStages = kMlaStages;
   static constexpr int kAtoms = kMlaAtoms;                            // 64-column atoms per K row
   static constexpr int kOutAtoms = kMlaOutAtoms;                      // 4 per warpgroup
@@ -261,19 +253,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     // After a wait (a loop), wgmma needs a fresh fence before it reads registers again. With
     // wide boxes (and FP8) only the first atom of each half has a barrier (`atom` is a constant
     // here).
-    // kMlaSplitRelease: the other's tile is freed before the second half of S waits to land.
-    const bool early_release = Tr::early_release(p, warpgroup);
-    const bool split_release = kMlaSplitRelease && !Tr::kFp8 && !early_release && has_prev &&
-                               !Tr::s_first(p, warpgroup);
-    const int second_half = Tr::half_release(p) && warpgroup == 1 ? 0 : Tr::kOutAtoms;
     auto wait_atom = [&](int atom) {
-      if (split_release && atom == second_half) {
-        wgmma_commit();
-        wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
-        fence_acc(o);
-        release_slot(prev);
-        clock.step(2);
-      }
       if (Tr::full_index(atom) != atom) return;
       if constexpr (kMeasureNoKvWait && !Tr::kFp8) {
         wgmma_fence();
@@ -330,9 +310,9 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       pack_p<T>(s, a);
       publish(a, softmax, alpha);
     };
-    if (Tr::s_first(p, warpgroup)) {
-      // S_j, then P_{j-1} V_{j-1} behind it; the other warpgroup's softmax runs beside S_j
-      // (kMeasureSFirst: both warpgroups; kMlaStagger: warpgroup 1 only).
+    if constexpr (kMeasureSFirst && !Tr::kFp8) {
+      // Measuring builds only (see kMeasureSFirst): S_j, then P_{j-1} V_{j-1} behind it; the
+      // softmax runs while that product does.
       clear_short_tile();
       issue_s();
       auto wait_s = [&] {
@@ -353,7 +333,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     }
     if (has_prev) add_other(prev, a_prev, o, softmax, alpha, clocks);
     clock.step(0);
-    if (early_release && has_prev) {
+    if (Tr::kEarlyRelease && has_prev) {
       wgmma_wait<0>();
       fence_acc(o);
       release_slot(prev);
@@ -363,7 +343,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     clear_short_tile();
     issue_s();
     clock.step(1);
-    if (!early_release && !split_release && has_prev) {
+    if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
       release_slot(prev);
