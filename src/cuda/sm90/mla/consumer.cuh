@@ -92,6 +92,11 @@ struct MlaTraits {
   __device__ static bool half_release(const detail::DecodeParams& p) {
     return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
   }
+  // The pair schedule (config.hpp, kMlaPairs): the consumers take tiles two at a time and the
+  // producer loads each pair's halves in the order they are freed (producer.cuh, load_pair).
+  __device__ static bool pairs(const detail::DecodeParams& p) {
+    return !FP8 && kMlaPairs && half_release(p) && p.s_q * p.q_per_kv > kMlaPairsRows;
+  }
   // The full barrier that atom `atom` of a slot lands on (FP8: the widening publishes the
   // atoms in kMlaFp8Publishes groups, the last with the RoPE atom; fp8.cuh).
   __device__ static constexpr int full_index(int atom) {
@@ -396,9 +401,282 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     release_slot(pos);
   }
 
+  // ---- Pair schedule (Tr::pairs; docs/perf-notes.md AD.4) ----
+  // Tiles 2k (A, warpgroup 0's) and 2k + 1 (B, warpgroup 1's) of an item are one pair. Each
+  // warpgroup enters a pair with its own tile's raw S waited for. Three messages, each a named
+  // barrier (bar.arrive by the writer, bar.sync by the reader): 1 (kPReady + 0) A's row max and
+  // factor; 2 (kPReady + 1) B's row max, factor and P; 3 (kPScaled) P_A rescaled to B's row max.
+  // Every thread reads exactly the words its counterpart (same thread index: same rows) wrote
+  // before it writes its own, so one P buffer (xchg) and one row-state buffer carry all three.
+  // P in xchg: k-step kk of this thread's fragment is one 16-byte word, the words of consecutive
+  // threads adjacent.
+  __device__ uint32_t p_quad(int kk) const {
+    return sm.xchg + uint32_t((kk * kWarpgroupThreads + wg_tid()) * sizeof(uint4));
+  }
+  __device__ void put_p(const uint32_t (&a)[kPvSteps][4]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+      st_shared(p_quad(kk), make_uint4(a[kk][0], a[kk][1], a[kk][2], a[kk][3]));
+  }
+  // P (packed) times the row factor alpha: rounded a second time only where a row's max moved
+  // (alpha is exactly 1 on most tiles, running_max.cuh), so that warpgroup 0 holds 16 packed
+  // registers across the exchange rather than 32 numerators.
+  __device__ void put_p_rescaled(const uint32_t (&a)[kPvSteps][4],
+                                 const float (&alpha)[kRowsPerThread]) const {
+    if (!warp_must_rescale(alpha)) return put_p(a);
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk) {
+      uint32_t w[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // word j of a k-step holds row h = j % 2 (pack_p)
+        float2 v;
+        if constexpr (std::is_same_v<T, __half>)
+          v = __half22float2(*reinterpret_cast<const __half2*>(&a[kk][j]));
+        else
+          v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&a[kk][j]));
+        w[j] = pack2<T>(v.x * alpha[j % 2], v.y * alpha[j % 2]);
+      }
+      st_shared(p_quad(kk), make_uint4(w[0], w[1], w[2], w[3]));
+    }
+  }
+  __device__ void get_p(uint32_t (&a)[kPvSteps][4]) const {
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk) ld_shared(p_quad(kk), a[kk]);
+  }
+  // Row max and factor in stats, written by one lane per quad after the quad's other lanes
+  // have read the previous values.
+  __device__ void put_state(const float (&m)[kRowsPerThread],
+                            const float (&alpha)[kRowsPerThread]) const {
+    __syncwarp();
+    const bool writer = lane() % kQuadLanes == 0;
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      st_shared_if(writer, stat(0, row_of(h)), __float_as_int(m[h]));
+      st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
+    }
+  }
+  __device__ void get_state(float (&m)[kRowsPerThread], float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      m[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
+      alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
+    }
+  }
+  // Rows past the end of the own tile at `pos` (`valid` of 64 loaded) are zeroed before its S;
+  // the other warpgroup's P V of it follows the P exchange.
+  __device__ void prepare_own(const RingPos& pos, int valid) const {
+    if (valid == kBlockN) return;
+    wait_slot(pos);
+    clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+    fence_proxy_async();  // zeros read by wgmma
+    sync_own();
+  }
+  // The k-steps of S = Q K^T over atoms [FIRST, FIRST + COUNT) of the slot at `pos` as one
+  // wgmma group, each after its bytes have landed.
+  template <int FIRST, int COUNT, bool ACCUMULATE>
+  __device__ void issue_s_atoms(float (&s)[kAccRegs], const RingPos& pos, uint32_t q_tile) const {
+    auto wait_atom = [&](int atom) {  // wide boxes: a barrier per half (`atom` is a constant)
+      if (Tr::full_index(atom) != atom) return;
+      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      wgmma_fence();  // after a wait (a loop), wgmma needs a fresh fence
+    };
+    issue_qk_atoms<T, kMlaDk, FIRST, COUNT, ACCUMULATE, Tr::kQueryAtomBytes>(
+        s, q_tile, sm.slot(pos.stage), wait_atom);
+  }
+  // The whole S of an own tile, this warpgroup's half (freed and reloaded first) first. The
+  // caller waits, unconditionally after the branch (a wait inside each branch makes ptxas
+  // serialize every wgmma of the kernel, C7511).
+  __device__ void start_s(float (&s)[kAccRegs], const RingPos& pos, int valid,
+                          uint32_t q_tile) const {
+    prepare_own(pos, valid);
+    if (warpgroup == 1)
+      issue_s_atoms<Tr::kOutAtoms, Tr::kAtoms, false>(s, pos, q_tile);
+    else
+      issue_s_atoms<0, Tr::kAtoms, false>(s, pos, q_tile);
+  }
+  __device__ void limits(const int (&visible)[kRowsPerThread], int token, int valid,
+                         int (&limit)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+  }
+
+  // One pair for warpgroup 0: tile A at `pa` (its own; s holds its raw S on entry) and, if
+  // `has_b`, tile B at `pb`. On return s holds the raw S of the next pair's A (in A's slot, two
+  // fills on) if `next_valid` >= 0.
+  __device__ __forceinline__ void pair_wg0(const RingPos& pa, const RingPos& pb, int token, int valid, bool has_b,
+                           int next_valid, const int (&visible)[kRowsPerThread],
+                           uint32_t q_tile, float (&s)[kAccRegs], Out& o,
+                           OnlineSoftmax& softmax) const {
+    int limit[kRowsPerThread];
+    limits(visible, token, valid, limit);
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    scale(o, alpha);
+    uint32_t a[kPvSteps][4];
+    pack_p<T>(s, a);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pa));  // O_L += P_A V_A
+    // Waited for before message 2 (warpgroup 1's softmax takes about as long): holding P_A's
+    // fragments past it as well would not fit in the registers.
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    named_barrier_sync(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    float m_b[kRowsPerThread], alpha_b[kRowsPerThread];
+    get_state(m_b, alpha_b);
+    uint32_t b[kPvSteps][4];
+    if (has_b) get_p(b);
+    put_p_rescaled(a, alpha_b);
+    named_barrier_arrive(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.max[h] = m_b[h];
+    scale(softmax, alpha_b);
+    scale(o, alpha_b);
+    if (has_b) {
+      wait_v_half(pb);
+      issue_pv<T, Tr::kOutAtoms>(o, b, v_half(pb));  // O_L += P_B V_B
+    }
+    if (next_valid >= 0) {
+      RingPos next = pb;
+      next.advance();
+      prepare_own(next, next_valid);
+      // The first half (freed by this warpgroup's P V of A, reloaded first); B's slot half is
+      // released as soon as its P V is done; then the second half (freed by warpgroup 1).
+      issue_s_atoms<0, Tr::kOutAtoms, false>(s, next, q_tile);
+      if (has_b) {
+        wgmma_wait<1>();
+        fence_acc(o);
+        release_slot(pb);
+      }
+      issue_s_atoms<Tr::kOutAtoms, Tr::kAtoms - Tr::kOutAtoms, true>(s, next, q_tile);
+    }
+    wgmma_wait<0>();  // unconditional: see start_s
+    fence_acc(o);
+    fence_regs(s);
+    if (next_valid < 0 && has_b) release_slot(pb);
+  }
+
+  // One pair for warpgroup 1: tile B at `pb` (its own, if `has_b`: s holds its raw S on entry)
+  // after warpgroup 0's tile A at `pa`. See pair_wg0 for the messages.
+  __device__ __forceinline__ void pair_wg1(const RingPos& pa, const RingPos& pb, int token, int valid, bool has_b,
+                           int next_valid, const int (&visible)[kRowsPerThread],
+                           uint32_t q_tile, float (&s)[kAccRegs], Out& o,
+                           OnlineSoftmax& softmax) const {
+    named_barrier_sync(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    float m_a[kRowsPerThread], alpha_a[kRowsPerThread];
+    get_state(m_a, alpha_a);
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.max[h] = m_a[h];
+    scale(softmax, alpha_a);
+    float alpha[kRowsPerThread] = {1.f, 1.f};
+    uint32_t a[kPvSteps][4];
+    if (has_b) {
+      int limit[kRowsPerThread];
+      limits(visible, token, valid, limit);
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+      pack_p<T>(s, a);
+      put_p(a);
+    }
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    float both[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) both[h] = alpha_a[h] * alpha[h];
+    scale(o, both);
+    if (has_b) issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pb));  // O_R += P_B V_B
+    named_barrier_sync(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+    uint32_t pa_regs[kPvSteps][4];
+    get_p(pa_regs);
+    wait_v_half(pa);
+    issue_pv<T, Tr::kOutAtoms>(o, pa_regs, v_half(pa));  // O_R += (P_A alpha_B) V_A
+    if (has_b) {
+      wgmma_wait<1>();
+      fence_acc(o);
+      release_slot(pb);
+    }
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    if (next_valid >= 0) {
+      RingPos next = pb;
+      next.advance();
+      next.advance();
+      start_s(s, next, next_valid, q_tile);
+    }
+    wgmma_wait<0>();
+    fence_regs(s);
+  }
+
+  __device__ __forceinline__ void run_pairs(int part, bool q_by_tma) const {
+    const uint32_t q_tile = sm.query(0);
+    RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
+    uint32_t q_phase = 0;
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      sync_all();  // the previous item's row sums have been read (and its products Q, when
+                   // the consumers load Q themselves)
+      if (q_by_tma) {
+        mbar_wait(sm.q_full, q_phase);
+        q_phase ^= 1;
+      } else {
+        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst, kMlaDk,
+                   Tr::kQueryRows>(p, it.seq, kv_head, first_row, q_tile, tid, 1.0f);
+        fence_proxy_async();  // Q is read by wgmma
+        sync_all();
+      }
+      int visible[kRowsPerThread];
+      Base::visible_rows(it, visible);
+      Out o;
+#pragma unroll
+      for (int at = 0; at < Tr::kOutAtoms; ++at)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
+      OnlineSoftmax softmax;
+      softmax.reset();
+
+      // This warpgroup's tiles: blk + warpgroup of each pair; the first one's S up front.
+      auto valid_of = [&](int blk) {
+        return blk < it.block_end ? tile_source(p, it, blk).valid : -1;
+      };
+      float s[kAccRegs];
+      int valid = valid_of(it.block_begin + warpgroup);
+      if (valid >= 0) {
+        RingPos own = pos;
+        if (warpgroup == 1) own.advance();
+        start_s(s, own, valid, q_tile);
+      }
+      wgmma_wait<0>();
+      fence_regs(s);
+      // A warpgroup that owns no tile of the item (one tile) has read no Q.
+      if (q_by_tma && valid < 0) release_query();
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; blk += 2) {
+        const bool has_b = blk + 1 < it.block_end;
+        const int own = blk + warpgroup;
+        const int next_valid = valid_of(own + 2);
+        // This warpgroup's last S of the item is done: Q may be reloaded.
+        if (q_by_tma && next_valid < 0 && valid >= 0) release_query();
+        RingPos pb = pos;
+        pb.advance();
+        if (warpgroup == 0)
+          pair_wg0(pos, pb, own * kBlockN, valid, has_b, next_valid, visible, q_tile, s, o,
+                   softmax);
+        else
+          pair_wg1(pos, pb, own * kBlockN, valid, has_b, next_valid, visible, q_tile, s, o,
+                   softmax);
+        valid = next_valid;
+        pos = pb;
+        if (has_b) pos.advance();
+      }
+      finish(it, o, softmax);
+    }
+  }
+
   // q_by_tma: the producer loads each item's Q tile (q_full), and each warp releases it after
   // its warpgroup's last S of the item (q_empty); otherwise the consumers load it themselves.
-  __device__ void run(int part, bool q_by_tma) const {
+  __device__ __forceinline__ void run(int part, bool q_by_tma) const {
+    if (Tr::pairs(p)) return run_pairs(part, q_by_tma);
     const uint32_t q_tile = sm.query(0);
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
