@@ -286,25 +286,6 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
-// Pair schedule (A/B switch, docs/perf-notes.md AD.4): when a KV head has more than
-// FLASHMFA_SM90_MLA_PAIRS_ROWS query rows, tiles 2k (warpgroup 0's) and 2k + 1 (warpgroup 1's)
-// of an item form a pair: warpgroup 1's softmax starts from warpgroup 0's row max, warpgroup 0
-// rescales its P to warpgroup 1's max for warpgroup 1's P V, and each warpgroup issues its next
-// S after the pair's four P V halves, so each softmax runs beside tensor work; the producer loads
-// a pair's halves in the order they are freed (producer.cuh, load_pair). I.2's form, on today's
-// consumer.
-#ifndef FLASHMFA_SM90_MLA_PAIRS
-#define FLASHMFA_SM90_MLA_PAIRS 0
-#endif
-#ifndef FLASHMFA_SM90_MLA_PAIRS_ROWS
-#define FLASHMFA_SM90_MLA_PAIRS_ROWS 128
-#endif
-constexpr bool kMlaPairs = FLASHMFA_SM90_MLA_PAIRS != 0;
-constexpr int kMlaPairsRows = FLASHMFA_SM90_MLA_PAIRS_ROWS;
-// With the pair schedule compiled in, the producer holds two tiles' sources (load_pair): it
-// gets the decode kernel's split.
-constexpr int kMlaProducerRegs = kMlaPairs ? 24 : kProducerRegs;
-constexpr int kMlaConsumerRegs = kMlaPairs ? 240 : kConsumerRegs;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

@@ -157,24 +157,22 @@ struct Nothing {
   __device__ void operator()() const {}
 };
 
-// Issues the k-steps of s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) over COUNT 64-column
-// atoms as one wgmma group; the caller waits for it (wgmma_wait) and fences s before reading it.
-// before_atom(a) runs before the k-steps that read atom a of the K tile (a wait for that atom's
-// bytes). The atoms are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around
-// (MLA: the half of the tile that lands first); ACCUMULATE: s already holds an earlier group's
-// part of the sum (in flight or not). Q's atoms are Q_ATOM_BYTES apart (fewer than 64 rows
-// staged: the FP8 MLA raw-buffer form, whose rows past them read the next atom's and are never
-// stored).
-template <class T, int D, int FIRST_ATOM, int COUNT, bool ACCUMULATE,
-          uint32_t Q_ATOM_BYTES = kAtomBytes, class BeforeAtom = NoWait>
-__device__ __forceinline__ void issue_qk_atoms(float (&s)[kAccRegs], uint32_t q_tile,
-                                               uint32_t k_slot, BeforeAtom before_atom = {}) {
+// Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
+// waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
+// k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes). The atoms
+// are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around (MLA: the half of
+// the tile that lands first). Q's atoms are Q_ATOM_BYTES apart (fewer than 64 rows staged: the
+// FP8 MLA raw-buffer form, whose rows past them read the next atom's and are never stored).
+template <class T, int D, int FIRST_ATOM = 0, uint32_t Q_ATOM_BYTES = kAtomBytes,
+          class BeforeAtom = NoWait>
+__device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
+                                         BeforeAtom before_atom = {}) {
   constexpr int kAtoms = D / kAtomCols;
   constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
   const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
   const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
   wgmma_fence();
-  static_for<COUNT>([&](auto i) {
+  static_for<kAtoms>([&](auto i) {
     constexpr int at = (i + FIRST_ATOM) % kAtoms;
     before_atom(at);
     static_for<kStepsPerAtom>([&](auto k) {
@@ -183,19 +181,10 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[kAccRegs], uint32_t q_
       // bytes nearer. The address field counts 16-byte units, and the 64-bit sum
       // desc_q - kQueryBack + kOff / 16 is exact, so the field ends at Q's atom.
       constexpr uint64_t kQueryBack = uint64_t(at) * (kAtomBytes - Q_ATOM_BYTES) / kDescUnitBytes;
-      wgmma_ss<T, kOff>(s, desc_q - kQueryBack, desc_k, ACCUMULATE || i + k > 0);
+      wgmma_ss<T, kOff>(s, desc_q - kQueryBack, desc_k, i + k > 0);
     });
   });
   wgmma_commit();
-}
-
-// The whole S = Q K^T of a tile as one wgmma group (see issue_qk_atoms).
-template <class T, int D, int FIRST_ATOM = 0, uint32_t Q_ATOM_BYTES = kAtomBytes,
-          class BeforeAtom = NoWait>
-__device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
-                                         BeforeAtom before_atom = {}) {
-  issue_qk_atoms<T, D, FIRST_ATOM, D / kAtomCols, false, Q_ATOM_BYTES>(s, q_tile, k_slot,
-                                                                      before_atom);
 }
 
 // s = Q K^T; waits for completion. `meanwhile()` runs while the wgmma does (FP8: a conversion).

@@ -72,7 +72,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
       }
       MlaFp8Producer<T, Tr>{p, sched, sm, kv_head, int(threadIdx.x), &map0, &map1, &map2}.run(part);
     } else {
-      setmaxnreg_dec<kMlaProducerRegs>();
+      setmaxnreg_dec<kProducerRegs>();
       if (threadIdx.x == 0) {
         tma_prefetch_map(&map0);
         if constexpr (Tr::kWideBoxes) tma_prefetch_map(&map1);
@@ -84,7 +84,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     }
   } else {
     if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
-    else setmaxnreg_inc<kMlaConsumerRegs>();
+    else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
     MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
         .run(part, !FP8 && q_by_tma);
