@@ -24,8 +24,10 @@ namespace flashmfa::cuda {
 // The tile (counted per CTA from its first) whose chain the MLA FP8 kernel's points follow.
 constexpr int kPhaseTile = 40;
 constexpr int kChainSteps = 11;  // steps a ChainClock can tell apart
-constexpr int kChainGroups = 4;  // the own-tile chain, two LandClock groups, the P hand-off
-constexpr int kIssueSlots = 5;   // stamps: 2 ring stages x 2 halves, a publication
+// The own-tile chain, two LandClock groups, the P hand-off, two ReleaseClock groups.
+constexpr int kChainGroups = 6;
+// Stamps: 2 ring stages x 2 halves (loads), a publication, 2 x 2 (releases).
+constexpr int kIssueSlots = 9;
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 constexpr bool kPhaseClock = true;
 #else
@@ -41,7 +43,9 @@ constexpr bool kPhaseClock = false;
 constexpr bool kPhaseLand = kPhaseClock && FLASHMFA_PHASE_LAND;
 // The stamps' slots: the load of ring stage s, half h at 2 s + h; the P hand-off after them.
 constexpr int land_stamp(int stage, int half) { return 2 * stage + half; }
-constexpr int kHandoffStamp = kIssueSlots - 1;
+constexpr int kHandoffStamp = 4;
+// The latest consumer release of ring stage s, half h (MLA half release; ReleaseClock).
+constexpr int release_stamp(int stage, int half) { return 5 + 2 * stage + half; }
 // Shared memory the stamps take past a kernel's plan (sm90 config.hpp, SmemPlan::launch_bytes).
 constexpr unsigned kStampBytes = sizeof(long long);  // one clock64 stamp
 constexpr unsigned kPhaseStampBytes = kPhaseLand ? kIssueSlots * kStampBytes : 0u;
@@ -118,7 +122,10 @@ static void report_group(const std::vector<unsigned long long>& host, int group)
   static const char* const kNames[kChainGroups] = {
       "chain clock", "landing, waits that blocked (step 0: issue to landed; step 1: the wait)",
       "landing, waits that found it landed (step 0: issue to the wait, an upper bound)",
-      "P hand-off (step 0: the publisher's bar.arrive to the taker's first use of the row state)"};
+      "P hand-off (step 0: the publisher's bar.arrive to the taker's first use of the row state)",
+      "release to copy, producer waits that blocked (step 0: the last warp's release to the "
+      "copy's issue; 'warpgroup' = the half)",
+      "release to copy, producer waits that found the half free (step 0: release to issue)"};
   for (int w = 0; w < 2; ++w) report_warpgroup(host, group, w, kNames[group]);
 }
 static void report_warpgroup(const std::vector<unsigned long long>& host, int group, int w,
@@ -265,6 +272,44 @@ struct LandClock {
     free.store(wg, 2);
   }
 };
+// Release to copy (MLA half release): each consumer warp raises the half's release stamp to its
+// clock (a shared max: the last warp's wins) before its arrival on the empty barrier; the
+// producer reads it once its wait returns, right before it issues the half's copy.
+__device__ __forceinline__ void stamp_release(uint32_t stamps, int slot) {
+  if (!kPhaseLand) return;
+  asm volatile("red.shared.max.u64 [%0], %1;"
+               :
+               : "r"(stamps + kStampBytes * uint32_t(slot)), "l"(clock64())
+               : "memory");
+}
+// Zeroes the release stamps (one thread, before the CTA's first barrier).
+__device__ __forceinline__ void clear_release_stamps(uint32_t stamps) {
+  if (!kPhaseLand) return;
+  for (int slot = release_stamp(0, 0); slot < kIssueSlots; ++slot)
+    asm volatile("st.shared.u64 [%0], %1;"
+                 :
+                 : "r"(stamps + kStampBytes * uint32_t(slot)), "l"(0ll)
+                 : "memory");
+}
+struct ReleaseClock {
+  ChainClock blocked[2], free[2];  // per half
+  template <class Wait>
+  __device__ void measure(uint32_t stamps, int slot, int half, Wait wait) {
+    const bool waited = wait();
+    const long long now = clock64(), released = phase_clock::load_stamp(stamps, slot);
+    if (released == 0) return;  // a fresh slot: nothing was released
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      blocked[h].sum[0] += waited && h == half ? now - released : 0;
+      blocked[h].chains += waited && h == half;
+      free[h].sum[0] += !waited && h == half ? now - released : 0;
+      free[h].chains += !waited && h == half;
+    }
+  }
+  __device__ void store() const {
+    for (int h = 0; h < 2; ++h) blocked[h].store(h, 4), free[h].store(h, 5);
+  }
+};
 // A warpgroup's clocks of one repeated chain: its steps (group 0), the loads it waits for
 // (groups 1, 2), a hand-off from the other warpgroup (group 3).
 struct ChainClocks {
@@ -293,6 +338,15 @@ struct ChainClock {
   __device__ void store(int, int = 0) const {}
 };
 __device__ __forceinline__ void stamp_issue(uint32_t, int) {}
+__device__ __forceinline__ void stamp_release(uint32_t, int) {}
+__device__ __forceinline__ void clear_release_stamps(uint32_t) {}
+struct ReleaseClock {
+  template <class Wait>
+  __device__ void measure(uint32_t, int, int, Wait wait) {
+    wait();
+  }
+  __device__ void store() const {}
+};
 struct LandClock {
   template <class Wait>
   __device__ void measure(uint32_t, int, Wait wait) {

@@ -59,6 +59,7 @@ struct Producer {
   // themselves. row0: the CTA's first query row of the KV head.
   const CUtensorMap* q_map = nullptr;
   int row0 = 0;
+  mutable ReleaseClock release_clock{};  // phase-clock builds (MLA half release)
 
   // Q by TMA: the item's Q tile, once the consumers have released the previous item's (they do
   // so after their last S = Q K^T of it), before the item's first KV tile, so that both land
@@ -138,12 +139,24 @@ struct Producer {
   // having completed phase "1", so the first pass does not block.
   __device__ void load_halves(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
                               uint64_t policy, int owner) const {
+    // Phase-clock builds: from the consumers' last release of the half to the copy's issue.
+    auto wait_free = [&](int half) {
+      const uint32_t bar = sm.empty_bar(pos.stage, half);
+      if constexpr (kPhaseLand)
+        release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, half), half, [&] {
+          if (mbar_test_wait(bar, pos.phase ^ 1)) return false;
+          mbar_wait(bar, pos.phase ^ 1);
+          return true;
+        });
+      else
+        mbar_wait(bar, pos.phase ^ 1);
+    };
     auto lo = [&] {
-      mbar_wait(sm.empty_bar(pos.stage, 0), pos.phase ^ 1);
+      wait_free(0);
       load_part<0, kMlaOutAtoms>(pos, map, src, policy);
     };
     auto hi = [&] {
-      mbar_wait(sm.empty_bar(pos.stage, 1), pos.phase ^ 1);
+      wait_free(1);
       load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
     };
     if (owner == 0) {
@@ -321,6 +334,7 @@ struct Producer {
         });
       }
     }
+    release_clock.store();
   }
 };
 

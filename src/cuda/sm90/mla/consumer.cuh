@@ -166,7 +166,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   __device__ void release_slot(const RingPos& pos) const {
     if (!Tr::half_release(p)) return release(pos);
     __syncwarp();
-    if (lane() == 0) mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
+    if (lane() == 0) {
+      stamp_release(sm.phase_stamps(), release_stamp(pos.stage, warpgroup));  // phase clocks
+      mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
+    }
   }
 
   // Q by TMA: this warp has read the item's Q tile for the last time (its warpgroup's last

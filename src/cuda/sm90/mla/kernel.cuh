@@ -57,6 +57,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     }
     mbar_init(sm.q_full, 1);                         // the producer's expect_tx
     mbar_init(sm.q_empty, Tr::kReadersPerSlot);      // each consumer warp, after its last S
+    clear_release_stamps(sm.phase_stamps());         // phase-clock builds only
     fence_mbar_init();
     launch_dependents();
   }
