@@ -286,13 +286,6 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
-// FLASHMFA_SM90_PRODUCER_SPIN (A/B switch, docs/perf-notes.md AD.6): the producer thread polls
-// a slot's empty barrier with mbarrier.test_wait instead of waiting in mbarrier.try_wait, whose
-// suspended thread resumes ~300 cycles after the consumers' last release (AD.5).
-#ifndef FLASHMFA_SM90_PRODUCER_SPIN
-#define FLASHMFA_SM90_PRODUCER_SPIN 0
-#endif
-constexpr bool kProducerSpin = FLASHMFA_SM90_PRODUCER_SPIN != 0;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

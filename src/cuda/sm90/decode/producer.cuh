@@ -75,16 +75,6 @@ struct Producer {
                   policy);
   }
 
-  // A slot (or half) is free: the phase before the consumers' has completed (kProducerSpin: polled
-  // without suspending the thread).
-  __device__ static void wait_empty(uint32_t bar, uint32_t parity) {
-    if constexpr (kProducerSpin)
-      while (!mbar_test_wait(bar, parity)) {
-      }
-    else
-      mbar_wait(bar, parity);
-  }
-
   // Boxes [FIRST, LAST) of a tile into the slot at `pos`, each on its own full barrier
   // (unrolled: the box offsets are immediates of the one producer thread's instruction stream).
   template <int FIRST, int LAST>
@@ -155,11 +145,11 @@ struct Producer {
       if constexpr (kPhaseLand)
         release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, half), half, [&] {
           if (mbar_test_wait(bar, pos.phase ^ 1)) return false;
-          wait_empty(bar, pos.phase ^ 1);
+          mbar_wait(bar, pos.phase ^ 1);
           return true;
         });
       else
-        wait_empty(bar, pos.phase ^ 1);
+        mbar_wait(bar, pos.phase ^ 1);
     };
     auto lo = [&] {
       wait_free(0);
@@ -189,7 +179,7 @@ struct Producer {
         return;
       }
     }
-    wait_empty(sm.empty_bar(pos.stage), pos.phase ^ 1);
+    mbar_wait(sm.empty_bar(pos.stage), pos.phase ^ 1);
     const uint32_t dst = sm.slot(pos.stage);
     if constexpr (Tr::kFullPerAtom) {  // one barrier per 64-column atom, or per wide box
       load_part<0, kMlaOutAtoms>(pos, map, src, policy);
