@@ -286,15 +286,6 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
-// FLASHMFA_SM90_MLA_DIRECT_REFILL (A/B switch, docs/perf-notes.md AD.7): under half release, the
-// warpgroup that frees its half of a slot copies the next tile's half into it itself (thread 0,
-// after a named barrier over its four warps) when that tile belongs to the same work item; the
-// producer loads only each item's first two tiles (and Q). Skips the ~300-380 cycles from the
-// consumers' arrival to the producer's copy (AD.5, AD.6).
-#ifndef FLASHMFA_SM90_MLA_DIRECT_REFILL
-#define FLASHMFA_SM90_MLA_DIRECT_REFILL 0
-#endif
-constexpr bool kMlaDirectRefill = FLASHMFA_SM90_MLA_DIRECT_REFILL != 0;
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

@@ -325,12 +325,6 @@ struct Producer {
       if (q_map != nullptr) load_query_tile(it, items, policy);
 #pragma unroll 1
       for (int blk = it.block_begin; blk < it.block_end; ++blk) {
-        if constexpr (Tr::kHalfRelease) {  // MLA: the consumers copy the item's later tiles
-          if (Tr::direct_refill(p) && blk >= it.block_begin + Tr::kStages) {
-            ring.load_into(0, [](RingPos& pos) { pos.advance(); });
-            continue;
-          }
-        }
         const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         if (blk == it.block_begin) FLASHMFA_PHASE(2);

@@ -56,9 +56,6 @@ namespace flashmfa::cuda::sm90 {
 #ifndef FLASHMFA_MEASURE_S_FIRST
 #define FLASHMFA_MEASURE_S_FIRST 0
 #endif
-#if FLASHMFA_MEASURE_S_FIRST && defined(FLASHMFA_SM90_MLA_DIRECT_REFILL) && FLASHMFA_SM90_MLA_DIRECT_REFILL
-#error "the S-first measuring order does not refill the halves it frees"
-#endif
 #if FLASHMFA_MEASURE_NO_KV_WAIT && (!defined(FLASHMFA_MEASURE_SKIP_LOADS) || FLASHMFA_MEASURE_SKIP_LOADS != 2)
 #error "FLASHMFA_MEASURE_NO_KV_WAIT needs FLASHMFA_MEASURE_SKIP_LOADS=2"
 #endif
@@ -95,11 +92,6 @@ struct MlaTraits {
   __device__ static bool half_release(const detail::DecodeParams& p) {
     return kHalfRelease && p.s_q * p.q_per_kv > kMlaHalfReleaseRows;
   }
-  // Direct refills (config.hpp, kMlaDirectRefill): the consumers copy every tile of an item
-  // after its first two into the half they free; the producer skips those tiles.
-  __device__ static bool direct_refill(const detail::DecodeParams& p) {
-    return !FP8 && kMlaDirectRefill && half_release(p);
-  }
   // The full barrier that atom `atom` of a slot lands on (FP8: the widening publishes the
   // atoms in kMlaFp8Publishes groups, the last with the RoPE atom; fp8.cuh).
   __device__ static constexpr int full_index(int atom) {
@@ -132,9 +124,6 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       Base::first_row, Base::wg_tid, Base::warp, Base::lane, Base::sync_own, Base::sync_all,
       Base::release;
   using Out = float[Tr::kOutAtoms][kAccRegs];
-  // The K cache's maps for the two halves of a tile (direct refills: wide boxes).
-  const CUtensorMap* k_map = nullptr;
-  const CUtensorMap* k_hi_map = nullptr;
   // bf16 FP8 slots hold every latent value times 2^-kFp8Shift (common/fp8_dequant.cuh): Q's RoPE
   // part is staged times 2^-kFp8Shift too, so that every score comes out times 2^-kFp8Shift,
   // which the softmax scale undoes, and the output's normalization undoes it in O (exactly).
@@ -173,38 +162,13 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     wait_atoms(pos, warpgroup * Tr::kOutAtoms, (warpgroup + 1) * Tr::kOutAtoms);
   }
   // This warpgroup's reads of the slot at `pos` are complete: one arrival per warp (on its
-  // half's barrier under half release). Direct refills: `it`'s tile `next` (two on, the next
-  // to occupy the slot) is copied into this warpgroup's half if the item has it.
-  __device__ void release_slot(const RingPos& pos, const WorkItem* it = nullptr,
-                               int next = 0) const {
+  // half's barrier under half release).
+  __device__ void release_slot(const RingPos& pos) const {
     if (!Tr::half_release(p)) return release(pos);
     __syncwarp();
     if (lane() == 0) {
       stamp_release(sm.phase_stamps(), release_stamp(pos.stage, warpgroup));  // phase clocks
       mbar_arrive(sm.empty_bar(pos.stage, warpgroup));
-    }
-    if (Tr::direct_refill(p) && it != nullptr && next < it->block_end) {
-      sync_own();  // the four warps' P V (and every earlier read of the half) are complete
-      if (wg_tid() == 0) {
-        if (warpgroup == 0) refill_half<0, kMlaOutAtoms>(pos, *it, next);
-        else refill_half<kMlaOutAtoms, Tr::kAtoms>(pos, *it, next);
-      }
-    }
-  }
-  // Atoms [FIRST, LAST) of tile `blk` of `it` into the slot at `pos`, two fills on (the ring has
-  // two stages): one wide box on the half's full barrier, as the producer copies it.
-  template <int FIRST, int LAST>
-  __device__ void refill_half(const RingPos& pos, const WorkItem& it, int blk) const {
-    static_assert(Tr::kStages == 2 && Tr::kWideBoxes, "a refill two fills on, one box a half");
-    const TileSource src = tile_source_for<Tr>(p, it, blk);
-    const uint32_t full = sm.full_bar(pos.stage, FIRST);
-    if (src.page_ok) {
-      mbar_arrive_expect_tx(full, (LAST - FIRST) * kAtomBytes);
-      tma_load_5d(sm.slot(pos.stage) + FIRST * kAtomBytes, FIRST == 0 ? k_map : k_hi_map, full,
-                  0, kv_head, src.in_page, FIRST, src.page, l2_evict_first_policy());
-    } else {
-      atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-      mbar_arrive(full);
     }
   }
 
@@ -274,12 +238,10 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
   // only rescaled while no wgmma is in flight (ptxas would otherwise insert its own wait).
   // `probe`: phase clocks of the MLA FP8 chain (phase_clock.cuh), recorded by thread 0 of the
   // warpgroup.
-  __device__ void own_tile(const WorkItem& it, const RingPos& pos, int token, int valid,
-                           const RingPos& prev, bool has_prev,
-                           const int (&visible)[kRowsPerThread], uint32_t q_tile, Out& o,
-                           OnlineSoftmax& softmax, bool last_q_read, ChainClocks& clocks,
-                           bool probe = false) const {
-    const int blk = token / kBlockN;
+  __device__ void own_tile(const RingPos& pos, int token, int valid, const RingPos& prev,
+                           bool has_prev, const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                           Out& o, OnlineSoftmax& softmax, bool last_q_read,
+                           ChainClocks& clocks, bool probe = false) const {
     probe = probe && wg_tid() == 0;
     // Chain clocks (phase-clock builds; docs/perf-notes.md R.2, R.3), the steps in program
     // order: 6 since the last own tile, 7 the other's V half landed, 8 `bar.sync` (deferred: the
@@ -334,7 +296,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pos));
       wgmma_wait<0>();
       fence_acc(o);
-      release_slot(pos, &it, blk + 2);
+      release_slot(pos);
       clock.step(5);
     };
     // Softmax of S_j (after its wait), P_j packed and published with the row state.
@@ -387,7 +349,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     if (!Tr::kEarlyRelease && has_prev) {
       wgmma_wait<1>();  // P_{j-1} V_{j-1}: groups complete in order
       fence_acc(o);
-      release_slot(prev, &it, blk + 1);
+      release_slot(prev);
       clock.step(2);
     }
     wgmma_wait<0>();
@@ -484,7 +446,7 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
           // Phase clocks: warpgroup 0 follows tile kPhaseTile, warpgroup 1 the one after it.
           const bool probe = n == kPhaseTile + warpgroup;
           if (probe && wg_tid() == 0) FLASHMFA_PHASE(warpgroup == 0 ? 6 : 11);
-          own_tile(it, pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
+          own_tile(pos, blk * kBlockN, tile_source(p, it, blk).valid, pending_pos, pending,
                    visible, q_tile, o, softmax, q_by_tma && blk + 2 >= it.block_end, clocks,
                    probe);
           pending = false;

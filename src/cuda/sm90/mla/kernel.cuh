@@ -87,8 +87,7 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
     if constexpr (FP8) setmaxnreg_inc<kMlaFp8ConsumerRegs>();
     else setmaxnreg_inc<kConsumerRegs>();
     const int tid = int(threadIdx.x) - kWarpgroupThreads;
-    MlaConsumer<T, Tr>{
-        {p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}, &map0, &map1}
+    MlaConsumer<T, Tr>{{p, sched, sm, kv_head, role - 1, tid, int(blockIdx.x) * kRowsPerWarpgroup}}
         .run(part, !FP8 && q_by_tma);
   }
 }
