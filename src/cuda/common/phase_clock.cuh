@@ -16,7 +16,8 @@
 // repeated chain (the MLA consumers' own tile, mla/consumer.cuh) in registers, and
 // ChainClock::store writes one warpgroup's sums to a second table; the exit report prints, per
 // warpgroup and step, the median over CTAs of the cycles per chain, and CTAs 0 and 1 whole.
-// LandClock (load latency) and the hand-off clock build on it (ChainClocks holds all three).
+// LandClock (load latency) and the hand-off clock build on it (ChainClocks holds all three), and
+// so does ReleaseClock (a slot half's last release to the producer's copy, in the producer).
 // Without FLASHMFA_PHASE_CLOCK they are empty types whose calls compile to nothing.
 #pragma once
 
@@ -26,8 +27,6 @@ constexpr int kPhaseTile = 40;
 constexpr int kChainSteps = 11;  // steps a ChainClock can tell apart
 // The own-tile chain, two LandClock groups, the P hand-off, two ReleaseClock groups.
 constexpr int kChainGroups = 6;
-// Stamps: 2 ring stages x 2 halves (loads), a publication, 2 x 2 (releases).
-constexpr int kIssueSlots = 9;
 #if defined(FLASHMFA_PHASE_CLOCK) && FLASHMFA_PHASE_CLOCK
 constexpr bool kPhaseClock = true;
 #else
@@ -41,11 +40,12 @@ constexpr bool kPhaseClock = false;
 #define FLASHMFA_PHASE_LAND 1
 #endif
 constexpr bool kPhaseLand = kPhaseClock && FLASHMFA_PHASE_LAND;
-// The stamps' slots: the load of ring stage s, half h at 2 s + h; the P hand-off after them.
+// The stamps' slots: the load of ring stage s, half h at 2 s + h; the P hand-off after them;
+// then the latest consumer release of stage s, half h (MLA half release; ReleaseClock).
 constexpr int land_stamp(int stage, int half) { return 2 * stage + half; }
-constexpr int kHandoffStamp = 4;
-// The latest consumer release of ring stage s, half h (MLA half release; ReleaseClock).
-constexpr int release_stamp(int stage, int half) { return 5 + 2 * stage + half; }
+constexpr int kHandoffStamp = land_stamp(1, 1) + 1;
+constexpr int release_stamp(int stage, int half) { return kHandoffStamp + 1 + 2 * stage + half; }
+constexpr int kIssueSlots = release_stamp(1, 1) + 1;  // 9
 // Shared memory the stamps take past a kernel's plan (sm90 config.hpp, SmemPlan::launch_bytes).
 constexpr unsigned kStampBytes = sizeof(long long);  // one clock64 stamp
 constexpr unsigned kPhaseStampBytes = kPhaseLand ? kIssueSlots * kStampBytes : 0u;
