@@ -143,11 +143,8 @@ struct Producer {
     auto wait_free = [&](int half) {
       const uint32_t bar = sm.empty_bar(pos.stage, half);
       if constexpr (kPhaseLand)
-        release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, half), half, [&] {
-          if (mbar_test_wait(bar, pos.phase ^ 1)) return false;
-          mbar_wait(bar, pos.phase ^ 1);
-          return true;
-        });
+        release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, half), half,
+                              [&] { return mbar_wait_blocked(bar, pos.phase ^ 1); });
       else
         mbar_wait(bar, pos.phase ^ 1);
     };

@@ -83,6 +83,14 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 #endif
 }
 
+// mbar_wait, and whether it had to block (phase clocks: a wait that blocked times a landing or
+// a release; one that found the phase complete gives only an upper bound).
+__device__ __forceinline__ bool mbar_wait_blocked(uint32_t bar, uint32_t parity) {
+  if (mbar_test_wait(bar, parity)) return false;
+  mbar_wait(bar, parity);
+  return true;
+}
+
 // ---- plain shared-memory accesses by address -----------------------------------------------
 
 __device__ __forceinline__ void st_shared(uint32_t addr, uint4 v) {

@@ -265,11 +265,8 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
       // Phase-clock builds: the load latency of the half (16-bit caches, wide boxes).
       const uint32_t bar = sm.full_bar(pos.stage, atom);
       if constexpr (kPhaseLand && !Tr::kFp8 && Tr::kWideBoxes)
-        clocks.land.measure(sm.phase_stamps(), land_stamp(pos.stage, atom == 0 ? 0 : 1), [&] {
-          if (mbar_test_wait(bar, pos.phase)) return false;
-          mbar_wait(bar, pos.phase);
-          return true;
-        });
+        clocks.land.measure(sm.phase_stamps(), land_stamp(pos.stage, atom == 0 ? 0 : 1),
+                            [&] { return mbar_wait_blocked(bar, pos.phase); });
       else
         mbar_wait(bar, pos.phase);
       if (probe && warpgroup == 0 && atom == 0) FLASHMFA_PHASE(9);
