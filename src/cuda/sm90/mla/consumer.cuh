@@ -75,8 +75,13 @@ constexpr bool kMeasureNoSoftmax = FLASHMFA_MEASURE_NO_SOFTMAX;
 // computes 64 rows: rows 32..63 read the next Q atom's rows (the last atom's, the start of slot
 // 0, NaN or not), and each of those rows stays in its own quad -- its softmax, P, O rows and
 // partial scales -- and is never stored (rows past s_q * q_per_kv, epilogue.cuh).
-template <bool FP8 = false, int QROWS = kRowsPerWarpgroup>
+// PAIRS: the pair schedule (config.hpp, kMlaPairs; 16-bit caches with more than kMlaPairsRows
+// rows per KV head, chosen by the launcher): its own instance, so that neither schedule's
+// registers constrain the other's.
+template <bool FP8 = false, int QROWS = kRowsPerWarpgroup, bool PAIRS = false>
 struct MlaTraits {
+  static_assert(!PAIRS || (!FP8 && kMlaPairs && kMlaHalfRelease), "pairs: 16-bit caches");
+  static constexpr bool kPairs = PAIRS;
   static_assert(QROWS == kRowsPerWarpgroup || (FP8 && QROWS == kMlaFp8QRows),
                 "a short Q tile only with the FP8 raw buffer");
   static constexpr int kQueryRows = QROWS;
@@ -396,9 +401,315 @@ struct MlaConsumer : ConsumerBase<Tr::kConsumerThreads> {
     release_slot(pos);
   }
 
+  // ---- Pair schedule (Tr::kPairs; docs/perf-notes.md AD.4, AF.1) ----
+  // Tiles 2k (A, warpgroup 0's) and 2k + 1 (B, warpgroup 1's) of an item are one pair. Each
+  // warpgroup enters a pair with its own tile's raw S waited for. Four messages, each a named
+  // barrier (bar.arrive by the writer, bar.sync by the reader):
+  //   1 (kPReady + 0)  A's row max and factor
+  //   2 (kPReady + 1)  B's row max and factor (warpgroup 1 publishes them before its P)
+  //   3 (kPScaled)     P_A, rescaled to B's row max, stored as a tile in xchg
+  //   4 (kPStored)     P_B stored as a tile in Q's rope atom
+  // Each warpgroup multiplies its own P from registers and the other's from shared memory (SS
+  // wgmma, issue_pv_ss), so both P tiles are in flight at once: P_A in xchg, P_B where Q's rope
+  // atom was, which S = Q K^T takes from registers instead (qr, loaded once per item). Every
+  // thread reads exactly the row state its counterpart (same thread index: same rows) wrote
+  // before it writes its own, so one row-state buffer carries messages 1 and 2.
+  static constexpr int kRopeAtom = Tr::kAtoms - 1;
+  using RopeFrags = uint32_t[kAtomCols / kWgmmaK][4];
+  __device__ uint32_t pb_tile(uint32_t q_tile) const {
+    return q_tile + uint32_t(kRopeAtom) * Tr::kQueryAtomBytes;
+  }
+  // P (packed) times the row factor alpha as a tile at `tile`: rounded a second time only where
+  // a row's max moved (alpha is exactly 1 on most tiles, running_max.cuh), so that warpgroup 0
+  // holds 16 packed registers across the exchange rather than 32 numerators.
+  __device__ void store_p_rescaled(uint32_t tile, const uint32_t (&a)[kPvSteps][4],
+                                   const float (&alpha)[kRowsPerThread]) const {
+    if (!warp_must_rescale(alpha)) return store_p_tile<T>(tile, a, warp(), lane());
+    uint32_t w[kPvSteps][4];
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // word j of a k-step holds row h = j % 2 (pack_p)
+        float2 v;
+        if constexpr (std::is_same_v<T, __half>)
+          v = __half22float2(*reinterpret_cast<const __half2*>(&a[kk][j]));
+        else
+          v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&a[kk][j]));
+        w[kk][j] = pack2<T>(v.x * alpha[j % 2], v.y * alpha[j % 2]);
+      }
+    store_p_tile<T>(tile, w, warp(), lane());
+  }
+  // Row max and factor in stats, written by one lane per quad after the quad's other lanes
+  // have read the previous values.
+  __device__ void put_state(const float (&m)[kRowsPerThread],
+                            const float (&alpha)[kRowsPerThread]) const {
+    __syncwarp();
+    const bool writer = lane() % kQuadLanes == 0;
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      st_shared_if(writer, stat(0, row_of(h)), __float_as_int(m[h]));
+      st_shared_if(writer, stat(1, row_of(h)), __float_as_int(alpha[h]));
+    }
+  }
+  __device__ void get_state(float (&m)[kRowsPerThread], float (&alpha)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) {
+      m[h] = __int_as_float(ld_shared_s32(stat(0, row_of(h))));
+      alpha[h] = __int_as_float(ld_shared_s32(stat(1, row_of(h))));
+    }
+  }
+  // Rows past the end of the own tile at `pos` (`valid` of 64 loaded) are zeroed before its S;
+  // the other warpgroup's P V of it follows the P exchange.
+  __device__ void prepare_own(const RingPos& pos, int valid) const {
+    if (valid == kBlockN) return;
+    wait_slot(pos);
+    clear_tail<kMlaDk>(sm.slot(pos.stage), valid, wg_tid(), kWarpgroupThreads);
+    fence_proxy_async();  // zeros read by wgmma
+    sync_own();
+  }
+  // The k-steps of S = Q K^T over atoms [FIRST, FIRST + COUNT) of the slot at `pos` as one
+  // wgmma group, each after its bytes have landed; the rope atom's Q from `qr`.
+  template <int FIRST, int COUNT, bool ACCUMULATE>
+  __device__ void issue_s_atoms(float (&s)[kAccRegs], const RingPos& pos, uint32_t q_tile,
+                                const RopeFrags& qr) const {
+    auto wait_atom = [&](int atom) {  // wide boxes: a barrier per half (`atom` is a constant)
+      if (Tr::full_index(atom) != atom) return;
+      mbar_wait(sm.full_bar(pos.stage, atom), pos.phase);
+      wgmma_fence();  // after a wait (a loop), wgmma needs a fresh fence
+    };
+    issue_qk_atoms<T, kMlaDk, FIRST, COUNT, ACCUMULATE, Tr::kQueryAtomBytes, kRopeAtom>(
+        s, q_tile, sm.slot(pos.stage), wait_atom, qr);
+  }
+  // The whole S of an own tile, this warpgroup's half (freed and reloaded first) first. The
+  // caller waits, unconditionally after the branch (a wait inside each branch makes ptxas
+  // serialize every wgmma of the kernel, C7511).
+  __device__ void start_s(float (&s)[kAccRegs], const RingPos& pos, int valid, uint32_t q_tile,
+                          const RopeFrags& qr) const {
+    prepare_own(pos, valid);
+    if (warpgroup == 1)
+      issue_s_atoms<Tr::kOutAtoms, Tr::kAtoms, false>(s, pos, q_tile, qr);
+    else
+      issue_s_atoms<0, Tr::kAtoms, false>(s, pos, q_tile, qr);
+  }
+  // The block-table entry of tile `blk`'s first token (-1 past the item's end), loaded by lane
+  // 0 of each warp without waiting for it: entry_valid broadcasts it a pair later. (Loaded by
+  // every lane, the entry is warp-uniform and moved into a uniform register at once, so the
+  // warp waited for the L2 round trip right before warpgroup 0's softmax, on the pair's chain:
+  // AF.6.)
+  __device__ int load_entry(const WorkItem& it, int blk) const {
+    int e = -1;
+    if (blk < it.block_end && lane() == 0) {
+      const int32_t* entry =
+          p.block_table + int64_t(it.seq) * p.bt_sb + ((blk * kBlockN) >> p.log2_page_size);
+      asm volatile("ld.global.nc.b32 %0, [%1];" : "=r"(e) : "l"(entry));
+    }
+    return e;
+  }
+  // tile_source(p, it, blk).valid from lane 0's entry (load_entry), -1 past the item's end.
+  __device__ int entry_valid(const WorkItem& it, int blk, int e) const {
+    e = __shfl_sync(~0u, e, 0);  // the entry is waited for here, not where it was loaded
+    if (blk >= it.block_end) return -1;
+    return e >= 0 && e < p.num_pages ? min(kBlockN, it.seqlen - blk * kBlockN) : 0;
+  }
+  __device__ void limits(const int (&visible)[kRowsPerThread], int token, int valid,
+                         int (&limit)[kRowsPerThread]) const {
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) limit[h] = min(visible[h], token + valid) - token;
+  }
+
+  // One pair for warpgroup 0: tile A at `pa` (its own; s holds its raw S on entry) and, if
+  // `has_b`, tile B at `pb`. `it`'s tile `next` (the next pair's A, in A's slot two fills on)
+  // has the block-table entry `next_entry` (load_entry); returns its valid rows (-1: none), and
+  // s then holds its raw S.
+  __device__ __forceinline__ int pair_wg0(const RingPos& pa, const RingPos& pb, int token,
+                                          int valid, bool has_b, const WorkItem& it, int next,
+                                          int next_entry,
+                                           const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                                           const RopeFrags& qr, float (&s)[kAccRegs], Out& o,
+                                           OnlineSoftmax& softmax) const {
+    int limit[kRowsPerThread];
+    limits(visible, token, valid, limit);
+    float alpha[kRowsPerThread];
+    softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    scale(o, alpha);
+    uint32_t a[kPvSteps][4];
+    pack_p<T>(s, a);
+    issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pa));  // O_L += P_A V_A
+    // Waited for before message 2 (warpgroup 1's softmax takes about as long): A's first half
+    // is free for the next pair's A.
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    named_barrier_sync(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    float m_b[kRowsPerThread], alpha_b[kRowsPerThread];
+    get_state(m_b, alpha_b);
+    store_p_rescaled(sm.xchg, a, alpha_b);
+    fence_proxy_async();  // P_A is read by warpgroup 1's wgmma
+    named_barrier_arrive(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.max[h] = m_b[h];
+    scale(softmax, alpha_b);
+    scale(o, alpha_b);
+    if (has_b) {
+      wait_v_half(pb);
+      named_barrier_sync(int(NamedBarrier::kPStored), Tr::kConsumerThreads);  // 4
+      issue_pv_ss<T>(o, pb_tile(q_tile), v_half(pb));  // O_L += P_B V_B
+    }
+    const int next_valid = entry_valid(it, next, next_entry);
+    if (next_valid >= 0) {
+      RingPos next_pos = pb;
+      next_pos.advance();
+      prepare_own(next_pos, next_valid);
+      // The first half (freed by this warpgroup's P V of A, reloaded first); B's slot half is
+      // released as soon as its P V is done; then the second half (freed by warpgroup 1).
+      issue_s_atoms<0, Tr::kOutAtoms, false>(s, next_pos, q_tile, qr);
+      if (has_b) {
+        wgmma_wait<1>();
+        fence_acc(o);
+        release_slot(pb);
+      }
+      issue_s_atoms<Tr::kOutAtoms, Tr::kAtoms - Tr::kOutAtoms, true>(s, next_pos, q_tile, qr);
+    }
+    wgmma_wait<0>();  // unconditional: see start_s
+    fence_acc(o);
+    fence_regs(s);
+    if (next_valid < 0 && has_b) release_slot(pb);
+    return next_valid;
+  }
+
+  // One pair for warpgroup 1: tile B at `pb` (its own, if `has_b`: s holds its raw S on entry)
+  // after warpgroup 0's tile A at `pa`. See pair_wg0 for the messages and `next`.
+  __device__ __forceinline__ int pair_wg1(const RingPos& pa, const RingPos& pb, int token,
+                                          int valid, bool has_b, const WorkItem& it, int next,
+                                          int next_entry,
+                                           const int (&visible)[kRowsPerThread], uint32_t q_tile,
+                                           const RopeFrags& qr, float (&s)[kAccRegs], Out& o,
+                                           OnlineSoftmax& softmax) const {
+    named_barrier_sync(int(NamedBarrier::kPReady), Tr::kConsumerThreads);  // 1
+    float m_a[kRowsPerThread], alpha_a[kRowsPerThread];
+    get_state(m_a, alpha_a);
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) softmax.max[h] = m_a[h];
+    scale(softmax, alpha_a);
+    float alpha[kRowsPerThread] = {1.f, 1.f};
+    uint32_t a[kPvSteps][4];
+    if (has_b) {
+      int limit[kRowsPerThread];
+      limits(visible, token, valid, limit);
+      softmax.step(s, limit, p.scale * kLog2e, lane() % kQuadLanes, alpha);
+    }
+    put_state(softmax.max, alpha);
+    named_barrier_arrive(int(NamedBarrier::kPReady) + 1, Tr::kConsumerThreads);  // 2
+    if (has_b) {
+      pack_p<T>(s, a);
+      store_p_tile<T>(pb_tile(q_tile), a, warp(), lane());
+      fence_proxy_async();  // P_B is read by warpgroup 0's wgmma
+      named_barrier_arrive(int(NamedBarrier::kPStored), Tr::kConsumerThreads);  // 4
+    }
+    float both[kRowsPerThread];
+#pragma unroll
+    for (int h = 0; h < kRowsPerThread; ++h) both[h] = alpha_a[h] * alpha[h];
+    scale(o, both);
+    if (has_b) issue_pv<T, Tr::kOutAtoms>(o, a, v_half(pb));  // O_R += P_B V_B
+    wait_v_half(pa);
+    named_barrier_sync(int(NamedBarrier::kPScaled), Tr::kConsumerThreads);  // 3
+    issue_pv_ss<T>(o, sm.xchg, v_half(pa));  // O_R += (P_A alpha_B) V_A
+    if (has_b) {
+      wgmma_wait<1>();
+      fence_acc(o);
+      release_slot(pb);
+    }
+    wgmma_wait<0>();
+    fence_acc(o);
+    release_slot(pa);
+    const int next_valid = entry_valid(it, next, next_entry);
+    if (next_valid >= 0) {
+      RingPos next_pos = pb;
+      next_pos.advance();
+      next_pos.advance();
+      start_s(s, next_pos, next_valid, q_tile, qr);
+    }
+    wgmma_wait<0>();
+    fence_regs(s);
+    return next_valid;
+  }
+
+  __device__ __forceinline__ void run_pairs(int part, bool q_by_tma) const {
+    const uint32_t q_tile = sm.query(0);
+    RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
+    uint32_t q_phase = 0;
+    for (PartWalker w(sched, part); w.valid(); w.next()) {
+      const WorkItem it = w.item();
+      sync_all();  // the previous item's row sums have been read (and its products Q, when
+                   // the consumers load Q themselves)
+      if (q_by_tma) {
+        mbar_wait(sm.q_full, q_phase);
+        q_phase ^= 1;
+      } else {
+        load_query<T, kMlaDk, Tr::kConsumerThreads, kMlaQueryEvictFirst, kMlaDk,
+                   Tr::kQueryRows>(p, it.seq, kv_head, first_row, q_tile, tid, 1.0f);
+        fence_proxy_async();  // Q is read by wgmma
+        sync_all();
+      }
+      // Q's rope atom into registers: from here on its shared memory carries P_B.
+      // An opaque copy of the thread index keeps the fragments' addresses per-item work
+      // instead of registers live across the item's tiles (as in load_query).
+      RopeFrags qr;
+      int t = wg_tid();
+      asm volatile("" : "+r"(t));
+      load_query_fragments<kMlaDk, kRopeAtom * kAtomCols>(q_tile, t, qr);
+      int visible[kRowsPerThread];
+      Base::visible_rows(it, visible);
+      Out o;
+#pragma unroll
+      for (int at = 0; at < Tr::kOutAtoms; ++at)
+#pragma unroll
+        for (int i = 0; i < kAccRegs; ++i) o[at][i] = 0.f;
+      OnlineSoftmax softmax;
+      softmax.reset();
+
+      // This warpgroup's tiles: blk + warpgroup of each pair; the first one's S up front.
+      auto valid_of = [&](int blk) {
+        return blk < it.block_end ? tile_source(p, it, blk).valid : -1;
+      };
+      float s[kAccRegs];
+      int valid = valid_of(it.block_begin + warpgroup);
+      if (valid >= 0) {
+        RingPos own = pos;
+        if (warpgroup == 1) own.advance();
+        start_s(s, own, valid, q_tile, qr);
+      }
+      wgmma_wait<0>();
+      fence_regs(s);
+#pragma unroll 1
+      for (int blk = it.block_begin; blk < it.block_end; blk += 2) {
+        const bool has_b = blk + 1 < it.block_end;
+        const int own = blk + warpgroup;
+        const int next_entry = load_entry(it, own + 2);
+        RingPos pb = pos;
+        pb.advance();
+        if (warpgroup == 0)
+          valid = pair_wg0(pos, pb, own * kBlockN, valid, has_b, it, own + 2, next_entry, visible,
+                           q_tile, qr, s, o, softmax);
+        else
+          valid = pair_wg1(pos, pb, own * kBlockN, valid, has_b, it, own + 2, next_entry, visible,
+                           q_tile, qr, s, o, softmax);
+        pos = pb;
+        if (has_b) pos.advance();
+      }
+      // This warpgroup's last read of Q (its last S) and of P_B in the rope atom (warpgroup 0's
+      // last P V, waited for) or its last write there (warpgroup 1): the next Q may land.
+      if (q_by_tma) release_query();
+      finish(it, o, softmax);
+    }
+  }
+
   // q_by_tma: the producer loads each item's Q tile (q_full), and each warp releases it after
   // its warpgroup's last S of the item (q_empty); otherwise the consumers load it themselves.
-  __device__ void run(int part, bool q_by_tma) const {
+  __device__ __forceinline__ void run(int part, bool q_by_tma) const {
+    if constexpr (Tr::kPairs) return run_pairs(part, q_by_tma);
     const uint32_t q_tile = sm.query(0);
     RingPos pos(0, Tr::kStages);  // both warpgroups walk every slot, in tile order
     int n = 0;                    // tiles so far (phase clocks only)
