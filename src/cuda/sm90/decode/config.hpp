@@ -286,26 +286,6 @@ constexpr int kMlaDk = 576, kMlaDv = 512, kMlaStages = 2;
 constexpr bool kMlaHalfRelease = FLASHMFA_SM90_MLA_HALF_RELEASE != 0;
 constexpr int kMlaOutAtoms = kMlaDv / kAtomCols / 2;  // V atoms per consumer warpgroup: 4
 constexpr int kMlaHalfReleaseRows = 64;
-// Pair schedule (A/B switch, docs/perf-notes.md AD.4, AF.1): when a KV head has more than
-// FLASHMFA_SM90_MLA_PAIRS_ROWS query rows (mla_pairs_form), tiles 2k (warpgroup 0's) and 2k + 1
-// (warpgroup 1's) of an item form a pair: warpgroup 1's softmax starts from warpgroup 0's row
-// max and publishes its own before it stores its P; warpgroup 0 rescales its P to warpgroup 1's
-// max; each warpgroup multiplies its own P from registers and the other's from shared memory
-// (both P tiles in flight: one in the exchange buffer, one where Q's rope atom was, which
-// S = Q K^T then takes from registers); each warpgroup issues its next S after the pair's P V
-// halves, so each softmax runs beside tensor work; the producer loads a pair's halves in the
-// order they are freed (producer.cuh, load_pair). Its own kernel instance (MlaTraits' PAIRS).
-#ifndef FLASHMFA_SM90_MLA_PAIRS
-#define FLASHMFA_SM90_MLA_PAIRS 0
-#endif
-#ifndef FLASHMFA_SM90_MLA_PAIRS_ROWS
-#define FLASHMFA_SM90_MLA_PAIRS_ROWS 128
-#endif
-constexpr bool kMlaPairs = FLASHMFA_SM90_MLA_PAIRS != 0;
-constexpr int kMlaPairsRows = FLASHMFA_SM90_MLA_PAIRS_ROWS;
-FLASHMFA_SM90_HD constexpr bool mla_pairs_form(int rows) {
-  return kMlaPairs && kMlaHalfRelease && rows > kMlaPairsRows && rows > kMlaHalfReleaseRows;
-}
 // Wide boxes: each half of an MLA tile ([0, kMlaOutAtoms) and the rest) is one TMA copy of a
 // 5-D view of the cache (launch.cu, make_wide_map) on the full barrier of the half's first
 // atom, instead of one copy and one barrier per atom: 2 copies per tile instead of 9 for the

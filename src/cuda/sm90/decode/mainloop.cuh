@@ -157,55 +157,34 @@ struct Nothing {
   __device__ void operator()() const {}
 };
 
-// Issues the k-steps of s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) over COUNT 64-column
-// atoms as one wgmma group; the caller waits for it (wgmma_wait) and fences s before reading it.
-// before_atom(a) runs before the k-steps that read atom a of the K tile (a wait for that atom's
-// bytes). The atoms are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around
-// (MLA: the half of the tile that lands first); ACCUMULATE: s already holds an earlier group's
-// part of the sum (in flight or not). Q's atoms are Q_ATOM_BYTES apart (fewer than 64 rows
-// staged: the FP8 MLA raw-buffer form, whose rows past them read the next atom's and are never
-// stored). Atoms from REG_ATOM on take Q from `qf` instead (registers, load_query_fragments:
-// k-step k of atom a is qf[(a - REG_ATOM) * 4 + k]; the MLA pair schedule holds the rope atom
-// there and reuses its shared memory).
-template <class T, int D, int FIRST_ATOM, int COUNT, bool ACCUMULATE,
-          uint32_t Q_ATOM_BYTES = kAtomBytes, int REG_ATOM = D / kAtomCols,
+// Issues s (64 x 64 f32) = Q (64 x D) K^T (D x 64 tokens) as one wgmma group; the caller
+// waits for it (wgmma_wait) and fences s before reading it. before_atom(a) runs before the
+// k-steps that read 64-column atom a of the K tile (a wait for that atom's bytes). The atoms
+// are taken in the order FIRST_ATOM, FIRST_ATOM + 1, ..., wrapping around (MLA: the half of
+// the tile that lands first). Q's atoms are Q_ATOM_BYTES apart (fewer than 64 rows staged: the
+// FP8 MLA raw-buffer form, whose rows past them read the next atom's and are never stored).
+template <class T, int D, int FIRST_ATOM = 0, uint32_t Q_ATOM_BYTES = kAtomBytes,
           class BeforeAtom = NoWait>
-__device__ __forceinline__ void issue_qk_atoms(float (&s)[kAccRegs], uint32_t q_tile,
-                                               uint32_t k_slot, BeforeAtom before_atom = {},
-                                               const uint32_t (*qf)[4] = nullptr) {
+__device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
+                                         BeforeAtom before_atom = {}) {
   constexpr int kAtoms = D / kAtomCols;
   constexpr int kStepsPerAtom = kAtomCols / kWgmmaK;
   const uint64_t desc_q = make_desc(q_tile, kKMajorLbo, kSwizzleGroupBytes);
   const uint64_t desc_k = make_desc(k_slot, kKMajorLbo, kSwizzleGroupBytes);
   wgmma_fence();
-  static_for<COUNT>([&](auto i) {
+  static_for<kAtoms>([&](auto i) {
     constexpr int at = (i + FIRST_ATOM) % kAtoms;
     before_atom(at);
     static_for<kStepsPerAtom>([&](auto k) {
       constexpr uint32_t kOff = at * kAtomBytes + k * kWgmmaK * kElemBytes;
-      if constexpr (at >= REG_ATOM) {
-        wgmma_rs<T, kOff, 0>(s, qf[(at - REG_ATOM) * kStepsPerAtom + k], desc_k,
-                             ACCUMULATE || i + k > 0);
-      } else {
-        // wgmma_ss adds kOff to both descriptors; Q's atom sits (kAtomBytes - Q_ATOM_BYTES) *
-        // at bytes nearer. The address field counts 16-byte units, and the 64-bit sum
-        // desc_q - kQueryBack + kOff / 16 is exact, so the field ends at Q's atom.
-        constexpr uint64_t kQueryBack =
-            uint64_t(at) * (kAtomBytes - Q_ATOM_BYTES) / kDescUnitBytes;
-        wgmma_ss<T, kOff>(s, desc_q - kQueryBack, desc_k, ACCUMULATE || i + k > 0);
-      }
+      // wgmma_ss adds kOff to both descriptors; Q's atom sits (kAtomBytes - Q_ATOM_BYTES) * at
+      // bytes nearer. The address field counts 16-byte units, and the 64-bit sum
+      // desc_q - kQueryBack + kOff / 16 is exact, so the field ends at Q's atom.
+      constexpr uint64_t kQueryBack = uint64_t(at) * (kAtomBytes - Q_ATOM_BYTES) / kDescUnitBytes;
+      wgmma_ss<T, kOff>(s, desc_q - kQueryBack, desc_k, i + k > 0);
     });
   });
   wgmma_commit();
-}
-
-// The whole S = Q K^T of a tile as one wgmma group (see issue_qk_atoms).
-template <class T, int D, int FIRST_ATOM = 0, uint32_t Q_ATOM_BYTES = kAtomBytes,
-          class BeforeAtom = NoWait>
-__device__ __forceinline__ void issue_qk(float (&s)[kAccRegs], uint32_t q_tile, uint32_t k_slot,
-                                         BeforeAtom before_atom = {}) {
-  issue_qk_atoms<T, D, FIRST_ATOM, D / kAtomCols, false, Q_ATOM_BYTES>(s, q_tile, k_slot,
-                                                                      before_atom);
 }
 
 // s = Q K^T; waits for completion. `meanwhile()` runs while the wgmma does (FP8: a conversion).
@@ -222,17 +201,16 @@ __device__ __forceinline__ void gemm_qk(float (&s)[kAccRegs], uint32_t q_tile, u
 // D / 16 k-steps of S = Q K^T, read once per work item from the staged Q tile (swizzled as TMA
 // writes it). Fragment j of a k-step holds columns 2 (lane % 4) + {0, 1} (+ 8 for j >= 2) of
 // row 16 warp + lane / 4 (+ 8 for odd j): the layout pack_p gives P.
-// FROM: the first column (a multiple of 64): only columns [FROM, D) (MLA pairs: the rope atom).
-template <int D, int FROM = 0>
+template <int D>
 __device__ __forceinline__ void load_query_fragments(uint32_t q_tile, int wg_tid,
-                                                     uint32_t (&qf)[(D - FROM) / kWgmmaK][4]) {
+                                                     uint32_t (&qf)[D / kWgmmaK][4]) {
   const int warp = wg_tid / kWarpSize, lane = wg_tid % kWarpSize;
   const int row0 = 16 * warp + lane / kQuadLanes, col0 = 2 * (lane % kQuadLanes);
 #pragma unroll
-  for (int kk = 0; kk < (D - FROM) / kWgmmaK; ++kk)
+  for (int kk = 0; kk < D / kWgmmaK; ++kk)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int row = row0 + 8 * (j & 1), col = FROM + kWgmmaK * kk + 8 * (j >> 1) + col0;
+      const int row = row0 + 8 * (j & 1), col = kWgmmaK * kk + 8 * (j >> 1) + col0;
       qf[kk][j] = uint32_t(ld_shared_s32(q_tile + swizzled_offset(row, col / kUnitElems) +
                                          uint32_t(col % kUnitElems) * kElemBytes));
     }
@@ -316,35 +294,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[ATOMS][kAccRegs],
     });
   }
   wgmma_commit();
-}
-
-// Issues o (64 x 256 f32) += P V as issue_pv does, with P read from shared memory: p_tile is a
-// 64 x 64 16-bit tile, K-major and 128B-swizzled like a Q atom (store_p_tile; k-step kk at
-// byte 32 kk).
-template <class T>
-__device__ __forceinline__ void issue_pv_ss(float (&o)[kPvN256Atoms][kAccRegs], uint32_t p_tile,
-                                            uint32_t v_slot) {
-  constexpr uint32_t kStepBytes = kWgmmaK * kSwizzleRowBytes;  // 16 tokens down
-  const uint64_t desc_p = make_desc(p_tile, kKMajorLbo, kSwizzleGroupBytes);
-  const uint64_t desc_v = make_desc(v_slot, kAtomBytes, kSwizzleGroupBytes);
-  fence_acc(o);
-  wgmma_fence();
-  static_for<kPvSteps>([&](auto kk) {
-    wgmma_ss_n256<T, kk * kWgmmaK * kElemBytes, kk * kStepBytes>(o, desc_p, desc_v);
-  });
-  wgmma_commit();
-}
-
-// Stores P (A fragments, pack_p) of this thread's warp as rows [16 warp, 16 warp + 16) of a
-// 64 x 64 16-bit tile laid out as issue_pv_ss reads it (one stmatrix of four 8 x 8 matrices per
-// k-step: rows 0-7 and 8-15 of the warp, columns 16 kk and 16 kk + 8).
-template <class T>
-__device__ __forceinline__ void store_p_tile(uint32_t p_tile, const uint32_t (&a)[kPvSteps][4],
-                                             int warp, int lane) {
-  const int row = 16 * warp + 8 * ((lane / 8) % 2) + lane % 8;
-#pragma unroll
-  for (int kk = 0; kk < kPvSteps; ++kk)
-    stmatrix_x4(p_tile + swizzled_offset(row, 2 * kk + lane / 16), a[kk]);
 }
 
 // o (64 x D f32, as D/64 accumulator tiles) += P (64 x 64 tokens, registers) V (64 x D).

@@ -137,45 +137,32 @@ struct Producer {
   // Half release: each half of the slot as soon as it is free, `owner`'s half first. Free
   // slots complete the phase before the one the consumers wait on: a fresh barrier counts as
   // having completed phase "1", so the first pass does not block.
-  template <int H>  // 0: atoms [0, kMlaOutAtoms), 1: the rest
-  __device__ void load_half(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
-                            uint64_t policy) const {
-    // Phase-clock builds: from the consumers' last release of the half to the copy's issue.
-    const uint32_t bar = sm.empty_bar(pos.stage, H);
-    if constexpr (kPhaseLand)
-      release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, H), H,
-                            [&] { return mbar_wait_blocked(bar, pos.phase ^ 1); });
-    else
-      mbar_wait(bar, pos.phase ^ 1);
-    if constexpr (H == 0) load_part<0, kMlaOutAtoms>(pos, map, src, policy);
-    else load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
-  }
   __device__ void load_halves(const RingPos& pos, const CUtensorMap* map, const TileSource& src,
                               uint64_t policy, int owner) const {
+    // Phase-clock builds: from the consumers' last release of the half to the copy's issue.
+    auto wait_free = [&](int half) {
+      const uint32_t bar = sm.empty_bar(pos.stage, half);
+      if constexpr (kPhaseLand)
+        release_clock.measure(sm.phase_stamps(), release_stamp(pos.stage, half), half,
+                              [&] { return mbar_wait_blocked(bar, pos.phase ^ 1); });
+      else
+        mbar_wait(bar, pos.phase ^ 1);
+    };
+    auto lo = [&] {
+      wait_free(0);
+      load_part<0, kMlaOutAtoms>(pos, map, src, policy);
+    };
+    auto hi = [&] {
+      wait_free(1);
+      load_part<kMlaOutAtoms, Tr::kAtoms>(pos, map, src, policy);
+    };
     if (owner == 0) {
-      load_half<0>(pos, map, src, policy);
-      load_half<1>(pos, map, src, policy);
+      lo();
+      hi();
     } else {
-      load_half<1>(pos, map, src, policy);
-      load_half<0>(pos, map, src, policy);
+      hi();
+      lo();
     }
-  }
-  // The MLA pair schedule (Tr::kPairs): tiles a (at `pos`, warpgroup 0's) and b (the next slot,
-  // warpgroup 1's) of one pair, each half in the order the consumers free them: a's first half
-  // (warpgroup 0's P V of a ends first), b's second (warpgroup 1's P V of b), a's second, b's
-  // first (warpgroup 0's P V of b ends last). Advances `pos` past both. `source(i)`: tile a's
-  // (0) or b's (1) source, read again for each half (two at once spill the 24 registers).
-  template <class Source>
-  __device__ void load_pair(RingPos& pos, const CUtensorMap* map, Source source,
-                            uint64_t policy) const {
-    RingPos next = pos;
-    next.advance();
-    load_half<0>(pos, map, source(0), policy);
-    load_half<1>(next, map, source(1), policy);
-    load_half<1>(pos, map, source(0), policy);
-    load_half<0>(next, map, source(1), policy);
-    pos = next;
-    pos.advance();
   }
 
   // One tile of `map` into the ring slot at `pos` (waits for the slot to be free first).
@@ -338,17 +325,6 @@ struct Producer {
         const TileSource src = tile_source_for<Tr>(p, it, blk);
         if (!src.page_ok) atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
         if (blk == it.block_begin) FLASHMFA_PHASE(2);
-        if constexpr (Tr::kHalfRelease) {  // MLA: one ring, V aliases K
-          static_assert(kParts == 1, "the pair schedule walks one ring");
-          if (Tr::kPairs && blk + 1 < it.block_end) {
-            if (!tile_source_for<Tr>(p, it, blk + 1).page_ok)
-              atomicOr(&sched.header->error_flags, uint32_t(kFlagPageOutOfRange));
-            load_pair(ring.part[0], k_map,
-                      [&](int i) { return tile_source_for<Tr>(p, it, blk + i); }, policy);
-            ++blk;
-            continue;
-          }
-        }
         ring.load_into(tile_owner<kParts>(blk, it.block_begin), [&](RingPos& pos) {
           load_tile(pos, k_map, src, policy, alternate_owner(blk, it.block_begin));
           if (!p.v_aliases_k) load_tile(pos, v_map, src, policy);

@@ -110,14 +110,6 @@ __device__ __forceinline__ void st_shared_if(bool pred, uint32_t addr, int32_t v
       "r"(addr), "r"(v)
       : "memory");
 }
-// Four 8x8 16-bit matrices from this warp's registers into shared memory: lane l gives the
-// address of row l % 8 of matrix l / 8, and register i holds row lane / 4, columns
-// 2 (lane % 4) and the next, of matrix i (the layout of a wgmma m64k16 A fragment).
-__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4]) {
-  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
-               "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
-               : "memory");
-}
 __device__ __forceinline__ int32_t ld_shared_s32(uint32_t addr) {
   int32_t v;
   asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");

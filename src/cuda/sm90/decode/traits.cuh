@@ -28,9 +28,6 @@ enum class NamedBarrier : int {
                    // tile is done (mla/fp8.cuh)
   kMeasureCopy = 10,  // producer warps 1-3, 96 threads (measuring builds, FP8 decode: a raw
                       // tile's copy is written; kernel.cuh, copy_raw_tiles)
-  kPScaled = 11,   // 256 threads (MLA pair schedule): warpgroup 0's P, rescaled to warpgroup
-                   // 1's row max, is in shared memory (mla/consumer.cuh)
-  kPStored = 12,   // 256 threads (MLA pair schedule): warpgroup 1's P is in shared memory
 };
 
 // FP8: the cache is fp8_row (config.hpp): a raw ring, and each consumer warpgroup converts its

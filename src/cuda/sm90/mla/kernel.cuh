@@ -22,14 +22,13 @@ namespace flashmfa::cuda::sm90 {
 // Grid (row tiles of 64, parts, h_kv), 384 threads: warpgroup 0 produces, 1 and 2 consume.
 // 16-bit caches: map0 / map1 are k_map / k_hi_map (mla.hpp), map2 q's map when q_by_tma (the
 // producer loads each item's Q tile; otherwise the consumers do). FP8: the latent, scale and
-// RoPE maps (fp8.cuh); q_by_tma is 0. QROWS: the staged Q tile's rows, PAIRS: the pair
-// schedule (MlaTraits).
-template <class T, bool FP8, int QROWS, bool PAIRS>
-__global__ void __launch_bounds__(MlaTraits<FP8, QROWS, PAIRS>::kThreads, 1)
+// RoPE maps (fp8.cuh); q_by_tma is 0. QROWS: the staged Q tile's rows (MlaTraits).
+template <class T, bool FP8, int QROWS>
+__global__ void __launch_bounds__(MlaTraits<FP8, QROWS>::kThreads, 1)
 mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant__ Schedule sched,
            const __grid_constant__ CUtensorMap map0, const __grid_constant__ CUtensorMap map1,
            const __grid_constant__ CUtensorMap map2, int q_by_tma) {
-  using Tr = MlaTraits<FP8, QROWS, PAIRS>;
+  using Tr = MlaTraits<FP8, QROWS>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = uint32_t(align_up(smem_addr(smem_raw), kTileAlign));
   const SmemView sm(base, Tr::kPlan);
@@ -93,14 +92,14 @@ mla_kernel(const __grid_constant__ detail::DecodeParams p, const __grid_constant
   }
 }
 
-template <class T, bool FP8, int QROWS = kRowsPerWarpgroup, bool PAIRS = false>
+template <class T, bool FP8, int QROWS = kRowsPerWarpgroup>
 void launch_mla_kernel(const detail::DecodeParams& p, const Schedule& sched,
                        const CUtensorMap& map0, const CUtensorMap& map1, const CUtensorMap& map2,
                        bool q_by_tma, cudaStream_t stream) {
-  using Tr = MlaTraits<FP8, QROWS, PAIRS>;
-  auto* kernel = &mla_kernel<T, FP8, QROWS, PAIRS>;
+  using Tr = MlaTraits<FP8, QROWS>;
+  auto* kernel = &mla_kernel<T, FP8, QROWS>;
   constexpr size_t kSmem = Tr::kPlan.launch_bytes();
-  opt_in_smem<&mla_kernel<T, FP8, QROWS, PAIRS>>(kSmem);
+  opt_in_smem<&mla_kernel<T, FP8, QROWS>>(kSmem);
   FLASHMFA_PHASE_REPORT();
   const dim3 grid((p.s_q * p.q_per_kv + kRowsPerWarpgroup - 1) / kRowsPerWarpgroup,
                   sched.num_parts, p.h_kv);
@@ -112,13 +111,8 @@ template <class T>
 void launch_mla_typed(const detail::DecodeParams& p, const Schedule& sched,
                       const CUtensorMap& k_map, const CUtensorMap& k_hi_map,
                       const CUtensorMap* q_map, cudaStream_t stream) {
-  const CUtensorMap& map2 = q_map ? *q_map : k_map;
-  if constexpr (kMlaPairs) {
-    if (mla_pairs_form(p.s_q * p.q_per_kv))
-      return launch_mla_kernel<T, false, kRowsPerWarpgroup, true>(p, sched, k_map, k_hi_map, map2,
-                                                                  q_map != nullptr, stream);
-  }
-  launch_mla_kernel<T, false>(p, sched, k_map, k_hi_map, map2, q_map != nullptr, stream);
+  launch_mla_kernel<T, false>(p, sched, k_map, k_hi_map, q_map ? *q_map : k_map, q_map != nullptr,
+                              stream);
 }
 
 template <class T>
