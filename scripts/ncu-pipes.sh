@@ -15,7 +15,8 @@ bin=${1:?flashmfa-bench binary}
 shift
 metrics=$(printf '%s,' gpu__time_duration.sum sm__cycles_elapsed.avg.per_second \
   smsp__inst_executed.sum sm__inst_executed.avg.per_cycle_active \
-  sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+  sm__pipe_tensor_op_hmma_type_hmma_hgmma_qgmma_cycles_active.avg.pct_of_peak_sustained_active \
+  l1tex__data_pipe_lsu_wavefronts_mem_shared_op_gmma.sum \
   sm__inst_executed_pipe_{alu,fma,xu,lsu,uniform}.avg.pct_of_peak_sustained_active \
   l1tex__data_pipe_lsu_wavefronts_mem_shared.{sum,avg.pct_of_peak_sustained_active} \
   l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
@@ -50,7 +51,7 @@ for v in launches:
         name, num("gpu__time_duration.sum") / 1e3, num("sm__cycles_elapsed.avg.per_second") / 1e9,
         num("smsp__inst_executed.sum"), num("sm__inst_executed.avg.per_cycle_active")))
     for label, key in [
-            ("tensor pipe (wgmma)", "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active"),
+            ("tensor pipe (wgmma)", "sm__pipe_tensor_op_hmma_type_hmma_hgmma_qgmma_cycles_active.avg.pct_of_peak_sustained_active"),
             ("ALU pipe", "sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active"),
             ("FMA pipe", "sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active"),
             ("XU pipe (exp2, conversions)", "sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active"),
@@ -60,8 +61,9 @@ for v in launches:
             ("L1TEX throughput", "l1tex__throughput.avg.pct_of_peak_sustained_active"),
             ("SM memory throughput", "sm__memory_throughput.avg.pct_of_peak_sustained_active")]:
         print("  %-30s %6.1f%%" % (label, num(key)))
-    print("  shared: %.3g wavefronts, %.3g bank conflicts, %.3g load and %.3g store instructions" % (
+    print("  shared: %.3g wavefronts (%.3g of them wgmma operands), %.3g bank conflicts, %.3g load and %.3g store instructions" % (
         num("l1tex__data_pipe_lsu_wavefronts_mem_shared.sum"),
+        num("l1tex__data_pipe_lsu_wavefronts_mem_shared_op_gmma.sum"),
         num("l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum"),
         num("smsp__inst_executed_op_shared_ld.sum"), num("smsp__inst_executed_op_shared_st.sum")))
 EOF
